@@ -1,0 +1,52 @@
+"""The run configuration: one frozen object, checked when it is built."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from pipeline.errors import ConfigError
+
+Mode = Literal["dedup", "standard"]
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How a migration runs (the original's ``BatchProcessingConfig``, plus our knobs).
+
+    batch_size: records read, validated and committed together.
+    continue_on_error: keep going past rejected records (the default); when off,
+        the run stops at the first failed record (``--fail-fast``).
+    validate_first: run the pandera validation stage before loading; when off,
+        the database is the only judge of a record.
+    log_progress: show a progress bar and per-batch log lines.
+    mode: ``dedup`` rejects exact duplicates before loading; ``standard`` lets the
+        database's unique constraint refuse them, as the original did.
+    max_errors: stop (status ``aborted``) once more than this many records failed.
+    similarity_threshold: near-duplicate score above which a memory is merged.
+    dataset: which dataset plug-in reads the input (``memories``, ``messages``).
+    """
+
+    batch_size: int = 100_000
+    continue_on_error: bool = True
+    validate_first: bool = True
+    log_progress: bool = True
+    mode: Mode = "dedup"
+    max_errors: int | None = None
+    similarity_threshold: float = 0.7
+    dataset: str = "memories"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.mode not in ("dedup", "standard"):
+            raise ConfigError(f"mode must be 'dedup' or 'standard', got {self.mode!r}")
+        if self.max_errors is not None and self.max_errors < 0:
+            raise ConfigError(f"max_errors must be 0 or more, got {self.max_errors!r}")
+        if not 0.0 <= self.similarity_threshold <= 1.0:
+            raise ConfigError(
+                f"similarity_threshold must be between 0 and 1, got {self.similarity_threshold!r}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)

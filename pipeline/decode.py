@@ -1,0 +1,127 @@
+"""Raw record text to typed columns, splitting off what cannot be parsed.
+
+Polars' JSON readers stop at the first malformed line, so malformed and
+non-object records are found first with a vectorized check, and only the rest
+is decoded with the dataset's explicit schema. ``read_ndjson(ignore_errors=True)``
+turns a value of the wrong type into null; ``type_errors`` tells those apart
+from values that are really missing by looking them up in the raw text.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import polars as pl
+
+from pipeline.rejects import reject_frame
+
+RECORD_KEYS = ["source_file", "source_line", "raw"]
+
+PARSE_MESSAGES = {
+    "invalid_json": "the record is not valid JSON (truncated, unquoted text or stray "
+    "characters); fix the text or drop the record",
+    "not_an_object": "the record is valid JSON but not an object; each record must be a "
+    'JSON object like {"id": ...}',
+    "invalid_utf8": "the line holds bytes that are not UTF-8 (shown here as \ufffd); "
+    "re-export the file as UTF-8",
+}
+
+TYPE_NAMES = {pl.Int64: "integer", pl.List: "list", pl.Struct: "object", pl.Boolean: "boolean"}
+
+
+def decode(raw: pl.DataFrame, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split raw records into (decoded records, parse rejects).
+
+    Decoded records keep ``source_file``, ``source_line`` and ``raw`` beside one
+    column per top-level field of ``dtype``.
+    """
+    classified = raw.with_columns(parse_error=pl.coalesce("parse_error", _parse_error()))
+    failed = classified.filter(pl.col("parse_error").is_not_null())
+    parsed = classified.filter(pl.col("parse_error").is_null()).select(RECORD_KEYS)
+    rejects = reject_frame(
+        failed.lazy(),
+        category="parse",
+        reason=pl.col("parse_error"),
+        field=pl.lit(None, pl.String),
+        message=pl.col("parse_error").replace_strict(PARSE_MESSAGES, default=pl.col("parse_error")),
+    )
+    return pl.concat([parsed, _read_objects(parsed["raw"], dtype)], how="horizontal"), rejects
+
+
+def _parse_error() -> pl.Expr:
+    text = pl.col("raw").str.strip_chars()
+    is_json = pl.col("raw").str.json_path_match("$").is_not_null() | (text == "null")
+    return (
+        pl.when(is_json & text.str.starts_with("{"))
+        .then(pl.lit(None, pl.String))
+        .when(is_json)
+        .then(pl.lit("not_an_object"))
+        .otherwise(pl.lit("invalid_json"))
+    )
+
+
+def _read_objects(lines: pl.Series, dtype: pl.Struct) -> pl.DataFrame:
+    schema = {field.name: field.dtype for field in dtype.fields}
+    if lines.is_empty():
+        return pl.DataFrame(schema=schema)
+    payload = lines.str.join("\n").item().encode()
+    decoded = pl.read_ndjson(io.BytesIO(payload), schema=schema, ignore_errors=True)
+    if decoded.height != lines.len():
+        raise RuntimeError(f"decoded {decoded.height} records from {lines.len()} lines")
+    return decoded
+
+
+def leaf_paths(dtype: pl.Struct, prefix: str = "") -> Iterator[tuple[str, pl.DataType]]:
+    """Dotted paths of every field reachable without entering a list, outermost first."""
+    for field in dtype.fields:
+        path = f"{prefix}{field.name}"
+        yield path, field.dtype
+        if isinstance(field.dtype, pl.Struct):
+            yield from leaf_paths(field.dtype, f"{path}.")
+
+
+def field_expr(path: str) -> pl.Expr:
+    head, *rest = path.split(".")
+    expr = pl.col(head)
+    for name in rest:
+        expr = expr.struct.field(name)
+    return expr
+
+
+def type_errors(records: pl.DataFrame, dtype: pl.Struct) -> pl.DataFrame:
+    """Fields that are present in the raw JSON but decoded to null: they had the wrong type.
+
+    Returns ``record`` (row position), ``field``, ``expected`` and ``got`` (the
+    value as JSON text). Only rows whose field decoded to null are looked up.
+    """
+    found = []
+    indexed = records.with_row_index("record")
+    for path, dtype_at in leaf_paths(dtype):
+        if dtype_at == pl.String:
+            continue
+        parent = path.rpartition(".")[0]
+        missing = field_expr(path).is_null()
+        if parent:
+            missing &= field_expr(parent).is_not_null()
+        found.append(
+            indexed.lazy()
+            .filter(missing)
+            .select(
+                "record",
+                field=pl.lit(path),
+                expected=pl.lit(TYPE_NAMES.get(dtype_at.base_type(), str(dtype_at))),
+                got=pl.col("raw").str.json_path_match(f"$.{path}"),
+            )
+            .filter(pl.col("got").is_not_null())
+        )
+    if not found:
+        return pl.DataFrame(
+            schema={
+                "record": pl.UInt32,
+                "field": pl.String,
+                "expected": pl.String,
+                "got": pl.String,
+            }
+        )
+    return pl.concat(pl.collect_all(found))

@@ -1,0 +1,120 @@
+"""The run report: data first (``RunResult.to_dict`` is the JSON contract), text second."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+FAILED_CATEGORIES = {
+    "parse": "parse_errors",
+    "validation": "validation_errors",
+    "database": "database_errors",
+}
+
+
+@dataclass
+class BatchReport:
+    rows_in: int
+    loaded: int
+    rejected: int
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    """Counts of one run.
+
+    ``processed = successful + failed + duplicates_skipped + similar_merged`` always holds.
+    """
+
+    run_id: str
+    status: str = "running"
+    dataset: str = "memories"
+    mode: str = "dedup"
+    batch_size: int = 0
+    inputs: list[str] = field(default_factory=list)
+    processed: int = 0
+    successful: int = 0
+    parse_errors: int = 0
+    validation_errors: int = 0
+    database_errors: int = 0
+    duplicates_skipped: int = 0
+    similar_merged: int = 0
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    stop_reason: str | None = None
+    batches: list[BatchReport] = field(default_factory=list)
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return self.parse_errors + self.validation_errors + self.database_errors
+
+    @property
+    def success_rate(self) -> float:
+        return round(100 * self.successful / self.processed, 2) if self.processed else 0.0
+
+    @property
+    def deduplication_rate(self) -> float:
+        skipped = self.duplicates_skipped + self.similar_merged
+        return round(100 * skipped / self.processed, 2) if self.processed else 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return round(self.processed / self.seconds, 1) if self.seconds else 0.0
+
+    def add_batch(self, rows_in: int, loaded: int, rejects: pl.DataFrame, seconds: float) -> None:
+        """Count one committed batch; a record counts once, in the category that rejected it."""
+        per_category = rejects.group_by("category").agg(
+            pl.struct("source_file", "source_line").n_unique().alias("records")
+        )
+        counts = dict(per_category.iter_rows())
+        self.processed += rows_in
+        self.successful += loaded
+        for category, name in FAILED_CATEGORIES.items():
+            setattr(self, name, getattr(self, name) + counts.get(category, 0))
+        duplicates = rejects.filter(pl.col("category") == "deduplication")
+        similar = duplicates.filter(pl.col("reason") == "similar_duplicate")["source_line"].len()
+        self.similar_merged += similar
+        self.duplicates_skipped += counts.get("deduplication", 0) - similar
+        for reason, count in rejects["reason"].value_counts().iter_rows():
+            self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + count
+        self.batches.append(BatchReport(rows_in, loaded, rows_in - loaded, round(seconds, 3)))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(
+            failed=self.failed,
+            success_rate=self.success_rate,
+            deduplication_rate=self.deduplication_rate,
+            rows_per_second=self.rows_per_second,
+            seconds=round(self.seconds, 3),
+            peak_rss_mb=round(self.peak_rss_mb, 1),
+            errors_by_reason=dict(sorted(self.errors_by_reason.items(), key=lambda kv: -kv[1])),
+        )
+        return data
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def summary(self, top: int = 8) -> str:
+        lines = [
+            f"run {self.run_id}: {self.status}"
+            + (f" ({self.stop_reason})" if self.stop_reason else ""),
+            f"  processed {self.processed:,} records in {self.seconds:.1f}s "
+            f"({self.rows_per_second:,.0f} rows/s, peak RSS {self.peak_rss_mb:,.0f} MB)",
+            f"  loaded    {self.successful:,} ({self.success_rate}%)",
+            f"  failed    {self.failed:,} (parse {self.parse_errors:,}, validation "
+            f"{self.validation_errors:,}, database {self.database_errors:,})",
+            f"  skipped   {self.duplicates_skipped:,} exact duplicates, "
+            f"{self.similar_merged:,} near duplicates merged",
+        ]
+        if self.errors_by_reason:
+            lines.append("  top reasons:")
+            for reason, count in sorted(self.errors_by_reason.items(), key=lambda kv: -kv[1])[:top]:
+                lines.append(f"    {count:>9,}  {reason}")
+        lines.append(f"  inspect them: pipeline rejects --run {self.run_id}")
+        return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""The run loop: scan → decode → prepare/validate → dedup → load, one batch at a time.
+
+Stages are pure functions of a batch (``stage_batch``); the runner owns the
+loop, the progress display, the report and the stop rules. While the database
+copies batch N (in a worker thread; ADBC and Polars release the GIL), the next
+batch is read and validated, so both cores stay busy.
+"""
+
+from __future__ import annotations
+
+import resource
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from time import perf_counter
+
+import polars as pl
+from loguru import logger
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from pipeline.config import BatchConfig
+from pipeline.database import resolve_url
+from pipeline.datasets import Dataset, get_dataset
+from pipeline.decode import decode, type_errors
+from pipeline.dedup import DUPLICATE_MESSAGE, split_exact_duplicates
+from pipeline.errors import RunStopped
+from pipeline.loader import BatchOutcome, Loader
+from pipeline.rejects import reject_frame
+from pipeline.report import RunResult
+from pipeline.sources import resolve_inputs, scan_batches
+from pipeline.validate import failure_rejects
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    """A batch ready to load: the records to load and the records already rejected."""
+
+    number: int
+    records: pl.DataFrame
+    rejects: pl.DataFrame
+    rows_in: int
+    ledger: dict
+
+
+def stage_batch(
+    raw: pl.DataFrame, dataset: Dataset, config: BatchConfig, started_at: datetime
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Pure: raw records → (records to load, rejects of parse, validation and deduplication)."""
+    records, parse_rejects = decode(raw, dataset.input_dtype)
+    prepared, failures = dataset.prepare(
+        records, type_errors(records, dataset.input_dtype), started_at, config.validate_first
+    )
+    valid = prepared.join(failures.select("record").unique(), on="record", how="anti")
+    rejects = [parse_rejects, failure_rejects(prepared, failures)]
+    if config.mode == "dedup":
+        valid, duplicates = split_exact_duplicates(valid)
+        rejects.append(
+            reject_frame(
+                duplicates.lazy().join(prepared.lazy(), on="record"),
+                category="deduplication",
+                reason=pl.lit("exact_duplicate"),
+                field=pl.lit("content_hash"),
+                message=pl.format(DUPLICATE_MESSAGE, "duplicate_of"),
+                duplicate_of=pl.col("duplicate_of"),
+            )
+        )
+    return valid, pl.concat(rejects)
+
+
+def migrate(
+    paths: Sequence[str],
+    config: BatchConfig | None = None,
+    db_url: str | None = None,
+    run_id: str | None = None,
+) -> RunResult:
+    """Migrate the records of ``paths`` into the database and return the run's counts.
+
+    Raises ``RunStopped`` (carrying the partial result) when fail-fast or
+    ``max_errors`` stops the run; batches committed before stay committed.
+    """
+    config = config or BatchConfig()
+    dataset = get_dataset(config.dataset)
+    files = resolve_inputs(paths)
+    loader = Loader(resolve_url(db_url))
+    started_at = datetime.now(UTC)
+    run_id = run_id or f"run-{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    result = RunResult(
+        run_id=run_id,
+        dataset=dataset.name,
+        mode=config.mode,
+        batch_size=config.batch_size,
+        inputs=[str(f) for f in files],
+    )
+    try:
+        loader.ensure_schema(dataset)
+        loader.start_run(run_id, started_at, config.to_dict(), result.inputs)
+        _run(loader, dataset, config, files, started_at, result)
+    except RunStopped as stop:
+        _finish(loader, result, "aborted", str(stop))
+        raise
+    except BaseException as exc:
+        _finish(loader, result, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        _finish(loader, result, "completed", None)
+    finally:
+        loader.close()
+    return result
+
+
+def _run(loader, dataset, config, files, started_at, result) -> None:
+    clock = perf_counter()
+    total_bytes = sum(f.stat().st_size for f in files)
+    with _progress(config.log_progress) as progress, ThreadPoolExecutor(1, "loader") as worker:
+        task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
+        in_flight: tuple[StagedBatch, Future[BatchOutcome], float] | None = None
+        for number, raw in enumerate(
+            scan_batches(files, config.batch_size, dataset.csv_json_columns), 1
+        ):
+            began = perf_counter()
+            records, rejects = stage_batch(raw.frame, dataset, config, started_at)
+            staged = StagedBatch(number, records, rejects, raw.frame.height, _ledger(raw.frame))
+            if in_flight:
+                _account(result, config, *in_flight, clock)
+                _show(progress, task, result)
+            if not config.continue_on_error and _failed_records(rejects):
+                raise RunStopped(
+                    _fail_fast_message(result.run_id, number), run_id=result.run_id, result=result
+                )
+            in_flight = (
+                staged,
+                worker.submit(_load, loader, dataset, result.run_id, staged, config, began),
+                began,
+            )
+            progress.update(task, completed=raw.bytes_done)
+        if in_flight:
+            _account(result, config, *in_flight, clock)
+            _show(progress, task, result, completed=total_bytes)
+
+
+def _show(progress: Progress, task, result: RunResult, **update) -> None:
+    rate = f"{result.rows_per_second:,.0f} rows/s"
+    progress.update(task, records=result.processed, rate=rate, **update)
+
+
+def _load(
+    loader: Loader,
+    dataset: Dataset,
+    run_id: str,
+    staged: StagedBatch,
+    config: BatchConfig,
+    began: float,
+) -> BatchOutcome:
+    ledger = {**staged.ledger, "seconds": perf_counter() - began}
+    return loader.load_batch(
+        dataset,
+        run_id,
+        staged.number,
+        staged.records,
+        staged.rejects,
+        config.mode,
+        ledger,
+        fail_fast=not config.continue_on_error,
+    )
+
+
+def _account(
+    result: RunResult,
+    config: BatchConfig,
+    staged: StagedBatch,
+    outcome: Future[BatchOutcome],
+    began: float,
+    clock: float,
+) -> None:
+    loaded = outcome.result()
+    if not loaded.committed:
+        raise RunStopped(
+            _fail_fast_message(result.run_id, staged.number), run_id=result.run_id, result=result
+        )
+    result.add_batch(staged.rows_in, loaded.loaded, loaded.rejects, perf_counter() - began)
+    result.seconds = perf_counter() - clock
+    result.peak_rss_mb = _peak_rss_mb()
+    logger.debug(
+        "batch {} committed: {} in, {} loaded, {} rejected ({:.2f}s)",
+        staged.number,
+        staged.rows_in,
+        loaded.loaded,
+        staged.rows_in - loaded.loaded,
+        result.batches[-1].seconds,
+    )
+    if config.max_errors is not None and result.failed > config.max_errors:
+        raise RunStopped(
+            f"stopped after batch {staged.number}: {result.failed} records failed, more than "
+            f"--max-errors {config.max_errors}; inspect them with `pipeline rejects --run "
+            f"{result.run_id}`",
+            run_id=result.run_id,
+            result=result,
+        )
+
+
+def _failed_records(rejects: pl.DataFrame) -> int:
+    return rejects.filter(pl.col("category") != "deduplication").height
+
+
+def _fail_fast_message(run_id: str, number: int) -> str:
+    return (
+        f"stopped at batch {number} (--fail-fast): a record failed; earlier batches are "
+        f"committed. Inspect with `pipeline rejects --run {run_id}`, fix the input, and "
+        f"resume with `pipeline migrate ... --resume {run_id}`"
+    )
+
+
+def _finish(loader: Loader, result: RunResult, status: str, reason: str | None) -> None:
+    result.status, result.stop_reason = status, reason
+    result.peak_rss_mb = _peak_rss_mb()
+    try:
+        loader.finish_run(result.run_id, status, result.to_dict())
+    except Exception as exc:  # the run's own error matters more than its bookkeeping
+        logger.warning("could not record the end of run {}: {}", result.run_id, exc)
+
+
+def _ledger(frame: pl.DataFrame) -> dict:
+    return {
+        "source_file": frame["source_file"][0],
+        "first_line": int(frame["source_line"].min()),
+        "last_line": int(frame["source_line"].max()),
+        "rows_in": frame.height,
+    }
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[records]:,} records"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )

@@ -1,0 +1,72 @@
+"""Run pandera schemas over whole columns and turn their failures into reject rows."""
+
+from __future__ import annotations
+
+import pandera.polars as pa
+import polars as pl
+
+from pipeline.rejects import reject_frame
+from schemas.checks import HINTS
+
+FAILURE_SCHEMA = {"record": pl.UInt32, "field": pl.String, "check": pl.String, "value": pl.String}
+
+
+def schema_failures(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataFrame:
+    """Every failed (record, field, check) of ``frame``, which carries a ``record`` column."""
+    if frame.is_empty():
+        return pl.DataFrame(schema=FAILURE_SCHEMA)
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        if cases["index"].null_count():
+            raise RuntimeError(f"schema {schema.name} does not fit its frame:\n{cases}") from exc
+        return cases.select(
+            record=frame["record"].gather(cases["index"]),
+            field=pl.col("column"),
+            check=pl.col("check").replace("not_nullable", "required"),
+            value=pl.col("failure_case").cast(pl.String),
+        ).cast(FAILURE_SCHEMA)
+    return pl.DataFrame(schema=FAILURE_SCHEMA)
+
+
+def type_failures(type_errors: pl.DataFrame) -> pl.DataFrame:
+    """Fields of the wrong JSON type, in the same shape as schema failures."""
+    return type_errors.select(
+        "record", "field", check=pl.format("type({})", "expected"), value="got"
+    ).cast(FAILURE_SCHEMA)
+
+
+def combine(type_errors: pl.DataFrame, failures: list[pl.DataFrame]) -> pl.DataFrame:
+    """Type errors first; a field of the wrong type is not reported again as missing."""
+    typed = type_failures(type_errors)
+    checked = pl.concat(failures).join(typed, on=["record", "field"], how="anti")
+    return pl.concat([typed, checked]).unique(maintain_order=True)
+
+
+def failure_message() -> pl.Expr:
+    hint = pl.col("check").replace_strict(HINTS, default=pl.format("failed check {}", "check"))
+    hint = (
+        pl.when(pl.col("check").str.starts_with("type("))
+        .then(pl.format("must be of JSON type {}", pl.col("check").str.slice(5).str.head(-1)))
+        .otherwise(hint)
+    )
+    got = (
+        pl.when(pl.col("value").is_null())
+        .then(pl.lit(""))
+        .otherwise(pl.format(" (got {})", pl.col("value").str.slice(0, 80)))
+    )
+    return pl.format("{} {}{}; fix the value in the source record", "field", hint, got)
+
+
+def failure_rejects(records: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
+    """One reject row per failed check, carrying the record's position and raw text."""
+    return reject_frame(
+        failures.lazy().join(
+            records.lazy().select("record", "source_file", "source_line", "raw"), on="record"
+        ),
+        category="validation",
+        reason=pl.format("{}:{}", "field", "check"),
+        field=pl.col("field"),
+        message=failure_message(),
+    )

@@ -1,0 +1,70 @@
+"""Named checks shared by the schemas.
+
+A check's name is the second half of a reject's stable ``reason`` code
+(``<field>:<check>``, e.g. ``confidence:in_range(1,10)``), so names never contain
+spaces and never depend on the pandera version. ``HINTS`` says what each check
+wants, for the human-readable reject message.
+"""
+
+from __future__ import annotations
+
+import pandera.polars as pa
+import polars as pl
+
+HINTS: dict[str, str] = {
+    "required": "is required and was missing or null",
+    "not_empty": "must be a non-empty string",
+    "not_blank": "must contain at least one non-whitespace character",
+    "items_not_null": "must be a list of strings without nulls",
+    "iso8601": "must be an ISO-8601 timestamp such as 2024-03-05T18:22:10Z",
+    "type(object)": "must be a JSON object",
+}
+
+
+def _expr_check(name: str, expr_of) -> pa.Check:
+    return pa.Check(lambda data: data.lazyframe.select(expr_of(pl.col(data.key))), name=name)
+
+
+def not_empty() -> pa.Check:
+    return _expr_check("not_empty", lambda col: col.str.len_chars() > 0)
+
+
+def not_blank() -> pa.Check:
+    return _expr_check("not_blank", lambda col: col.str.strip_chars().str.len_chars() > 0)
+
+
+def in_range(low: int, high: int) -> pa.Check:
+    name = f"in_range({low},{high})"
+    HINTS[name] = f"must be an integer from {low} to {high}"
+    return _expr_check(name, lambda col: col.is_between(low, high))
+
+
+def isin(values: tuple[str, ...]) -> pa.Check:
+    name = f"isin({','.join(values)})"
+    HINTS[name] = f"must be one of {', '.join(values)}"
+    return _expr_check(name, lambda col: col.is_in(values))
+
+
+def items_not_null() -> pa.Check:
+    return _expr_check(
+        "items_not_null", lambda col: col.list.eval(pl.element().is_not_null()).list.all()
+    )
+
+
+def json_object() -> pa.Check:
+    """The field was decoded as JSON text; an object's text starts with a brace."""
+    return _expr_check("type(object)", lambda col: col.str.strip_chars_start().str.starts_with("{"))
+
+
+def iso8601() -> pa.Check:
+    """Optional timestamps: a missing one passes, a present one must parse."""
+    return _expr_check("iso8601", lambda col: col.is_null() | parse_iso8601(col).is_not_null())
+
+
+def parse_iso8601(col: pl.Expr) -> pl.Expr:
+    """ISO-8601 text to a UTC timestamp; a timestamp without offset or a bare date counts as UTC."""
+    return pl.coalesce(
+        col.str.to_datetime("%+", time_zone="UTC", strict=False),
+        col.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False).dt.replace_time_zone("UTC"),
+        col.str.to_datetime("%Y-%m-%d", strict=False).dt.replace_time_zone("UTC"),
+    )

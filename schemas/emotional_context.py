@@ -1,0 +1,20 @@
+"""A memory's emotional context (optional; one per memory)."""
+
+import pandera.polars as pa
+import polars as pl
+
+from schemas.checks import in_range, isin, items_not_null, json_object
+
+MOODS = ("positive", "negative", "neutral", "mixed", "ambiguous")
+
+EMOTIONAL_CONTEXT = pa.DataFrameSchema(
+    {
+        "emotionalContext.primaryMood": pa.Column(pl.String, isin(MOODS)),
+        "emotionalContext.intensity": pa.Column(pl.Int64, in_range(1, 10)),
+        "emotionalContext.themes": pa.Column(pl.List(pl.String), items_not_null()),
+        "emotionalContext.emotionalMarkers": pa.Column(pl.List(pl.String), items_not_null()),
+        "emotionalContext.contextualEvents": pa.Column(pl.List(pl.String), items_not_null()),
+        "emotionalContext.temporalPatterns": pa.Column(pl.String, json_object()),
+    },
+    name="emotional_context",
+)
