@@ -152,7 +152,7 @@ PLACES = (
     "the lake house",
     "Berlin",
     "Kyoto",
-    "the coast",
+    "Porto",
     "Barcelona",
     "grandma's farm",
     "Chicago",
@@ -160,7 +160,7 @@ PLACES = (
     "Montréal",
     "Dublin",
     "Seoul",
-    "the campsite",
+    "Vancouver",
     "Mexico City",
     "Copenhagen",
     "the old neighborhood",
@@ -444,8 +444,8 @@ class RecordFactory:
 
     def summary(self, participants):
         rng = self.rng
-        names = [p["name"].split()[0].capitalize() for p in participants]
-        names += rng.sample(FIRST_NAMES, 3)
+        firsts = [p["name"].split()[0].capitalize() for p in participants]
+        names = list(dict.fromkeys(firsts + rng.sample(FIRST_NAMES, 5)))
         text = rng.choice(SUMMARY_TEMPLATES)
         if rng.random() < 0.35:
             text += rng.choice(SUMMARY_TAILS)
@@ -541,7 +541,8 @@ class RecordFactory:
         while True:
             text = (
                 f"{rng.choice(LEGACY_OPENERS)} {rng.choice(LEGACY_ACTIVITIES)} "
-                f"{rng.choice(LEGACY_ERAS)} with {rng.choice(FIRST_NAMES)} in {rng.choice(PLACES)}."
+                f"{rng.choice(LEGACY_ERAS)} with {rng.choice(FIRST_NAMES)} "
+                f"near {rng.choice(PLACES)}."
             )
             if text.lower() not in self.legacy_texts:
                 self.legacy_texts.add(text.lower())
@@ -656,6 +657,10 @@ class Export:
         original, _ = self.current_pool.take()
         summary = self.reword(original["summary"])
         rec = {**original, "id": self.factory.memory_id(), "summary": summary}
+        # A new memory gets new child rows: copied child ids would collide with the original's.
+        for part in ("emotionalContext", "relationshipDynamics"):
+            if part in rec:
+                rec[part] = {k: v for k, v in rec[part].items() if k != "id"}
         return dumps(rec), LOADED
 
     def reword(self, summary):
@@ -823,9 +828,7 @@ def generate(n, seed, clean, out_path):
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--records", type=int, required=True, help="number of records (non-blank lines)"
-    )
+    parser.add_argument("--records", type=int, required=True, help="number of records (non-blank lines)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     parser.add_argument("--expected", type=Path, help="also write the ground truth JSON here")

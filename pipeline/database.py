@@ -17,7 +17,7 @@ HOME = Path(".pipeline")
 
 def resolve_url(url: str | None = None) -> str:
     """The URL to use: the argument, else ``$PIPELINE_DB_URL``, else the embedded server."""
-    url = url or os.environ.get(ENV_URL)
+    url = url or os.environ.get(ENV_URL) or None
     if url is None:
         return start_embedded()
     if not re.match(r"^postgres(ql)?://", url):

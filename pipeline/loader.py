@@ -40,8 +40,7 @@ PIPELINE_DDL = (
         reason text NOT NULL, field text, message text NOT NULL, raw text NOT NULL,
         duplicate_of text, similarity real,
         created_at timestamptz NOT NULL DEFAULT now())""",
-    "CREATE INDEX IF NOT EXISTS pipeline_rejects_run_idx"
-    " ON pipeline_rejects (run_id, category, reason)",
+    "CREATE INDEX IF NOT EXISTS pipeline_rejects_run_idx ON pipeline_rejects (run_id, category, reason)",
     """CREATE TABLE IF NOT EXISTS pipeline_batches (
         run_id text NOT NULL REFERENCES pipeline_runs(run_id), batch_no integer NOT NULL,
         source_file text NOT NULL, first_line bigint NOT NULL, last_line bigint NOT NULL,
@@ -182,9 +181,7 @@ class Loader:
             f"LEFT JOIN {root.name} i ON i.{root.key} = k.id "
             f"WHERE h.{root.key} IS NOT NULL OR i.{root.key} IS NOT NULL"
         )
-        taken = records.join(
-            pl.from_arrow(found).with_columns(pl.col("record").cast(pl.UInt32)), on="record"
-        )
+        taken = records.join(pl.from_arrow(found).with_columns(pl.col("record").cast(pl.UInt32)), on="record")
         duplicate = pl.col("hash_owner").is_not_null() & (mode == "dedup")
         key_conflict = pl.col("key_taken") & ~duplicate
         duplicates = reject_frame(
@@ -211,9 +208,7 @@ class Loader:
                     "id",
                 )
             )
-            .otherwise(
-                pl.format("memory {} already has this content hash (SQLSTATE 23505)", "hash_owner")
-            ),
+            .otherwise(pl.format("memory {} already has this content hash (SQLSTATE 23505)", "hash_owner")),
         )
         return pl.concat([duplicates, conflicts]), records.join(taken, on="record", how="anti")
 
@@ -226,9 +221,7 @@ class Loader:
             rows = table.rows(records).filter(~pl.col("record").is_in(failed.implode()))
             table_failures = self._copy_isolating(table, rows)
             if table is not root and not table_failures.is_empty():
-                orphaned = records.filter(
-                    pl.col("record").is_in(table_failures["record"].implode())
-                )
+                orphaned = records.filter(pl.col("record").is_in(table_failures["record"].implode()))
                 self.execute(
                     f"DELETE FROM {root.name} WHERE {root.key} = ANY($1)",
                     (orphaned["id"].to_list(),),
@@ -260,9 +253,7 @@ class Loader:
                 segments += [(bad + 1, stop), (start, bad)]
         return pl.DataFrame(failed, schema=ROW_FAILURE_SCHEMA)
 
-    def _ingest(
-        self, name: str, data: pa.Table, mode: str = "append", temporary: bool = False
-    ) -> None:
+    def _ingest(self, name: str, data: pa.Table, mode: str = "append", temporary: bool = False) -> None:
         with self.connection.cursor() as cursor:
             cursor.adbc_ingest(name, data, mode=mode, temporary=temporary)
 
@@ -358,9 +349,7 @@ def _table_arrow(table: Table, rows: pl.DataFrame) -> pa.Table:
         index = arrow.schema.get_field_index(name)
         column = arrow.column(index).cast(pa.string())
         storage = column.combine_chunks() if column.num_chunks else pa.array([], pa.string())
-        arrow = arrow.set_column(
-            index, name, pa.ExtensionArray.from_storage(pa.json_(pa.string()), storage)
-        )
+        arrow = arrow.set_column(index, name, pa.ExtensionArray.from_storage(pa.json_(pa.string()), storage))
     return arrow
 
 

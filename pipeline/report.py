@@ -102,8 +102,7 @@ class RunResult:
 
     def summary(self, top: int = 8) -> str:
         lines = [
-            f"run {self.run_id}: {self.status}"
-            + (f" ({self.stop_reason})" if self.stop_reason else ""),
+            f"run {self.run_id}: {self.status}" + (f" ({self.stop_reason})" if self.stop_reason else ""),
             f"  processed {self.processed:,} records in {self.seconds:.1f}s "
             f"({self.rows_per_second:,.0f} rows/s, peak RSS {self.peak_rss_mb:,.0f} MB)",
             f"  loaded    {self.successful:,} ({self.success_rate}%)",

@@ -116,9 +116,7 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
     with _progress(config.log_progress) as progress, ThreadPoolExecutor(1, "loader") as worker:
         task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
         in_flight: tuple[StagedBatch, Future[BatchOutcome], float] | None = None
-        for number, raw in enumerate(
-            scan_batches(files, config.batch_size, dataset.csv_json_columns), 1
-        ):
+        for number, raw in enumerate(scan_batches(files, config.batch_size, dataset.csv_json_columns), 1):
             began = perf_counter()
             records, rejects = stage_batch(raw.frame, dataset, config, started_at)
             staged = StagedBatch(number, records, rejects, raw.frame.height, _ledger(raw.frame))

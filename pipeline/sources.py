@@ -43,9 +43,7 @@ def resolve_inputs(patterns: Iterable[str]) -> list[Path]:
     """Expand globs; every pattern must name at least one readable file of a known format."""
     paths: list[Path] = []
     for pattern in patterns:
-        matches = (
-            sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        )
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise InputError(f"{pattern}: no file matches this pattern", path=pattern)
         for match in matches:
@@ -198,9 +196,7 @@ def _csv_frames(
     path: Path, batch_size: int, json_columns: frozenset[str]
 ) -> Iterator[tuple[pl.DataFrame, float]]:
     """CSV: each row becomes a JSON object; cells of nested or numeric fields hold JSON text."""
-    lazy = pl.scan_csv(
-        path, infer_schema=False, encoding="utf8-lossy", missing_utf8_is_empty_string=False
-    )
+    lazy = pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
     columns = lazy.collect_schema().names()
     newlines = pl.sum_horizontal(pl.col(c).fill_null("").str.count_matches("\n") for c in columns)
     next_line = 2

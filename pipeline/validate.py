@@ -32,15 +32,16 @@ def schema_failures(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataF
 
 def type_failures(type_errors: pl.DataFrame) -> pl.DataFrame:
     """Fields of the wrong JSON type, in the same shape as schema failures."""
-    return type_errors.select(
-        "record", "field", check=pl.format("type({})", "expected"), value="got"
-    ).cast(FAILURE_SCHEMA)
+    return type_errors.select("record", "field", check=pl.format("type({})", "expected"), value="got").cast(
+        FAILURE_SCHEMA
+    )
 
 
 def combine(type_errors: pl.DataFrame, failures: list[pl.DataFrame]) -> pl.DataFrame:
     """Type errors first; a field of the wrong type is not reported again as missing."""
     typed = type_failures(type_errors)
-    checked = pl.concat(failures).join(typed, on=["record", "field"], how="anti")
+    checked = pl.concat([pl.DataFrame(schema=FAILURE_SCHEMA), *failures])
+    checked = checked.join(typed, on=["record", "field"], how="anti")
     return pl.concat([typed, checked]).unique(maintain_order=True)
 
 

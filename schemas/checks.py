@@ -18,6 +18,7 @@ HINTS: dict[str, str] = {
     "items_not_null": "must be a list of strings without nulls",
     "iso8601": "must be an ISO-8601 timestamp such as 2024-03-05T18:22:10Z",
     "type(object)": "must be a JSON object",
+    "type(object_or_list)": "must be a JSON object or list",
 }
 
 
@@ -46,14 +47,18 @@ def isin(values: tuple[str, ...]) -> pa.Check:
 
 
 def items_not_null() -> pa.Check:
-    return _expr_check(
-        "items_not_null", lambda col: col.list.eval(pl.element().is_not_null()).list.all()
-    )
+    return _expr_check("items_not_null", lambda col: col.list.eval(pl.element().is_not_null()).list.all())
 
 
 def json_object() -> pa.Check:
     """The field was decoded as JSON text; an object's text starts with a brace."""
     return _expr_check("type(object)", lambda col: col.str.strip_chars_start().str.starts_with("{"))
+
+
+def json_object_or_list() -> pa.Check:
+    return _expr_check(
+        "type(object_or_list)", lambda col: col.str.strip_chars_start().str.contains(r"^[\[{]")
+    )
 
 
 def iso8601() -> pa.Check:

@@ -43,9 +43,7 @@ class Dataset:
 
     name: str
     input_dtype: pl.Struct
-    prepare: Callable[
-        [pl.DataFrame, pl.DataFrame, datetime, bool], tuple[pl.DataFrame, pl.DataFrame]
-    ]
+    prepare: Callable[[pl.DataFrame, pl.DataFrame, datetime, bool], tuple[pl.DataFrame, pl.DataFrame]]
     tables: tuple[Table, ...]
     csv_json_columns: tuple[str, ...] = ()
     hash_constraint: str = ""

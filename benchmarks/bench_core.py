@@ -1,0 +1,260 @@
+"""End-to-end migration throughput against the COPY ceiling, in one run.
+
+Usage:
+    python benchmarks/bench_core.py [--records 1000000] [--batch-size 100000]
+                                    [--seed 7] [--out benchmarks/out]
+
+What it measures, on the embedded PostgreSQL (``./.pipeline/``):
+
+1. Input: ``data/generate.py`` writes N records with its realistic bad rows
+   (malformed, invalid, duplicates, id conflicts); reused when the file exists.
+2. Pipeline: ``pipeline migrate`` runs as a subprocess into a fresh database
+   ``bench_pipeline``. Wall-clock seconds include process start-up and schema
+   creation; the run report gives its own seconds and peak RSS, and the
+   subprocess's peak RSS is also read independently with ``getrusage``.
+3. Ceiling: the rows the pipeline loaded (memories, emotional contexts,
+   relationship dynamics) are read back and copied with plain ADBC COPY into a
+   fresh database ``bench_ceiling`` with the same indexed tables, in the same
+   batches (B memories plus their children, one transaction each). Only the
+   transactions are timed: no parsing, validation, hashing or deduplication.
+
+``ratio = ceiling seconds / pipeline wall seconds``: the fraction of raw COPY
+speed the whole pipeline reaches (target at least 0.5; peak RSS at most 1 GB).
+Results go to stdout as a markdown table and to ``OUT/core-results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from time import perf_counter
+
+import adbc_driver_postgresql
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.database import start_embedded
+from pipeline.datasets.memories import DATASET
+from pipeline.loader import Loader
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_RATIO = 0.5
+TARGET_RSS_MB = 1024
+
+
+def main() -> int:
+    args = parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    source = generate(args.records, args.seed, args.out)
+
+    server_url = start_embedded(ROOT / ".pipeline")
+    admin = Loader(server_url)
+    urls = {}
+    for name in ("bench_pipeline", "bench_ceiling"):
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+        urls[name] = server_url.replace("/postgres?", f"/{name}?", 1)
+    postgres_version = admin.execute("SELECT version()").column(0)[0].as_py()
+    admin.close()
+
+    report_path = args.out / f"core-report-{args.records}.json"
+    pipeline = run_pipeline(source, urls["bench_pipeline"], args.batch_size, report_path)
+    if pipeline["exit_code"] != 0:
+        print(f"pipeline migrate failed with exit code {pipeline['exit_code']}", file=sys.stderr)
+        return 1
+
+    tables = read_loaded_rows(urls["bench_pipeline"])
+    ceiling_seconds = copy_ceiling(urls["bench_ceiling"], tables, args.batch_size)
+    loaded = tables["memories"].num_rows
+    results = {
+        "records_in": args.records,
+        "batch_size": args.batch_size,
+        "pipeline": pipeline,
+        "ceiling": {
+            "seconds": round(ceiling_seconds, 3),
+            "memories": loaded,
+            "rows": {name: table.num_rows for name, table in tables.items()},
+            "rows_per_second": round(loaded / ceiling_seconds, 1),
+            "input_records_per_second": round(pipeline["processed"] / ceiling_seconds, 1),
+        },
+        "ratio": round(ceiling_seconds / pipeline["wall_seconds"], 3),
+        "ratio_report_seconds": round(ceiling_seconds / pipeline["seconds"], 3),
+        "machine": machine(),
+        "versions": {
+            "python": platform.python_version(),
+            "polars": pl.__version__,
+            "pyarrow": pa.__version__,
+            "adbc_driver_postgresql": adbc_driver_postgresql.__version__,
+            "postgresql": postgres_version,
+        },
+    }
+    results["targets_met"] = {
+        "ratio": results["ratio"] >= TARGET_RATIO,
+        "peak_rss": max(pipeline["peak_rss_mb"], pipeline["peak_rss_mb_getrusage"]) <= TARGET_RSS_MB,
+    }
+    (args.out / "core-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    return 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    return parser.parse_args()
+
+
+def generate(records: int, seed: int, out: Path) -> Path:
+    path = out / f"memories-{records}-seed{seed}.jsonl"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        subprocess.run(
+            [
+                sys.executable,
+                ROOT / "data" / "generate.py",
+                "--records",
+                str(records),
+                "--seed",
+                str(seed),
+                "--out",
+                partial,
+            ],
+            check=True,
+        )
+        partial.rename(path)
+    return path
+
+
+def run_pipeline(source: Path, url: str, batch_size: int, report: Path) -> dict:
+    """Run ``pipeline migrate``; its report's counts plus wall seconds and getrusage peak RSS."""
+    command = [
+        Path(sys.executable).with_name("pipeline"),
+        "migrate",
+        source,
+        "--db",
+        url,
+        "--batch-size",
+        str(batch_size),
+        "--report",
+        report,
+        "--quiet",
+    ]
+    report.unlink(missing_ok=True)
+    began = perf_counter()
+    exit_code = subprocess.run(command, cwd=ROOT).returncode
+    wall_seconds = perf_counter() - began
+    # Peak over every waited-for child; the generator, when it ran, is a much smaller process.
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = {"exit_code": exit_code, "wall_seconds": round(wall_seconds, 3)}
+    if exit_code == 0:
+        fields = ("processed", "successful", "seconds", "rows_per_second", "peak_rss_mb")
+        data = json.loads(report.read_text())
+        result |= {key: data[key] for key in fields}
+        result["wall_rows_per_second"] = round(data["processed"] / wall_seconds, 1)
+        result["peak_rss_mb_getrusage"] = round(peak_kb / 1024, 1)
+    return result
+
+
+def read_loaded_rows(url: str) -> dict[str, pa.Table]:
+    """Every loaded row of the dataset's tables, shaped as the pipeline sends them."""
+    loader = Loader(url)
+    tables = {}
+    for table in DATASET.tables:
+        columns = loader.execute(f"SELECT * FROM {table.name} LIMIT 0").schema.names
+        columns = [c for c in columns if c not in ("created_at", "updated_at")]
+        select = ", ".join(f"{c}::text AS {c}" if c in table.json_columns else c for c in columns)
+        arrow = loader.execute(f"SELECT {select} FROM {table.name}")
+        for name in table.json_columns:
+            index = arrow.schema.get_field_index(name)
+            storage = arrow.column(index).combine_chunks()
+            arrow = arrow.set_column(
+                index, name, pa.ExtensionArray.from_storage(pa.json_(pa.string()), storage)
+            )
+        tables[table.name] = arrow
+    loader.close()
+    return tables
+
+
+def copy_ceiling(url: str, tables: dict[str, pa.Table], batch_size: int) -> float:
+    """Seconds to COPY the rows in batches of ``batch_size`` memories plus their children."""
+    loader = Loader(url)
+    loader.ensure_schema(DATASET)
+    memories, *children = (tables[t.name] for t in DATASET.tables)
+    batches = []
+    for start in range(0, memories.num_rows, batch_size):
+        root = memories.slice(start, batch_size)
+        batches.append(
+            [root]
+            + [
+                child.filter(pc.is_in(child["memory_id"], value_set=root["id"].combine_chunks()))
+                for child in children
+            ]
+        )
+    names = [t.name for t in DATASET.tables]
+    began = perf_counter()
+    for batch in batches:
+        loader.execute("BEGIN")
+        for name, rows in zip(names, batch, strict=True):
+            loader._ingest(name, rows)
+        loader.execute("COMMIT")
+    seconds = perf_counter() - began
+    loader.close()
+    return seconds
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    meminfo = Path("/proc/meminfo").read_text().split()
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": models[0] if models else platform.machine(),
+        "ram_gb": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024**2, 1),
+    }
+
+
+def markdown(r: dict) -> str:
+    p, c, m, v = r["pipeline"], r["ceiling"], r["machine"], r["versions"]
+    rows = [
+        ("records in", f"{r['records_in']:,}"),
+        ("loaded (memories)", f"{p['successful']:,}"),
+        ("batch size", f"{r['batch_size']:,}"),
+        ("pipeline seconds (wall / report)", f"{p['wall_seconds']:.2f} / {p['seconds']:.2f}"),
+        (
+            "pipeline rows/s (processed, wall / report)",
+            f"{p['wall_rows_per_second']:,.0f} / {p['rows_per_second']:,.0f}",
+        ),
+        ("ceiling seconds (COPY only)", f"{c['seconds']:.2f}"),
+        (
+            "ceiling rows/s (loaded / input)",
+            f"{c['rows_per_second']:,.0f} / {c['input_records_per_second']:,.0f}",
+        ),
+        (
+            f"ratio ceiling/pipeline (wall / report), target >= {TARGET_RATIO}",
+            f"{r['ratio']:.3f} / {r['ratio_report_seconds']:.3f}",
+        ),
+        (
+            f"peak RSS MB (report / getrusage), target <= {TARGET_RSS_MB}",
+            f"{p['peak_rss_mb']:,.0f} / {p['peak_rss_mb_getrusage']:,.0f}",
+        ),
+        ("machine", f"{m['nproc']} CPUs, {m['cpu']}, {m['ram_gb']} GB RAM"),
+        (
+            "versions",
+            f"polars {v['polars']}, pyarrow {v['pyarrow']}, adbc_driver_postgresql "
+            f"{v['adbc_driver_postgresql']}, {v['postgresql'].split(' on ')[0]}",
+        ),
+    ]
+    return "\n".join(["| metric | value |", "|---|---|", *(f"| {k} | {x} |" for k, x in rows)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""A real PostgreSQL for the whole session (the embedded wheel), one fresh database per test."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline.database import start_embedded, stop_embedded
+from pipeline.loader import Loader
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("embedded")
+    url = start_embedded(home)
+    yield url
+    stop_embedded(home)
+
+
+@pytest.fixture
+def db_url(server_url: str) -> str:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = Loader(server_url)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return re.sub(r"/postgres\?", f"/{name}?", server_url)
+
+
+@pytest.fixture
+def db(db_url: str):
+    """A connection to the test's database, for asserting on stored rows."""
+    loader = Loader(db_url)
+    yield loader
+    loader.close()
+
+
+def rows(db: Loader, sql: str, *params) -> list[dict]:
+    table = db.execute(sql, tuple(params))
+    return table.to_pylist() if table is not None else []
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    """Records as JSONL; a str is written as the line itself (for malformed lines)."""
+    lines = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def memory(n: int, **fields) -> dict:
+    """A valid current-shape memory; ``fields`` override or (with None) remove keys."""
+    record = {
+        "id": f"mem-{n}",
+        "summary": f"Sam and Alex talked about trip number {n}",
+        "confidence": 7,
+        "participants": [{"id": "p1", "name": "Sam", "role": "friend"}],
+        "sourceMessageIds": [f"m{n}-a", f"m{n}-b"],
+        "extractedAt": "2024-05-01T10:00:00Z",
+    }
+    record.update(fields)
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def assert_invariant(result, db: Loader) -> None:
+    """DESIGN.md's accounting invariant, checked against the stored rejects too."""
+    assert result.processed == (
+        result.successful + result.failed + result.duplicates_skipped + result.similar_merged
+    )
+    assert result.failed == result.parse_errors + result.validation_errors + result.database_errors
+    distinct = rows(
+        db,
+        "SELECT count(DISTINCT (source_file, source_line)) AS n FROM pipeline_rejects WHERE run_id = $1",
+        result.run_id,
+    )[0]["n"]
+    assert distinct == result.failed + result.duplicates_skipped + result.similar_merged
