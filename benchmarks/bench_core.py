@@ -1,13 +1,14 @@
 """End-to-end migration throughput against the COPY ceiling, in one run.
 
 Usage:
-    python benchmarks/bench_core.py [--records 1000000] [--batch-size 100000]
+    python benchmarks/bench_core.py [--records 1000000] [--batch-size 25000]
                                     [--seed 7] [--out benchmarks/out]
 
 What it measures, on the embedded PostgreSQL (``./.pipeline/``):
 
 1. Input: ``data/generate.py`` writes N records with its realistic bad rows
-   (malformed, invalid, duplicates, id conflicts); reused when the file exists.
+   (malformed, invalid, duplicates, id conflicts); reused while N, the seed and
+   the generator's source are unchanged.
 2. Pipeline: ``pipeline migrate`` runs as a subprocess into a fresh database
    ``bench_pipeline``. Wall-clock seconds include process start-up and schema
    creation; the run report gives its own seconds and peak RSS, and the
@@ -26,6 +27,7 @@ Results go to stdout as a markdown table and to ``OUT/core-results.json``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -40,6 +42,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.config import BatchConfig
 from pipeline.database import start_embedded
 from pipeline.datasets.memories import DATASET
 from pipeline.loader import Loader
@@ -107,20 +110,22 @@ def main() -> int:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=BatchConfig().batch_size)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     return parser.parse_args()
 
 
 def generate(records: int, seed: int, out: Path) -> Path:
-    path = out / f"memories-{records}-seed{seed}.jsonl"
+    generator = ROOT / "data" / "generate.py"
+    version = hashlib.sha256(generator.read_bytes()).hexdigest()[:8]
+    path = out / f"memories-{records}-seed{seed}-{version}.jsonl"
     if not path.exists():
         partial = path.with_suffix(".partial")
         subprocess.run(
             [
                 sys.executable,
-                ROOT / "data" / "generate.py",
+                generator,
                 "--records",
                 str(records),
                 "--seed",

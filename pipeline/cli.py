@@ -46,7 +46,7 @@ def migrate(
     paths: Annotated[list[str], typer.Argument(help="input files or globs (.jsonl, .json, .csv, .parquet)")],
     dataset: Annotated[str, typer.Option(help="dataset plug-in")] = "memories",
     db: DbOption = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="records per batch and transaction")] = 100_000,
+    batch_size: Annotated[int, typer.Option(min=1, help="records per batch and transaction")] = 25_000,
     mode: Annotated[
         Mode, typer.Option(help="dedup: skip duplicates; standard: the database refuses them")
     ] = Mode.dedup,

@@ -27,7 +27,7 @@ class BatchConfig:
     dataset: which dataset plug-in reads the input (``memories``, ``messages``).
     """
 
-    batch_size: int = 100_000
+    batch_size: int = 25_000
     continue_on_error: bool = True
     validate_first: bool = True
     log_progress: bool = True

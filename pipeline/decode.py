@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import polars as pl
 
+from pipeline import duck
 from pipeline.rejects import reject_frame
 
 RECORD_KEYS = ["source_file", "source_line", "raw"]
@@ -36,26 +37,33 @@ def decode(raw: pl.DataFrame, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.DataFr
     Decoded records keep ``source_file``, ``source_line`` and ``raw`` beside one
     column per top-level field of ``dtype``.
     """
-    classified = raw.with_columns(parse_error=pl.coalesce("parse_error", _parse_error()))
+    try:
+        return _decode(raw, dtype, duck.json_valid(raw["raw"]))
+    except pl.exceptions.ComputeError:
+        # DuckDB let through JSON that Polars' strict reader refuses (NaN, a trailing comma).
+        return _decode(raw, dtype, raw["raw"].str.json_path_match("$").is_not_null())
+
+
+def _decode(raw: pl.DataFrame, dtype: pl.Struct, valid: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    classified = raw.with_columns(parse_error=pl.coalesce("parse_error", _parse_error(valid)))
     failed = classified.filter(pl.col("parse_error").is_not_null())
     parsed = classified.filter(pl.col("parse_error").is_null()).select(RECORD_KEYS)
     rejects = reject_frame(
         failed.lazy(),
         category="parse",
-        reason=pl.col("parse_error"),
+        reason=pl.col("parse_error").str.extract(r"^(\w+)"),
         field=pl.lit(None, pl.String),
         message=pl.col("parse_error").replace_strict(PARSE_MESSAGES, default=pl.col("parse_error")),
     )
     return pl.concat([parsed, _read_objects(parsed["raw"], dtype)], how="horizontal"), rejects
 
 
-def _parse_error() -> pl.Expr:
-    text = pl.col("raw").str.strip_chars()
-    is_json = pl.col("raw").str.json_path_match("$").is_not_null() | (text == "null")
+def _parse_error(valid: pl.Series) -> pl.Expr:
+    text = pl.col("raw").str.strip_chars_start()
     return (
-        pl.when(is_json & text.str.starts_with("{"))
+        pl.when(pl.lit(valid) & text.str.starts_with("{"))
         .then(pl.lit(None, pl.String))
-        .when(is_json)
+        .when(pl.lit(valid))
         .then(pl.lit("not_an_object"))
         .otherwise(pl.lit("invalid_json"))
     )
@@ -65,7 +73,7 @@ def _read_objects(lines: pl.Series, dtype: pl.Struct) -> pl.DataFrame:
     schema = {field.name: field.dtype for field in dtype.fields}
     if lines.is_empty():
         return pl.DataFrame(schema=schema)
-    payload = lines.str.join("\n").item().encode()
+    payload = lines.str.join("\n").cast(pl.Binary).item()
     decoded = pl.read_ndjson(io.BytesIO(payload), schema=schema, ignore_errors=True)
     if decoded.height != lines.len():
         raise RuntimeError(f"decoded {decoded.height} records from {lines.len()} lines")
@@ -89,19 +97,20 @@ def field_expr(path: str) -> pl.Expr:
     return expr
 
 
-def type_errors(records: pl.DataFrame, dtype: pl.Struct) -> pl.DataFrame:
+def type_errors(records: pl.DataFrame, dtype: pl.Struct, skip: tuple[str, ...] = ()) -> pl.DataFrame:
     """Fields that are present in the raw JSON but decoded to null: they had the wrong type.
 
     Returns ``record`` (row position), ``field``, ``expected`` and ``got`` (the
-    value as JSON text). Only rows whose field decoded to null are looked up.
+    value as JSON text). Only rows whose field decoded to null and whose text
+    holds the field's key are parsed again; ``skip`` names fields never checked.
     """
     found = []
     indexed = records.with_row_index("record")
     for path, dtype_at in leaf_paths(dtype):
-        if dtype_at == pl.String:
+        if dtype_at == pl.String or path in skip:
             continue
-        parent = path.rpartition(".")[0]
-        missing = field_expr(path).is_null()
+        parent, _, name = path.rpartition(".")
+        missing = field_expr(path).is_null() & pl.col("raw").str.contains(f'"{name}"', literal=True)
         if parent:
             missing &= field_expr(parent).is_not_null()
         found.append(

@@ -64,6 +64,7 @@ CONDITION_NAMES = {
     "22007": "invalid_datetime_format",
     "22008": "datetime_field_overflow",
 }
+RETRY_CHUNK = 256
 ROW_FAILURE_SCHEMA = {"record": pl.UInt32, "reason": pl.String, "message": pl.String}
 
 
@@ -168,32 +169,49 @@ class Loader:
     def _split_stored(
         self, dataset: Dataset, records: pl.DataFrame, mode: str
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Records whose key or content hash is already stored, as rejects; and the rest."""
+        """Records the root table's unique keys would refuse, as rejects; and the rest.
+
+        A key or content hash is taken when it is stored already or when an earlier
+        record of the batch uses it. Finding these in one join keeps COPY failures rare:
+        a refused COPY costs a round trip of the rows sent with it.
+        """
         root = dataset.tables[0]
         if records.is_empty():
             return empty_rejects(), records
         keys = records.select(pl.col("record").cast(pl.Int64), "id", "content_hash")
         self._ingest("pipeline_batch_keys", keys.to_arrow(), mode="replace", temporary=True)
+        # Without statistics the planner guesses the temp table's size and joins twice as slowly.
+        self.execute("ANALYZE pipeline_batch_keys")
         found = self.execute(
-            f"SELECT k.record, h.{root.key} AS hash_owner, i.{root.key} IS NOT NULL AS key_taken "
+            f"SELECT k.record, h.{root.key} AS hash_owner, i.{root.key} IS NOT NULL AS key_stored "
             f"FROM pipeline_batch_keys k "
             f"LEFT JOIN {root.name} h ON h.content_hash = k.content_hash "
             f"LEFT JOIN {root.name} i ON i.{root.key} = k.id "
             f"WHERE h.{root.key} IS NOT NULL OR i.{root.key} IS NOT NULL"
         )
-        taken = records.join(pl.from_arrow(found).with_columns(pl.col("record").cast(pl.UInt32)), on="record")
+        checked = records.join(
+            pl.from_arrow(found).with_columns(pl.col("record").cast(pl.UInt32)), on="record", how="left"
+        ).with_columns(pl.col("key_stored").fill_null(False))
         duplicate = pl.col("hash_owner").is_not_null() & (mode == "dedup")
-        key_conflict = pl.col("key_taken") & ~duplicate
+        # Later records of the batch conflict only with earlier ones that are not refused already.
+        repeated = lambda key: (  # noqa: E731
+            pl.col(key).is_not_null() & ~pl.col("stored") & ~pl.col(key).is_first_distinct().over("stored")
+        )
+        checked = checked.with_columns(stored=duplicate | pl.col("key_stored")).with_columns(
+            key_taken=pl.col("key_stored") | repeated("id"),
+            hash_taken=pl.col("hash_owner").is_not_null() | repeated("content_hash"),
+        )
         duplicates = reject_frame(
-            taken.lazy().filter(duplicate),
+            checked.lazy().filter(duplicate),
             category="deduplication",
             reason=pl.lit("exact_duplicate"),
             field=pl.lit("content_hash"),
             message=pl.format(DUPLICATE_MESSAGE, "hash_owner"),
             duplicate_of=pl.col("hash_owner"),
         )
+        key_conflict = pl.col("key_taken")
         conflicts = reject_frame(
-            taken.lazy().filter(~duplicate),
+            checked.lazy().filter(~duplicate & (pl.col("key_taken") | pl.col("hash_taken"))),
             category="database",
             reason=pl.when(key_conflict)
             .then(pl.lit(f"unique_violation:{root.name}_pkey"))
@@ -202,15 +220,20 @@ class Loader:
             message=pl.when(key_conflict)
             .then(
                 pl.format(
-                    "{} {} is already stored with other content; give this record "
-                    "another id (SQLSTATE 23505)",
+                    "{} {} is already taken by another record; give this record another id (SQLSTATE 23505)",
                     pl.lit(root.key),
                     "id",
                 )
             )
-            .otherwise(pl.format("memory {} already has this content hash (SQLSTATE 23505)", "hash_owner")),
+            .otherwise(pl.lit("another record already has this content hash (SQLSTATE 23505)")),
         )
-        return pl.concat([duplicates, conflicts]), records.join(taken, on="record", how="anti")
+        refused = pl.concat([duplicates, conflicts])
+        kept = records.join(
+            checked.filter(duplicate | pl.col("key_taken") | pl.col("hash_taken")).select("record"),
+            on="record",
+            how="anti",
+        )
+        return refused, kept
 
     def _copy_tables(self, dataset: Dataset, records: pl.DataFrame) -> pl.DataFrame:
         """Copy every table's rows; a record failing in any table is removed from all."""
@@ -230,28 +253,42 @@ class Loader:
         return pl.concat(failures)
 
     def _copy_isolating(self, table: Table, rows: pl.DataFrame) -> pl.DataFrame:
-        """COPY ``rows``; rows the server refuses come back as failures, the rest stay copied."""
+        """COPY ``rows``; rows the server refuses come back as failures, the rest stay copied.
+
+        After a refusal at row i, rows before i are copied again (they were fine) and the
+        copy resumes after i in small chunks that double on success, so a cluster of bad
+        rows costs little and a lone one costs one extra round trip.
+        """
         arrow = _table_arrow(table, rows)
         records = rows["record"]
         failed: list[dict] = []
-        segments = [(0, arrow.num_rows)]
-        while segments:
-            start, stop = segments.pop()
-            if start >= stop:
+        start, chunk, total = 0, arrow.num_rows, arrow.num_rows
+        while start < total:
+            stop = min(start + chunk, total)
+            refusal = self._try_copy(table, arrow, start, stop)
+            if refusal is None:
+                start, chunk = stop, chunk * 2
                 continue
-            self.execute("SAVEPOINT pipeline_copy")
-            try:
-                self._ingest(table.name, arrow.slice(start, stop - start))
-                self.execute("RELEASE SAVEPOINT pipeline_copy")
-            except adbc_driver_manager.DatabaseError as exc:
-                self.execute("ROLLBACK TO SAVEPOINT pipeline_copy")
-                line = _copy_line(exc, table.name)
-                if line is None or not _is_row_level(exc):
-                    raise
-                bad = start + line - 1
-                failed.append({"record": records[bad], **_describe(exc)})
-                segments += [(bad + 1, stop), (start, bad)]
+            bad, exc = refusal
+            failed.append({"record": records[bad], **_describe(exc)})
+            if bad > start and self._try_copy(table, arrow, start, bad) is not None:
+                raise DatabaseError(f"{table.name}: rows accepted once were refused on the second copy")
+            start, chunk = bad + 1, RETRY_CHUNK
         return pl.DataFrame(failed, schema=ROW_FAILURE_SCHEMA)
+
+    def _try_copy(self, table: Table, arrow: pa.Table, start: int, stop: int) -> tuple[int, Exception] | None:
+        """Copy rows [start, stop) under a savepoint; on a row-level refusal, undo and say which row."""
+        self.execute("SAVEPOINT pipeline_copy")
+        try:
+            self._ingest(table.name, arrow.slice(start, stop - start))
+        except adbc_driver_manager.DatabaseError as exc:
+            self.execute("ROLLBACK TO SAVEPOINT pipeline_copy")
+            line = _copy_line(exc, table.name)
+            if line is None or not _is_row_level(exc):
+                raise
+            return start + line - 1, exc
+        self.execute("RELEASE SAVEPOINT pipeline_copy")
+        return None
 
     def _ingest(self, name: str, data: pa.Table, mode: str = "append", temporary: bool = False) -> None:
         with self.connection.cursor() as cursor:

@@ -50,7 +50,10 @@ def stage_batch(
     """Pure: raw records → (records to load, rejects of parse, validation and deduplication)."""
     records, parse_rejects = decode(raw, dataset.input_dtype)
     prepared, failures = dataset.prepare(
-        records, type_errors(records, dataset.input_dtype), started_at, config.validate_first
+        records,
+        type_errors(records, dataset.input_dtype, dataset.lenient_fields),
+        started_at,
+        config.validate_first,
     )
     valid = prepared.join(failures.select("record").unique(), on="record", how="anti")
     rejects = [parse_rejects, failure_rejects(prepared, failures)]

@@ -21,7 +21,7 @@ import polars as pl
 from pipeline.errors import InputError
 from pipeline.expressions import json_text
 
-BLOCK_BYTES = 16 * 1024 * 1024
+BLOCK_BYTES = 4 * 1024 * 1024
 LINE_SUFFIXES = {".jsonl", ".ndjson", ".jsonlines", ".json"}
 RAW_SCHEMA = {
     "source_file": pl.String,

@@ -222,3 +222,18 @@ def test_report_has_the_contract_fields(db_url, tmp_path):
     assert [b["rows_in"] for b in report["batches"]] == [400, 400, EXPECTED["records"] - 800]
     assert sum(b["loaded"] for b in report["batches"]) == report["successful"]
     assert sum(report["errors_by_reason"].values()) >= report["failed"] + report["duplicates_skipped"]
+
+
+def test_many_refused_child_rows_in_one_batch_cost_only_their_records(db_url, db, tmp_path):
+    """Child ids that repeat are refused by the server; each refusal removes its whole record."""
+    context = {"id": "ec-shared", "primaryMood": "mixed", "intensity": 2}
+    records = [memory(n, emotionalContext=context if n % 3 == 0 else None) for n in range(1, 301)]
+    result = run([write_jsonl(tmp_path / "in.jsonl", records)], db_url)
+    assert_invariant(result, db)
+    refused = rows(db, "SELECT source_line, reason FROM pipeline_rejects ORDER BY source_line")
+    assert [r["source_line"] for r in refused] == list(range(6, 301, 3))
+    assert {r["reason"] for r in refused} == {"unique_violation:emotional_contexts_pkey"}
+    assert result.successful == 300 - len(refused)
+    stored = {r["id"] for r in rows(db, "SELECT id FROM memories")}
+    assert "mem-3" in stored and "mem-6" not in stored and "mem-300" not in stored and "mem-299" in stored
+    assert rows(db, "SELECT memory_id FROM emotional_contexts") == [{"memory_id": "mem-3"}]

@@ -47,6 +47,7 @@ class Dataset:
     tables: tuple[Table, ...]
     csv_json_columns: tuple[str, ...] = ()
     hash_constraint: str = ""
+    lenient_fields: tuple[str, ...] = ()
 
 
 def get_dataset(name: str) -> Dataset:

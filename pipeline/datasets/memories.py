@@ -42,8 +42,6 @@ INPUT = pl.Struct(
     }
 )
 LEGACY_PARTICIPANT = {"id": "legacy-user", "name": "Legacy User", "role": "unknown"}
-# The original keeps a non-list ``messages`` silently out of a legacy record.
-LENIENT_FIELDS = ("messages", "content")
 # Parts of an emotional context or relationship dynamics that may be left out.
 PART_DEFAULTS = {
     "themes": [],
@@ -57,7 +55,6 @@ PART_DEFAULTS = {
 def prepare(
     records: pl.DataFrame, type_errors: pl.DataFrame, started_at: datetime, validate: bool
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    type_errors = type_errors.filter(~pl.col("field").is_in(LENIENT_FIELDS))
     current = transform_legacy(records.with_row_index("record"), type_errors).with_columns(
         content_hash=content_hash(),
         extracted_at=pl.when(pl.col("extractedAt").is_null())
@@ -296,4 +293,6 @@ DATASET = Dataset(
         "messages",
     ),
     hash_constraint="memories_content_hash_key",
+    # The original silently ignores a legacy record's ``messages`` when it is not a list.
+    lenient_fields=("messages", "content"),
 )
