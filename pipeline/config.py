@@ -25,6 +25,8 @@ class BatchConfig:
     max_errors: stop (status ``aborted``) once more than this many records failed.
     similarity_threshold: near-duplicate score above which a memory is merged.
     dataset: which dataset plug-in reads the input (``memories``, ``messages``).
+    self_name: the export owner's name, for chat messages they sent without one.
+    replay_of: the run whose rejects this run replays (set by ``pipeline replay``).
     """
 
     batch_size: int = 25_000
@@ -35,6 +37,8 @@ class BatchConfig:
     max_errors: int | None = None
     similarity_threshold: float = 0.7
     dataset: str = "memories"
+    self_name: str = "Me"
+    replay_of: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:

@@ -38,8 +38,10 @@ PIPELINE_DDL = (
         category text NOT NULL
             CHECK (category IN ('parse','validation','deduplication','database')),
         reason text NOT NULL, field text, message text NOT NULL, raw text NOT NULL,
-        duplicate_of text, similarity real,
+        duplicate_of text, similarity real, resolved_by text,
         created_at timestamptz NOT NULL DEFAULT now())""",
+    # Databases created before replay existed lack the column.
+    "ALTER TABLE pipeline_rejects ADD COLUMN IF NOT EXISTS resolved_by text",
     "CREATE INDEX IF NOT EXISTS pipeline_rejects_run_idx ON pipeline_rejects (run_id, category, reason)",
     """CREATE TABLE IF NOT EXISTS pipeline_batches (
         run_id text NOT NULL REFERENCES pipeline_runs(run_id), batch_no integer NOT NULL,

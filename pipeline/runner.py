@@ -52,8 +52,8 @@ def stage_batch(
     prepared, failures = dataset.prepare(
         records,
         type_errors(records, dataset.input_dtype, dataset.lenient_fields),
+        config,
         started_at,
-        config.validate_first,
     )
     valid = prepared.join(failures.select("record").unique(), on="record", how="anti")
     rejects = [parse_rejects, failure_rejects(prepared, failures)]

@@ -12,6 +12,7 @@ from datetime import datetime
 
 import polars as pl
 
+from pipeline.config import BatchConfig
 from pipeline.errors import ConfigError
 
 
@@ -36,14 +37,15 @@ class Table:
 class Dataset:
     """What the shared pipeline needs to know about one kind of input.
 
-    ``prepare(records, type_errors, started_at, validate)`` returns the records in
+    ``prepare(records, type_errors, config, started_at)`` returns the records in
     their target shape (with ``record``, ``id`` and ``content_hash``) and the
-    validation failures (``record``, ``field``, ``check``, ``value``).
+    validation failures (``record``, ``field``, ``check``, ``value``); it validates
+    only when ``config.validate_first``.
     """
 
     name: str
     input_dtype: pl.Struct
-    prepare: Callable[[pl.DataFrame, pl.DataFrame, datetime, bool], tuple[pl.DataFrame, pl.DataFrame]]
+    prepare: Callable[[pl.DataFrame, pl.DataFrame, BatchConfig, datetime], tuple[pl.DataFrame, pl.DataFrame]]
     tables: tuple[Table, ...]
     csv_json_columns: tuple[str, ...] = ()
     hash_constraint: str = ""

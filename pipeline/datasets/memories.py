@@ -6,6 +6,7 @@ from datetime import datetime
 
 import polars as pl
 
+from pipeline.config import BatchConfig
 from pipeline.datasets import Dataset, Table
 from pipeline.expressions import json_text, sha256_hex
 from pipeline.validate import combine, schema_failures
@@ -53,7 +54,7 @@ PART_DEFAULTS = {
 
 
 def prepare(
-    records: pl.DataFrame, type_errors: pl.DataFrame, started_at: datetime, validate: bool
+    records: pl.DataFrame, type_errors: pl.DataFrame, config: BatchConfig, started_at: datetime
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     current = transform_legacy(records.with_row_index("record"), type_errors).with_columns(
         content_hash=content_hash(),
@@ -68,7 +69,7 @@ def prepare(
             schema_failures(EMOTIONAL_CONTEXT, part_rows(current, "emotionalContext")),
             schema_failures(RELATIONSHIP_DYNAMICS, part_rows(current, "relationshipDynamics")),
         ]
-        if validate
+        if config.validate_first
         else []
     )
     return current, combine(type_errors, failures)
