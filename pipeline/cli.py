@@ -45,6 +45,9 @@ class Mode(StrEnum):
 def migrate(
     paths: Annotated[list[str], typer.Argument(help="input files or globs (.jsonl, .json, .csv, .parquet)")],
     dataset: Annotated[str, typer.Option(help="dataset plug-in")] = "memories",
+    self_name: Annotated[
+        str, typer.Option(help="messages: sender of outgoing messages without a name")
+    ] = "Me",
     db: DbOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="records per batch and transaction")] = 25_000,
     mode: Annotated[
@@ -57,6 +60,9 @@ def migrate(
     max_errors: Annotated[int | None, typer.Option(min=0, help="stop once more records failed")] = None,
     similarity_threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.7,
     run_id: Annotated[str | None, typer.Option(help="name the run (default: generated)")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="continue this stopped run after its last committed batch")
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="write the full JSON report here")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print errors only")] = False,
 ) -> None:
@@ -74,8 +80,9 @@ def migrate(
             max_errors=max_errors,
             similarity_threshold=similarity_threshold,
             dataset=dataset,
+            self_name=self_name,
         )
-        result = run_migration(paths, config, db_url=db, run_id=run_id)
+        result = run_migration(paths, config, db_url=db, run_id=run_id, resume=resume)
     except RunStopped as stop:
         _emit(stop.result, report, quiet)
         _fail(str(stop), 1)

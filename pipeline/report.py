@@ -67,22 +67,34 @@ class RunResult:
         return round(self.processed / self.seconds, 1) if self.seconds else 0.0
 
     def add_batch(self, rows_in: int, loaded: int, rejects: pl.DataFrame, seconds: float) -> None:
-        """Count one committed batch; a record counts once, in the category that rejected it."""
-        per_category = rejects.group_by("category").agg(
-            pl.struct("source_file", "source_line").n_unique().alias("records")
-        )
-        counts = dict(per_category.iter_rows())
+        """Count one committed batch."""
+        self.add_counts(RejectCounts.of(rejects))
         self.processed += rows_in
         self.successful += loaded
-        for category, name in FAILED_CATEGORIES.items():
-            setattr(self, name, getattr(self, name) + counts.get(category, 0))
-        duplicates = rejects.filter(pl.col("category") == "deduplication")
-        similar = duplicates.filter(pl.col("reason") == "similar_duplicate")["source_line"].len()
-        self.similar_merged += similar
-        self.duplicates_skipped += counts.get("deduplication", 0) - similar
-        for reason, count in rejects["reason"].value_counts().iter_rows():
-            self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + count
         self.batches.append(BatchReport(rows_in, loaded, rows_in - loaded, round(seconds, 3)))
+
+    def add_counts(self, counts: RejectCounts) -> None:
+        for category, name in FAILED_CATEGORIES.items():
+            setattr(self, name, getattr(self, name) + counts.records.get(category, 0))
+        self.similar_merged += counts.similar
+        self.duplicates_skipped += counts.records.get("deduplication", 0) - counts.similar
+        for reason, rows in counts.rows.items():
+            self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + rows
+
+    @classmethod
+    def resumed(cls, run_id: str, batches: list[dict], counts: RejectCounts, **fields) -> RunResult:
+        """The counts of a run's committed batches, to go on from where it stopped."""
+        result = cls(run_id=run_id, **fields)
+        result.add_counts(counts)
+        for batch in batches:
+            result.processed += batch["rows_in"]
+            result.successful += batch["loaded"]
+            result.batches.append(
+                BatchReport(
+                    batch["rows_in"], batch["loaded"], batch["rows_in"] - batch["loaded"], batch["seconds"]
+                )
+            )
+        return result
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -117,3 +129,24 @@ class RunResult:
                 lines.append(f"    {count:>9,}  {reason}")
         lines.append(f"  inspect them: pipeline rejects --run {self.run_id}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RejectCounts:
+    """What the report counts of rejects: a record counts once, in the category that rejected
+    it, even when it failed several checks; reasons count reject rows."""
+
+    records: dict[str, int]
+    rows: dict[str, int]
+    similar: int
+
+    @classmethod
+    def of(cls, rejects: pl.DataFrame) -> RejectCounts:
+        position = pl.struct("source_file", "source_line")
+        records = rejects.group_by("category").agg(position.n_unique())
+        similar = rejects.filter(pl.col("reason") == "similar_duplicate").select(position.n_unique())
+        return cls(
+            records=dict(records.iter_rows()),
+            rows=dict(rejects["reason"].value_counts().iter_rows()),
+            similar=similar.item(),
+        )

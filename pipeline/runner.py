@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from time import perf_counter
+from time import perf_counter, sleep
 
 import polars as pl
 from loguru import logger
@@ -25,12 +25,17 @@ from pipeline.database import resolve_url
 from pipeline.datasets import Dataset, get_dataset
 from pipeline.decode import decode, type_errors
 from pipeline.dedup import DUPLICATE_MESSAGE, split_exact_duplicates
-from pipeline.errors import RunStopped
+from pipeline.errors import ConfigError, DatabaseError, RunStopped, TransientDatabaseError
+from pipeline.faults import checkpoint
 from pipeline.loader import BatchOutcome, Loader
 from pipeline.rejects import reject_frame
 from pipeline.report import RunResult
-from pipeline.sources import resolve_inputs, scan_batches
+from pipeline.sources import fingerprint, resolve_inputs, scan_batches
 from pipeline.validate import failure_rejects
+
+# Settings that change what a run loads: a resumed run must keep them.
+RESULT_SETTINGS = ("dataset", "batch_size", "mode", "validate_first", "similarity_threshold", "self_name")
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 @dataclass(frozen=True)
@@ -77,34 +82,46 @@ def migrate(
     config: BatchConfig | None = None,
     db_url: str | None = None,
     run_id: str | None = None,
+    resume: str | None = None,
 ) -> RunResult:
     """Migrate the records of ``paths`` into the database and return the run's counts.
 
-    Raises ``RunStopped`` (carrying the partial result) when fail-fast or
-    ``max_errors`` stops the run; batches committed before stay committed.
+    ``resume`` continues a run that stopped (killed, failed, aborted) after its last
+    committed batch, on the same inputs and settings. Raises ``RunStopped`` (carrying
+    the partial result) when fail-fast or ``max_errors`` stops the run; batches
+    committed before stay committed.
     """
     config = config or BatchConfig()
     dataset = get_dataset(config.dataset)
     files = resolve_inputs(paths)
+    if resume and run_id and run_id != resume:
+        raise ConfigError(f"--run-id {run_id} and --resume {resume} name different runs")
+    inputs = [fingerprint(f) for f in files]
     loader = Loader(resolve_url(db_url))
-    started_at = datetime.now(UTC)
-    run_id = run_id or f"run-{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    result = RunResult(
-        run_id=run_id,
-        dataset=dataset.name,
-        mode=config.mode,
-        batch_size=config.batch_size,
-        inputs=[str(f) for f in files],
-    )
+    result: RunResult | None = None
     try:
         loader.ensure_schema(dataset)
-        loader.start_run(run_id, started_at, config.to_dict(), result.inputs)
+        if resume:
+            started_at, result = _resumed(loader, resume, config, inputs, dataset)
+        else:
+            started_at = datetime.now(UTC)
+            run_id = run_id or f"run-{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+            result = RunResult(
+                run_id,
+                dataset=dataset.name,
+                mode=config.mode,
+                batch_size=config.batch_size,
+                inputs=[str(f) for f in files],
+            )
+        loader.start_run(result.run_id, started_at, config.to_dict(), inputs)
         _run(loader, dataset, config, files, started_at, result)
+        checkpoint("finish")
     except RunStopped as stop:
         _finish(loader, result, "aborted", str(stop))
         raise
     except BaseException as exc:
-        _finish(loader, result, "failed", f"{type(exc).__name__}: {exc}")
+        if result is not None:
+            _finish(loader, result, "failed", f"{type(exc).__name__}: {exc}")
         raise
     else:
         _finish(loader, result, "completed", None)
@@ -113,15 +130,58 @@ def migrate(
     return result
 
 
+def _resumed(
+    loader: Loader, run_id: str, config: BatchConfig, inputs: list[dict], dataset: Dataset
+) -> tuple[datetime, RunResult]:
+    """The stopped run's start time and counts so far, after checking it can go on unchanged."""
+    run = loader.run_record(run_id)
+    if run is None:
+        raise ConfigError(f"there is no run {run_id} to resume; `pipeline runs` lists the runs")
+    if run["status"] == "completed":
+        raise ConfigError(f"run {run_id} completed; there is nothing to resume")
+    before = [(i["size"], i["sha256"]) for i in run["inputs"]]
+    if before != [(i["size"], i["sha256"]) for i in inputs]:
+        raise ConfigError(
+            f"cannot resume {run_id}: its input files changed since it started (it read "
+            f"{', '.join(i['path'] for i in run['inputs'])}); start a new run instead"
+        )
+    changed = [
+        f"{name} was {run['config'].get(name)!r}, now {getattr(config, name)!r}"
+        for name in RESULT_SETTINGS
+        if run["config"].get(name) != getattr(config, name)
+    ]
+    if changed:
+        raise ConfigError(f"cannot resume {run_id} with other settings ({'; '.join(changed)}); use its own")
+    batches, counts = loader.run_history(run_id)
+    result = RunResult.resumed(
+        run_id,
+        batches,
+        counts,
+        dataset=dataset.name,
+        mode=config.mode,
+        batch_size=config.batch_size,
+        inputs=[i["path"] for i in inputs],
+    )
+    result.seconds = sum(b.seconds for b in result.batches)
+    logger.info("resuming {} after batch {}", run_id, len(batches))
+    return run["started_at"], result
+
+
 def _run(loader, dataset, config, files, started_at, result) -> None:
-    clock = perf_counter()
+    clock = perf_counter() - result.seconds
+    done = len(result.batches)
     total_bytes = sum(f.stat().st_size for f in files)
     with _progress(config.log_progress) as progress, ThreadPoolExecutor(1, "loader") as worker:
         task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
         in_flight: tuple[StagedBatch, Future[BatchOutcome], float] | None = None
         for number, raw in enumerate(scan_batches(files, config.batch_size, dataset.csv_json_columns), 1):
+            if number <= done:
+                progress.update(task, completed=raw.bytes_done)
+                continue
+            checkpoint("read")
             began = perf_counter()
             records, rejects = stage_batch(raw.frame, dataset, config, started_at)
+            checkpoint("staged")
             staged = StagedBatch(number, records, rejects, raw.frame.height, _ledger(raw.frame))
             if in_flight:
                 _account(result, config, *in_flight, clock)
@@ -154,17 +214,34 @@ def _load(
     config: BatchConfig,
     began: float,
 ) -> BatchOutcome:
+    """Load one batch, retrying transient database failures with exponential backoff."""
     ledger = {**staged.ledger, "seconds": perf_counter() - began}
-    return loader.load_batch(
-        dataset,
-        run_id,
-        staged.number,
-        staged.records,
-        staged.rejects,
-        config.mode,
-        ledger,
-        fail_fast=not config.continue_on_error,
-    )
+    for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+        try:
+            if attempt:
+                loader.reconnect()
+            # A COMMIT can land just as the connection breaks: then the batch is done.
+            committed = attempt and loader.committed_outcome(run_id, staged.number)
+            return committed or loader.load_batch(
+                dataset,
+                run_id,
+                staged.number,
+                staged.records,
+                staged.rejects,
+                config.mode,
+                ledger,
+                fail_fast=not config.continue_on_error,
+            )
+        except TransientDatabaseError as exc:
+            if delay is None:
+                raise DatabaseError(
+                    f"batch {staged.number}: the database kept failing for {sum(RETRY_DELAYS):.0f}s "
+                    f"({exc}); once it is back, resume with `pipeline migrate ... --resume {run_id}`",
+                    sqlstate=exc.sqlstate,
+                ) from exc
+            logger.warning("batch {}: {}; retrying in {}s", staged.number, exc, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _account(
@@ -181,6 +258,7 @@ def _account(
             _fail_fast_message(result.run_id, staged.number), run_id=result.run_id, result=result
         )
     result.add_batch(staged.rows_in, loaded.loaded, loaded.rejects, perf_counter() - began)
+    checkpoint("accounted")
     result.seconds = perf_counter() - clock
     result.peak_rss_mb = _peak_rss_mb()
     logger.debug(
@@ -207,9 +285,9 @@ def _failed_records(rejects: pl.DataFrame) -> int:
 
 def _fail_fast_message(run_id: str, number: int) -> str:
     return (
-        f"stopped at batch {number} (--fail-fast): a record failed; earlier batches are "
-        f"committed. Inspect with `pipeline rejects --run {run_id}`, fix the input, and "
-        f"resume with `pipeline migrate ... --resume {run_id}`"
+        f"stopped at batch {number} (--fail-fast): a record failed and the batch was rolled back; "
+        f"earlier batches are committed. To record this batch's rejects and go on, resume without "
+        f"--fail-fast: `pipeline migrate ... --resume {run_id}`"
     )
 
 

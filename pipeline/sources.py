@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import glob
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -57,6 +58,15 @@ def resolve_inputs(patterns: Iterable[str]) -> list[Path]:
                 )
             paths.append(path)
     return paths
+
+
+def fingerprint(path: Path) -> dict:
+    """Size and SHA-256 of a file: a resumed run must read exactly the same bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(BLOCK_BYTES):
+            digest.update(block)
+    return {"path": str(path), "size": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def input_format(path: Path) -> str | None:

@@ -1,0 +1,348 @@
+"""Killed processes, a restarted server, refused rows, hostile input: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pipeline import BatchConfig, DatabaseError, migrate
+from pipeline.database import start_embedded, stop_embedded
+from pipeline.datasets import get_dataset
+from pipeline.loader import Loader
+from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
+
+SAMPLE = ROOT / "data" / "sample.jsonl"
+BATCH = "97"
+# Where a migration is killed: (checkpoint, how many times it is reached first).
+KILL_POINTS = [
+    ("read", 1),  # before anything is loaded
+    ("read", 4),  # while reading, three batches committed
+    ("staged", 3),  # right after validation
+    ("keys", 2),  # inside the transaction, after the stored-key lookup
+    ("copy", 1),  # after the first COPY of memories
+    ("copy", 5),  # after a child table's COPY
+    ("rejects", 3),  # after the rejects' COPY
+    ("commit", 6),  # just before COMMIT
+    ("committed", 2),  # just after COMMIT, before the runner counted it
+    ("accounted", 7),  # after the runner counted a batch
+    ("finish", 1),  # every batch committed, the run not yet marked completed
+]
+
+
+def new_database(server_url: str, name: str) -> str:
+    admin = Loader(server_url)
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return re.sub(r"/postgres\?", f"/{name}?", server_url)
+
+
+def cli_migrate(db_url: str, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PIPELINE_KILL_AT": kill_at or ""}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "migrate",
+            str(SAMPLE),
+            "--db",
+            db_url,
+            "--batch-size",
+            BATCH,
+            "--quiet",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def final_state(url: str) -> dict:
+    """Everything a run leaves, by content: loaded rows by hash, rejects by position, totals."""
+    db = Loader(url)
+    try:
+        result = json.loads(rows(db, "SELECT result::text AS r FROM pipeline_runs")[0]["r"])
+        return {
+            "memories": sorted(
+                (r["content_hash"], r["id"], r["summary"])
+                for r in rows(db, "SELECT content_hash, id, summary FROM memories")
+            ),
+            "children": sorted(
+                (r["t"], r["id"], r["memory_id"])
+                for r in rows(
+                    db,
+                    "SELECT 'ec' AS t, id, memory_id FROM emotional_contexts UNION ALL "
+                    "SELECT 'rd', id, memory_id FROM relationship_dynamics",
+                )
+            ),
+            "rejects": sorted(
+                (r["source_line"], r["category"], r["reason"], r["duplicate_of"] or "")
+                for r in rows(db, "SELECT source_line, category, reason, duplicate_of FROM pipeline_rejects")
+            ),
+            "totals": {
+                k: result[k]
+                for k in (
+                    "processed",
+                    "successful",
+                    "failed",
+                    "parse_errors",
+                    "validation_errors",
+                    "database_errors",
+                    "duplicates_skipped",
+                    "similar_merged",
+                    "errors_by_reason",
+                )
+            },
+            "status": rows(db, "SELECT status FROM pipeline_runs")[0]["status"],
+            "batches": rows(db, "SELECT count(*) AS n, count(DISTINCT batch_no) AS d FROM pipeline_batches")[
+                0
+            ],
+        }
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def clean_state(server_url):
+    url = new_database(server_url, "resilience_clean")
+    done = cli_migrate(url, "--run-id", "R")
+    assert done.returncode == 0, done.stderr
+    return final_state(url)
+
+
+@pytest.mark.parametrize(("point", "nth"), KILL_POINTS, ids=[f"{p}-{n}" for p, n in KILL_POINTS])
+def test_sigkill_anywhere_then_resume_gives_the_clean_runs_result(server_url, clean_state, point, nth):
+    url = new_database(server_url, f"killed_{point}_{nth}")
+    killed = cli_migrate(url, "--run-id", "R", kill_at=f"{point}:{nth}")
+    assert killed.returncode == -9, killed.stderr
+    resumed = cli_migrate(url, "--resume", "R")
+    assert resumed.returncode == 0, resumed.stderr
+    assert final_state(url) == clean_state
+    assert clean_state["batches"]["n"] == clean_state["batches"]["d"] == 11
+
+
+def test_resume_refuses_changed_input_or_settings(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(1), memory(2), memory(3)])
+    config = BatchConfig(batch_size=1, log_progress=False, max_errors=0)
+    write_jsonl(tmp_path / "bad.jsonl", [memory(1), "{broken", memory(3)])
+    with pytest.raises(Exception, match="max-errors"):
+        migrate([str(tmp_path / "bad.jsonl")], config, db_url=db_url, run_id="R")
+    with pytest.raises(Exception, match="input files changed"):
+        migrate([str(path)], config, db_url=db_url, resume="R")
+    with pytest.raises(Exception, match="batch_size was 1, now 2"):
+        migrate([str(tmp_path / "bad.jsonl")], BatchConfig(batch_size=2), db_url=db_url, resume="R")
+    with pytest.raises(Exception, match="no run NOPE"):
+        migrate([str(path)], config, db_url=db_url, resume="NOPE")
+    result = migrate(
+        [str(tmp_path / "bad.jsonl")],
+        BatchConfig(batch_size=1, log_progress=False),
+        db_url=db_url,
+        resume="R",
+    )
+    assert (result.processed, result.successful, result.parse_errors) == (3, 2, 1)
+    with pytest.raises(Exception, match="completed; there is nothing to resume"):
+        migrate([str(tmp_path / "bad.jsonl")], config, db_url=db_url, resume="R")
+
+
+def test_server_stopped_and_restarted_mid_run_the_run_completes(tmp_path):
+    home = tmp_path / "restartable"
+    url = start_embedded(home)
+    source = tmp_path / "big.jsonl"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "data" / "generate.py"),
+            "--records",
+            "20000",
+            "--seed",
+            "5",
+            "--out",
+            str(source),
+        ],
+        check=True,
+    )
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = migrate(
+                [str(source)], BatchConfig(batch_size=400, log_progress=False), db_url=url
+            )
+        except Exception as exc:  # reported by the assertion below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    watcher = Loader(url)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ledger = watcher.execute("SELECT to_regclass('pipeline_batches') IS NOT NULL AS ready").to_pylist()
+        if (
+            ledger[0]["ready"]
+            and watcher.execute("SELECT count(*) AS n FROM pipeline_batches").to_pylist()[0]["n"] >= 3
+        ):
+            break
+        time.sleep(0.05)
+    watcher.close()
+    try:
+        assert stop_embedded(home)
+        time.sleep(1.5)
+        start_embedded(home)
+        worker.join(timeout=120)
+        assert "error" not in outcome, outcome.get("error")
+        result = outcome["result"]
+        db = Loader(url)
+        assert_invariant(result, db)
+        assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == result.successful
+        assert rows(db, "SELECT count(*) AS n, count(DISTINCT batch_no) AS d FROM pipeline_batches")[0] == {
+            "n": 50,
+            "d": 50,
+        }
+        db.close()
+    finally:
+        stop_embedded(home)
+
+
+def test_unreachable_server_fails_with_one_clear_error(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(1)])
+    with pytest.raises(DatabaseError, match=re.escape("cannot connect to postgresql://u:***@127.0.0.1:9/x")):
+        migrate([str(path)], BatchConfig(log_progress=False), db_url="postgresql://u:pw@127.0.0.1:9/x")
+
+
+def test_the_password_never_shows_in_output_reports_or_tables(server_url, tmp_path):
+    url = new_database(server_url, "secrets")
+    secret_url = url.replace("postgresql://postgres:@", "postgresql://postgres:Sup3rS3cret@")
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(1), memory(2, confidence=0)])
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "migrate", str(path), "--db", secret_url, "--report", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    failed = subprocess.run(
+        [sys.executable, "-m", "pipeline", "migrate", str(path), "--db", secret_url, "--fail-fast"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and failed.returncode == 1
+    db = Loader(url)
+    stored = json.dumps(rows(db, "SELECT config::text, inputs::text, result::text FROM pipeline_runs"))
+    stored += json.dumps(rows(db, "SELECT message, raw FROM pipeline_rejects"))
+    db.close()
+    for text in (done.stdout, done.stderr, failed.stdout, failed.stderr, report.read_text(), stored):
+        assert "Sup3rS3cret" not in text
+
+
+def loaded_with_constraint(db_url: str, tmp_path, alteration: list[str], records: list[dict]):
+    db = Loader(db_url)
+    db.ensure_schema(get_dataset("memories"))
+    for statement in alteration:
+        db.execute(statement)
+    result = migrate(
+        [str(write_jsonl(tmp_path / "in.jsonl", records))], BatchConfig(log_progress=False), db_url=db_url
+    )
+    assert_invariant(result, db)
+    refused = rows(db, "SELECT source_line, category, reason, message FROM pipeline_rejects ORDER BY 1")
+    stored = sorted(r["id"] for r in rows(db, "SELECT id FROM memories"))
+    db.close()
+    return result, refused, stored
+
+
+@pytest.mark.parametrize(
+    ("alteration", "bad_fields", "reason", "sqlstate"),
+    [
+        (
+            [
+                "CREATE TABLE allowed (summary text PRIMARY KEY)",
+                "INSERT INTO allowed SELECT 'Sam and Alex talked about trip number ' || n"
+                " FROM generate_series(1, 9) n",
+                "ALTER TABLE memories ADD CONSTRAINT memories_summary_fk"
+                " FOREIGN KEY (summary) REFERENCES allowed",
+            ],
+            {"summary": "not in the allowed list"},
+            "foreign_key_violation:memories_summary_fk",
+            "23503",
+        ),
+        (
+            ["ALTER TABLE memories ALTER COLUMN summary TYPE varchar(45)"],
+            {"summary": "a summary that is far too long for the narrowed column"},
+            "string_data_right_truncation",
+            "22001",
+        ),
+        (
+            [
+                "ALTER TABLE memories ADD COLUMN scaled smallint"
+                " GENERATED ALWAYS AS (confidence * 4000) STORED"
+            ],
+            {"confidence": 9},
+            "numeric_value_out_of_range",
+            "22003",
+        ),
+        ([], {"summary": "nul \u0000 inside"}, "character_not_in_repertoire", "22021"),
+        (
+            ["ALTER TABLE memories ADD CONSTRAINT memories_short_summaries CHECK (length(summary) < 50)"],
+            {"summary": "x" * 60},
+            "check_violation:memories_short_summaries",
+            "23514",
+        ),
+    ],
+    ids=["foreign_key", "too_long", "out_of_range", "nul_in_text", "check"],
+)
+def test_each_constraint_class_rejects_only_the_offending_rows(
+    db_url, tmp_path, alteration, bad_fields, reason, sqlstate
+):
+    records = [memory(n, **(bad_fields if n in (2, 5) else {})) for n in range(1, 8)]
+    result, refused, stored = loaded_with_constraint(db_url, tmp_path, alteration, records)
+    assert stored == ["mem-1", "mem-3", "mem-4", "mem-6", "mem-7"]
+    assert [(r["source_line"], r["category"], r["reason"]) for r in refused] == [
+        (2, "database", reason),
+        (5, "database", reason),
+    ]
+    assert all(f"SQLSTATE {sqlstate}" in r["message"] for r in refused)
+    assert (result.successful, result.database_errors) == (5, 2)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", (0, 0, 0)),
+        (b"\n\n  \n", (0, 0, 0)),
+        (b'{"id": "a", "summary": "x\x00y"}\n' + json.dumps(memory(1)).encode() + b"\n", (2, 1, 1)),
+        (json.dumps(memory(1, summary="z" * 10_000_000)).encode() + b"\n", (1, 1, 0)),
+        (json.dumps(memory(1, extra={"nested": [1, 2]}, unknown="kept in raw")).encode() + b"\n", (1, 1, 0)),
+        (
+            json.dumps(
+                memory(1, summary="'); DROP TABLE memories; --", id="x'; DELETE FROM memories; --")
+            ).encode()
+            + b"\n",
+            (1, 1, 0),
+        ),
+    ],
+    ids=["empty_file", "only_blank_lines", "nul_byte", "ten_mb_field", "unknown_fields", "sql_lookalike"],
+)
+def test_bad_input_never_crashes_the_run(db_url, db, tmp_path, content, expected):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(content)
+    result = migrate([str(path)], BatchConfig(log_progress=False), db_url=db_url)
+    assert_invariant(result, db)
+    assert (result.processed, result.successful, result.failed) == expected
+    assert result.status == "completed"
+
+
+def test_csv_with_only_a_header_is_an_empty_run(db_url, db, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("id,summary,confidence\n")
+    result = migrate([str(path)], BatchConfig(log_progress=False), db_url=db_url)
+    assert (result.processed, result.status) == (0, "completed")
