@@ -27,12 +27,8 @@ Results go to stdout as a markdown table and to ``OUT/core-results.json``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import platform
-import resource
-import subprocess
 import sys
 from pathlib import Path
 from time import perf_counter
@@ -41,13 +37,12 @@ import adbc_driver_postgresql
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from common import ROOT, fresh_databases, generate, machine, postgres_version, run_pipeline
 
 from pipeline.config import BatchConfig
-from pipeline.database import start_embedded
 from pipeline.datasets.memories import DATASET
 from pipeline.loader import Loader
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 0.5
 TARGET_RSS_MB = 1024
 
@@ -57,15 +52,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     source = generate(args.records, args.seed, args.out)
 
-    server_url = start_embedded(ROOT / ".pipeline")
-    admin = Loader(server_url)
-    urls = {}
-    for name in ("bench_pipeline", "bench_ceiling"):
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-        urls[name] = server_url.replace("/postgres?", f"/{name}?", 1)
-    postgres_version = admin.execute("SELECT version()").column(0)[0].as_py()
-    admin.close()
+    urls = fresh_databases("bench_pipeline", "bench_ceiling")
 
     report_path = args.out / f"core-report-{args.records}.json"
     pipeline = run_pipeline(source, urls["bench_pipeline"], args.batch_size, report_path)
@@ -95,7 +82,7 @@ def main() -> int:
             "polars": pl.__version__,
             "pyarrow": pa.__version__,
             "adbc_driver_postgresql": adbc_driver_postgresql.__version__,
-            "postgresql": postgres_version,
+            "postgresql": postgres_version(urls["bench_pipeline"]),
         },
     }
     results["targets_met"] = {
@@ -114,59 +101,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     return parser.parse_args()
-
-
-def generate(records: int, seed: int, out: Path) -> Path:
-    generator = ROOT / "data" / "generate.py"
-    version = hashlib.sha256(generator.read_bytes()).hexdigest()[:8]
-    path = out / f"memories-{records}-seed{seed}-{version}.jsonl"
-    if not path.exists():
-        partial = path.with_suffix(".partial")
-        subprocess.run(
-            [
-                sys.executable,
-                generator,
-                "--records",
-                str(records),
-                "--seed",
-                str(seed),
-                "--out",
-                partial,
-            ],
-            check=True,
-        )
-        partial.rename(path)
-    return path
-
-
-def run_pipeline(source: Path, url: str, batch_size: int, report: Path) -> dict:
-    """Run ``pipeline migrate``; its report's counts plus wall seconds and getrusage peak RSS."""
-    command = [
-        Path(sys.executable).with_name("pipeline"),
-        "migrate",
-        source,
-        "--db",
-        url,
-        "--batch-size",
-        str(batch_size),
-        "--report",
-        report,
-        "--quiet",
-    ]
-    report.unlink(missing_ok=True)
-    began = perf_counter()
-    exit_code = subprocess.run(command, cwd=ROOT).returncode
-    wall_seconds = perf_counter() - began
-    # Peak over every waited-for child; the generator, when it ran, is a much smaller process.
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result = {"exit_code": exit_code, "wall_seconds": round(wall_seconds, 3)}
-    if exit_code == 0:
-        fields = ("processed", "successful", "seconds", "rows_per_second", "peak_rss_mb")
-        data = json.loads(report.read_text())
-        result |= {key: data[key] for key in fields}
-        result["wall_rows_per_second"] = round(data["processed"] / wall_seconds, 1)
-        result["peak_rss_mb_getrusage"] = round(peak_kb / 1024, 1)
-    return result
 
 
 def read_loaded_rows(url: str) -> dict[str, pa.Table]:
@@ -214,17 +148,6 @@ def copy_ceiling(url: str, tables: dict[str, pa.Table], batch_size: int) -> floa
     seconds = perf_counter() - began
     loader.close()
     return seconds
-
-
-def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-    meminfo = Path("/proc/meminfo").read_text().split()
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": models[0] if models else platform.machine(),
-        "ram_gb": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024**2, 1),
-    }
 
 
 def markdown(r: dict) -> str:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 DUPLICATE_MESSAGE = (
-    "same content hash as memory {} (summary, participants, source messages and confidence "
-    "match); nothing to fix unless the two should differ"
+    "same content hash as record {}, which is kept; nothing to fix unless the two should differ"
 )
 
 

@@ -22,48 +22,49 @@ HINTS: dict[str, str] = {
 }
 
 
-def _expr_check(name: str, expr_of) -> pa.Check:
+def expr_check(name: str, expr_of) -> pa.Check:
+    """A named check from a function of the column expression."""
     return pa.Check(lambda data: data.lazyframe.select(expr_of(pl.col(data.key))), name=name)
 
 
 def not_empty() -> pa.Check:
-    return _expr_check("not_empty", lambda col: col.str.len_chars() > 0)
+    return expr_check("not_empty", lambda col: col.str.len_chars() > 0)
 
 
 def not_blank() -> pa.Check:
-    return _expr_check("not_blank", lambda col: col.str.strip_chars().str.len_chars() > 0)
+    return expr_check("not_blank", lambda col: col.str.strip_chars().str.len_chars() > 0)
 
 
 def in_range(low: int, high: int) -> pa.Check:
     name = f"in_range({low},{high})"
     HINTS[name] = f"must be an integer from {low} to {high}"
-    return _expr_check(name, lambda col: col.is_between(low, high))
+    return expr_check(name, lambda col: col.is_between(low, high))
 
 
 def isin(values: tuple[str, ...]) -> pa.Check:
     name = f"isin({','.join(values)})"
     HINTS[name] = f"must be one of {', '.join(values)}"
-    return _expr_check(name, lambda col: col.is_in(values))
+    return expr_check(name, lambda col: col.is_in(values))
 
 
 def items_not_null() -> pa.Check:
-    return _expr_check("items_not_null", lambda col: col.list.eval(pl.element().is_not_null()).list.all())
+    return expr_check("items_not_null", lambda col: col.list.eval(pl.element().is_not_null()).list.all())
 
 
 def json_object() -> pa.Check:
     """The field was decoded as JSON text; an object's text starts with a brace."""
-    return _expr_check("type(object)", lambda col: col.str.strip_chars_start().str.starts_with("{"))
+    return expr_check("type(object)", lambda col: col.str.strip_chars_start().str.starts_with("{"))
 
 
 def json_object_or_list() -> pa.Check:
-    return _expr_check(
+    return expr_check(
         "type(object_or_list)", lambda col: col.str.strip_chars_start().str.contains(r"^[\[{]")
     )
 
 
 def iso8601() -> pa.Check:
     """Optional timestamps: a missing one passes, a present one must parse."""
-    return _expr_check("iso8601", lambda col: col.is_null() | parse_iso8601(col).is_not_null())
+    return expr_check("iso8601", lambda col: col.is_null() | parse_iso8601(col).is_not_null())
 
 
 def parse_iso8601(col: pl.Expr) -> pl.Expr:

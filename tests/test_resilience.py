@@ -346,3 +346,36 @@ def test_csv_with_only_a_header_is_an_empty_run(db_url, db, tmp_path):
     path.write_text("id,summary,confidence\n")
     result = migrate([str(path)], BatchConfig(log_progress=False), db_url=db_url)
     assert (result.processed, result.status) == (0, "completed")
+
+
+def test_a_serialization_failure_is_retried_and_the_batch_loads_once(db_url, db, tmp_path):
+    db.ensure_schema(get_dataset("memories"))
+    for statement in (
+        "CREATE SEQUENCE flaky_calls",
+        """CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             IF nextval('flaky_calls') = 1 THEN  -- sequences ignore the rollback: fails once
+               RAISE EXCEPTION 'simulated conflict' USING ERRCODE = 'serialization_failure';
+             END IF;
+             RETURN NULL;
+           END $$""",
+        "CREATE TRIGGER flaky BEFORE INSERT ON memories FOR EACH STATEMENT EXECUTE FUNCTION flaky()",
+    ):
+        db.execute(statement)
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(1, 6)])
+    result = migrate([str(path)], BatchConfig(log_progress=False), db_url=db_url)
+    assert_invariant(result, db)
+    assert result.successful == 5
+    assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == 5
+    assert rows(db, "SELECT last_value FROM flaky_calls")[0]["last_value"] >= 2
+
+
+def test_missing_permissions_stop_at_once_with_what_to_do(db_url, db, tmp_path):
+    db.execute("CREATE ROLE limited_user LOGIN")
+    limited = db_url.replace("postgresql://postgres:@", "postgresql://limited_user:@")
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(1)])
+    started = time.monotonic()
+    with pytest.raises(DatabaseError, match="grant this user CREATE") as refused:
+        migrate([str(path)], BatchConfig(log_progress=False), db_url=limited)
+    assert refused.value.sqlstate == "42501"
+    assert time.monotonic() - started < 5

@@ -53,9 +53,9 @@ class Dataset:
 
 
 def get_dataset(name: str) -> Dataset:
-    from pipeline.datasets import memories
+    from pipeline.datasets import memories, messages
 
-    registry = {memories.DATASET.name: memories.DATASET}
+    registry = {d.name: d for d in (memories.DATASET, messages.DATASET)}
     if name not in registry:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(registry))}")
     return registry[name]

@@ -1,0 +1,105 @@
+"""What the benchmarks share: inputs, fresh databases, a timed ``pipeline migrate``, the machine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from time import perf_counter
+
+from pipeline.database import start_embedded
+from pipeline.loader import Loader
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fresh_databases(*names: str) -> dict[str, str]:
+    """Drop and create databases on the embedded server; their URLs by name."""
+    server_url = start_embedded(ROOT / ".pipeline")
+    admin = Loader(server_url)
+    urls = {}
+    for name in names:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+        urls[name] = server_url.replace("/postgres?", f"/{name}?", 1)
+    admin.close()
+    return urls
+
+
+def postgres_version(url: str) -> str:
+    loader = Loader(url)
+    version = loader.execute("SELECT version()").column(0)[0].as_py()
+    loader.close()
+    return version
+
+
+def generate(records: int, seed: int, out: Path, *options: str) -> Path:
+    """``data/generate.py`` output, cached per size, seed, options and generator version."""
+    generator = ROOT / "data" / "generate.py"
+    version = hashlib.sha256(generator.read_bytes()).hexdigest()[:8]
+    suffix = "".join(options).replace("-", "")
+    path = out / f"memories-{records}-seed{seed}{suffix}-{version}.jsonl"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        subprocess.run(
+            [
+                sys.executable,
+                generator,
+                "--records",
+                str(records),
+                "--seed",
+                str(seed),
+                "--out",
+                partial,
+                *options,
+            ],
+            check=True,
+        )
+        partial.rename(path)
+    return path
+
+
+def run_pipeline(source: Path, url: str, batch_size: int, report: Path) -> dict:
+    """Run ``pipeline migrate``; its report's counts plus wall seconds and getrusage peak RSS."""
+    command = [
+        Path(sys.executable).with_name("pipeline"),
+        "migrate",
+        source,
+        "--db",
+        url,
+        "--batch-size",
+        str(batch_size),
+        "--report",
+        report,
+        "--quiet",
+    ]
+    report.unlink(missing_ok=True)
+    began = perf_counter()
+    exit_code = subprocess.run(command, cwd=ROOT).returncode
+    wall_seconds = perf_counter() - began
+    # Peak over every waited-for child; the generator, when it ran, is a much smaller process.
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = {"exit_code": exit_code, "wall_seconds": round(wall_seconds, 3)}
+    if exit_code == 0:
+        fields = ("processed", "successful", "seconds", "rows_per_second", "peak_rss_mb")
+        data = json.loads(report.read_text())
+        result |= {key: data[key] for key in fields}
+        result["wall_rows_per_second"] = round(data["processed"] / wall_seconds, 1)
+        result["peak_rss_mb_getrusage"] = round(peak_kb / 1024, 1)
+    return result
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    meminfo = Path("/proc/meminfo").read_text().split()
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": models[0] if models else platform.machine(),
+        "ram_gb": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024**2, 1),
+    }
