@@ -37,7 +37,9 @@ reason, and every rejected (1-based, physical) line with its category and reason
 """
 
 import argparse
+import hashlib
 import json
+import math
 import random
 from collections import Counter
 from pathlib import Path
@@ -726,6 +728,58 @@ class Export:
         return self.truncated().encode("utf-8"), ("parse", ("invalid_json",), None)
 
 
+def as_current(record):
+    """A legacy record in the current shape, as the original's transform made it."""
+    if "participants" in record or "sourceMessageIds" in record:
+        return record
+    messages = record.get("messages")
+    sources = messages if isinstance(messages, list) else (["legacy-content"] if "content" in record else [])
+    return {
+        "id": record.get("id"),
+        "summary": record.get("summary") or record.get("content") or "Legacy memory",
+        "sourceMessageIds": sources,
+        "participants": [{"id": "legacy-user", "name": "Legacy User", "role": "unknown"}],
+    }
+
+
+def original_score(a, b):
+    """The original system's similarity of memory a to memory b, one pair at a time (NaN kept)."""
+    summary_a, summary_b = a["summary"].strip().lower(), b["summary"].strip().lower()
+    words_a, words_b = summary_a.split(" "), summary_b.split(" ")
+    words = 1.0 if summary_a == summary_b else share(words_a, words_b)
+    sources = share(a["sourceMessageIds"], b["sourceMessageIds"])
+    people = share([p["id"] for p in a["participants"]], [p["id"] for p in b["participants"]])
+    score = 0.5 * words + 0.3 * sources + 0.2 * people
+    return 1.0 if score > 1.0 else score
+
+
+def share(mine, theirs):
+    longer = max(len(mine), len(theirs))
+    return sum(1 for item in mine if item in theirs) / longer if longer else math.nan
+
+
+class NearDuplicates:
+    """The original's sequential rule: a memory whose best score against the memories kept
+    so far exceeds the threshold is skipped; candidates share a source message id."""
+
+    def __init__(self, threshold=0.7):
+        self.threshold = threshold
+        self.kept_by_source = {}
+
+    def best_match(self, record):
+        """(id, score) of the best kept memory above the threshold, or None; keeps the record if none."""
+        memory = as_current(record)
+        candidates = {id(c): c for s in memory["sourceMessageIds"] for c in self.kept_by_source.get(s, ())}
+        scored = [(original_score(memory, c), c["id"]) for c in candidates.values()]
+        above = [(score, kept_id) for score, kept_id in scored if score > self.threshold]
+        if above:
+            best = max(score for score, _ in above)
+            return min(kept_id for score, kept_id in above if score == best), best
+        for source in memory["sourceMessageIds"]:
+            self.kept_by_source.setdefault(source, []).append(memory)
+        return None
+
+
 class Ledger:
     """Ground truth: counts per pipeline stage and every rejected line."""
 
@@ -736,8 +790,16 @@ class Ledger:
         self.near_duplicates = 0
         self.by_reason = Counter()
         self.lines = {}
+        self.similar = NearDuplicates()
 
-    def add(self, line_number, kind, outcome):
+    def add(self, line_number, kind, outcome, line):
+        if outcome == LOADED:
+            record = json.loads(line)
+            if "id" not in record:  # the pipeline derives it from the record's text
+                record["id"] = "legacy-" + hashlib.sha256(line.rstrip(b"\n")).hexdigest()[:32]
+            match = self.similar.best_match(record)
+            if match is not None:
+                outcome = ("deduplication", ("similar_duplicate",), match[0])
         category, reasons, duplicate_of = outcome
         self.counts[category] += 1
         if kind == "near":
@@ -822,7 +884,7 @@ def generate(n, seed, clean, out_path):
             line, outcome = export.build(kind)
             out.write(line)
             line_number += 1
-            ledger.add(line_number, kind, outcome)
+            ledger.add(line_number, kind, outcome, line)
     return ledger
 
 

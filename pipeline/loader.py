@@ -22,13 +22,15 @@ import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 import pyarrow as pa
 
+from pipeline.config import BatchConfig
 from pipeline.database import redact
 from pipeline.datasets import Dataset, Table
-from pipeline.dedup import DUPLICATE_MESSAGE
+from pipeline.dedup import batch_edges, decision_rejects, resolve
 from pipeline.errors import DatabaseError, TransientDatabaseError
 from pipeline.faults import checkpoint
-from pipeline.rejects import REJECT_SCHEMA, empty_rejects, reject_frame
-from pipeline.report import RejectCounts
+from pipeline.rejects import REJECT_SCHEMA, reject_frame
+from pipeline.report import RejectCounts, similarity_bins
+from pipeline.similarity import PAIR_KEYS, comparable, exceeds, in_batch_pairs, scores
 
 PIPELINE_DDL = (
     """CREATE TABLE IF NOT EXISTS pipeline_runs (
@@ -168,14 +170,13 @@ class Loader:
                 (run_id,),
             ).to_pylist()
             similar = self.execute(
-                "SELECT count(DISTINCT (source_file, source_line)) AS n FROM pipeline_rejects "
-                "WHERE run_id = $1 AND reason = 'similar_duplicate'",
+                "SELECT similarity FROM pipeline_rejects WHERE run_id = $1 AND reason = 'similar_duplicate'",
                 (run_id,),
-            ).to_pylist()
+            )
         counts = RejectCounts(
             records={r["category"]: r["n"] for r in records},
             rows={r["reason"]: r["n"] for r in rows},
-            similar=similar[0]["n"],
+            similarity_bins=similarity_bins(pl.from_arrow(similar)["similarity"]),
         )
         return batches, counts
 
@@ -212,21 +213,27 @@ class Loader:
         batch_no: int,
         records: pl.DataFrame,
         rejects: pl.DataFrame,
-        mode: str,
+        config: BatchConfig,
         ledger: dict,
-        fail_fast: bool = False,
     ) -> BatchOutcome:
         """Load ``records`` and write ``rejects`` in one transaction; return what loaded.
 
-        With ``fail_fast``, a batch in which the database refused a record is rolled back.
+        Without ``config.continue_on_error``, a batch in which the database refused a
+        record is rolled back.
         """
         try:
             with self._transaction(f"loading batch {batch_no}"):
-                stored, records = self._split_stored(dataset, records, mode)
+                refused, merges = self._refused(dataset, records, config)
+                records = records.join(refused.select("record"), on="record", how="anti")
                 checkpoint("keys")
                 failures = self._copy_tables(dataset, records)
-                all_rejects = pl.concat([rejects, stored, _row_rejects(records, failures)])
-                if fail_fast and all_rejects.filter(pl.col("category") == "database").height:
+                if not merges.is_empty():
+                    self._record_merges(dataset.tables[0], merges)
+                all_rejects = pl.concat([rejects, refused.drop("record"), _row_rejects(records, failures)])
+                if (
+                    not config.continue_on_error
+                    and all_rejects.filter(pl.col("category") == "database").height
+                ):
                     raise _RolledBack(all_rejects)
                 loaded = records.height - failures.select("record").n_unique()
                 self._ingest("pipeline_rejects", _rejects_arrow(run_id, all_rejects))
@@ -253,18 +260,39 @@ class Loader:
             return BatchOutcome(loaded=0, rejects=rolled_back.rejects, committed=False)
         return BatchOutcome(loaded=loaded, rejects=all_rejects)
 
-    def _split_stored(
-        self, dataset: Dataset, records: pl.DataFrame, mode: str
-    ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Records the root table's unique keys would refuse, as rejects; and the rest.
+    def _refused(self, dataset: Dataset, records: pl.DataFrame, config: BatchConfig):
+        """Rejects (with ``record``) for duplicates and key conflicts, and the merges to note.
 
-        A key or content hash is taken when it is stored already or when an earlier
-        record of the batch uses it. Finding these in one join keeps COPY failures rare:
-        a refused COPY costs a round trip of the rows sent with it.
+        Stored keys and near-duplicate candidates are looked up here, inside the batch's
+        transaction, so every earlier batch counts as stored; ``dedup.resolve`` decides.
         """
         root = dataset.tables[0]
-        if records.is_empty():
-            return empty_rejects(), records
+        threshold = config.similarity_threshold
+        inside = pl.DataFrame(schema={"record": pl.UInt32, "candidate": pl.UInt32, "score": pl.Float64})
+        outside = pl.DataFrame(schema={"record": pl.UInt32, "candidate_id": pl.String, "score": pl.Float64})
+        if config.mode == "dedup" and dataset.near_duplicates and not records.is_empty():
+            inside, outside = self._similar_pairs(records, threshold)
+        decisions = resolve(
+            records, self._stored_keys(root, records), outside, batch_edges(records, inside), config.mode
+        )
+        refused = decision_rejects(
+            records, decisions, root.key, f"{root.name}_pkey", dataset.hash_constraint, threshold
+        ).with_columns(record=decisions["record"])
+        similar = decisions.filter(pl.col("outcome") == "similar_duplicate").join(records, on="record")
+        merges = (
+            similar.group_by("duplicate_of").agg(
+                merged_ids=pl.col("id"),
+                merged_sources=pl.col("sourceMessageIds")
+                .list.explode(keep_nulls=False, empty_as_null=False)
+                .unique(maintain_order=True),
+            )
+            if not similar.is_empty()
+            else similar
+        )
+        return refused, merges
+
+    def _stored_keys(self, root: Table, records: pl.DataFrame) -> pl.DataFrame:
+        """Per record: the id of a stored row with its content hash, and whether its key is stored."""
         table, key = quoted(root.name), quoted(root.key)
         keys = records.select(pl.col("record").cast(pl.Int64), "id", "content_hash")
         self._ingest("pipeline_batch_keys", keys.to_arrow(), mode="replace", temporary=True)
@@ -277,51 +305,43 @@ class Loader:
             f"LEFT JOIN {table} i ON i.{key} = k.id "
             f"WHERE h.{key} IS NOT NULL OR i.{key} IS NOT NULL"
         )
-        checked = records.join(
-            pl.from_arrow(found).with_columns(pl.col("record").cast(pl.UInt32)), on="record", how="left"
-        ).with_columns(pl.col("key_stored").fill_null(False))
-        duplicate = pl.col("hash_owner").is_not_null() & (mode == "dedup")
-        # Later records of the batch conflict only with earlier ones that are not refused already.
-        repeated = lambda key: (  # noqa: E731
-            pl.col(key).is_not_null() & ~pl.col("stored") & ~pl.col(key).is_first_distinct().over("stored")
+        return pl.from_arrow(found).with_columns(pl.col("record").cast(pl.UInt32))
+
+    def _similar_pairs(self, records: pl.DataFrame, threshold: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Scored candidate pairs above ``threshold``: inside the batch (record, candidate,
+        score) and against stored memories sharing a source id (record, candidate_id, score)."""
+        batch = records.with_columns(people=pl.col("participants").list.eval(pl.element().struct.field("id")))
+        sources = batch.filter(pl.col("sourceMessageIds").list.len() > 0).select(
+            pl.col("record").cast(pl.Int64), sources="sourceMessageIds"
         )
-        checked = checked.with_columns(stored=duplicate | pl.col("key_stored")).with_columns(
-            key_taken=pl.col("key_stored") | repeated("id"),
-            hash_taken=pl.col("hash_owner").is_not_null() | repeated("content_hash"),
-        )
-        duplicates = reject_frame(
-            checked.lazy().filter(duplicate),
-            category="deduplication",
-            reason=pl.lit("exact_duplicate"),
-            field=pl.lit("content_hash"),
-            message=pl.format(DUPLICATE_MESSAGE, "hash_owner"),
-            duplicate_of=pl.col("hash_owner"),
-        )
-        key_conflict = pl.col("key_taken")
-        conflicts = reject_frame(
-            checked.lazy().filter(~duplicate & (pl.col("key_taken") | pl.col("hash_taken"))),
-            category="database",
-            reason=pl.when(key_conflict)
-            .then(pl.lit(f"unique_violation:{root.name}_pkey"))
-            .otherwise(pl.lit(f"unique_violation:{dataset.hash_constraint}")),
-            field=pl.when(key_conflict).then(pl.lit(root.key)).otherwise(pl.lit("content_hash")),
-            message=pl.when(key_conflict)
-            .then(
-                pl.format(
-                    "{} {} is already taken by another record; give this record another id (SQLSTATE 23505)",
-                    pl.lit(root.key),
-                    "id",
-                )
+        self._ingest("pipeline_batch_sources", sources.to_arrow(), mode="replace", temporary=True)
+        self.execute("ANALYZE pipeline_batch_sources")
+        stored = pl.from_arrow(
+            self.execute(
+                'SELECT k.record, m.id AS candidate, m.summary, m.source_message_ids AS "sourceMessageIds", '
+                "ARRAY(SELECT p->>'id' FROM jsonb_array_elements(m.participants) p) AS people "
+                "FROM pipeline_batch_sources k JOIN memories m ON m.source_message_ids && k.sources"
             )
-            .otherwise(pl.lit("another record already has this content hash (SQLSTATE 23505)")),
+        ).with_columns(pl.col("record").cast(pl.UInt32))
+        mine = comparable(batch, "record")
+        inside = scores(in_batch_pairs(batch), mine, mine.rename({"record": "candidate"}))
+        outside = scores(stored.select(PAIR_KEYS), mine, comparable(stored.unique("candidate"), "candidate"))
+        above = exceeds(pl.col("score"), threshold)
+        return inside.filter(above), outside.filter(above).rename({"candidate": "candidate_id"})
+
+    def _record_merges(self, root: Table, merges: pl.DataFrame) -> None:
+        """Note on each kept memory what was merged into it, so nothing of a duplicate is lost."""
+        self._ingest("pipeline_merges", merges.to_arrow(), mode="replace", temporary=True)
+        self.execute(
+            f"UPDATE {quoted(root.name)} m SET updated_at = now(), "
+            "deduplication_metadata = jsonb_build_object("
+            "'originalHash', m.content_hash, "
+            "'mergedWith', COALESCE(m.deduplication_metadata->'mergedWith', '[]') || to_jsonb(g.merged_ids), "
+            "'mergeReason', 'similar_duplicate', 'mergedAt', now(), "
+            "'mergedSourceMessageIds', COALESCE(m.deduplication_metadata->'mergedSourceMessageIds', '[]') "
+            "|| to_jsonb(g.merged_sources)) "
+            f"FROM pipeline_merges g WHERE m.{quoted(root.key)} = g.duplicate_of"
         )
-        refused = pl.concat([duplicates, conflicts])
-        kept = records.join(
-            checked.filter(duplicate | pl.col("key_taken") | pl.col("hash_taken")).select("record"),
-            on="record",
-            how="anti",
-        )
-        return refused, kept
 
     def _copy_tables(self, dataset: Dataset, records: pl.DataFrame) -> pl.DataFrame:
         """Copy every table's rows; a record failing in any table is removed from all."""

@@ -48,6 +48,7 @@ class RunResult:
     stop_reason: str | None = None
     batches: list[BatchReport] = field(default_factory=list)
     errors_by_reason: dict[str, int] = field(default_factory=dict)
+    similarity_histogram: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -78,6 +79,8 @@ class RunResult:
             setattr(self, name, getattr(self, name) + counts.records.get(category, 0))
         self.similar_merged += counts.similar
         self.duplicates_skipped += counts.records.get("deduplication", 0) - counts.similar
+        for label, n in counts.similarity_bins.items():
+            self.similarity_histogram[label] = self.similarity_histogram.get(label, 0) + n
         for reason, rows in counts.rows.items():
             self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + rows
 
@@ -106,6 +109,7 @@ class RunResult:
             seconds=round(self.seconds, 3),
             peak_rss_mb=round(self.peak_rss_mb, 1),
             errors_by_reason=dict(sorted(self.errors_by_reason.items(), key=lambda kv: -kv[1])),
+            similarity_histogram=dict(sorted(self.similarity_histogram.items())),
         )
         return data
 
@@ -134,19 +138,34 @@ class RunResult:
 @dataclass(frozen=True)
 class RejectCounts:
     """What the report counts of rejects: a record counts once, in the category that rejected
-    it, even when it failed several checks; reasons count reject rows."""
+    it, even when it failed several checks; reasons count reject rows; merged near duplicates
+    are binned by score."""
 
     records: dict[str, int]
     rows: dict[str, int]
-    similar: int
+    similarity_bins: dict[str, int]
+
+    @property
+    def similar(self) -> int:
+        return self.rows.get("similar_duplicate", 0)
 
     @classmethod
     def of(cls, rejects: pl.DataFrame) -> RejectCounts:
         position = pl.struct("source_file", "source_line")
         records = rejects.group_by("category").agg(position.n_unique())
-        similar = rejects.filter(pl.col("reason") == "similar_duplicate").select(position.n_unique())
+        similar = rejects.filter(pl.col("reason") == "similar_duplicate")["similarity"]
         return cls(
             records=dict(records.iter_rows()),
             rows=dict(rejects["reason"].value_counts().iter_rows()),
-            similar=similar.item(),
+            similarity_bins=similarity_bins(similar),
         )
+
+
+def similarity_bins(scores: pl.Series) -> dict[str, int]:
+    """Scores in bins 0.05 wide, labelled ``0.85-0.90``; 1.0 falls in the last one."""
+    # Rounded first: scores are stored as real, and 0.9 must not fall into 0.85-0.90.
+    hundredths = ((scores.cast(pl.Float64) * 20).round(4).floor().clip(0, 19) * 5).cast(pl.Int64)
+    return {
+        f"{low / 100:.2f}-{(low + 5) / 100:.2f}": n
+        for low, n in sorted(hundredths.value_counts().iter_rows())
+    }

@@ -24,11 +24,9 @@ from pipeline.config import BatchConfig
 from pipeline.database import resolve_url
 from pipeline.datasets import Dataset, get_dataset
 from pipeline.decode import decode, type_errors
-from pipeline.dedup import DUPLICATE_MESSAGE, split_exact_duplicates
 from pipeline.errors import ConfigError, DatabaseError, RunStopped, TransientDatabaseError
 from pipeline.faults import checkpoint
 from pipeline.loader import BatchOutcome, Loader
-from pipeline.rejects import reject_frame
 from pipeline.report import RunResult
 from pipeline.sources import fingerprint, resolve_inputs, scan_batches
 from pipeline.validate import failure_rejects
@@ -52,7 +50,10 @@ class StagedBatch:
 def stage_batch(
     raw: pl.DataFrame, dataset: Dataset, config: BatchConfig, started_at: datetime
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Pure: raw records → (records to load, rejects of parse, validation and deduplication)."""
+    """Pure: raw records → (records to load, rejects of parse and validation).
+
+    Duplicates are decided by the loader, against what is stored when the batch commits.
+    """
     records, parse_rejects = decode(raw, dataset.input_dtype)
     prepared, failures = dataset.prepare(
         records,
@@ -61,20 +62,7 @@ def stage_batch(
         started_at,
     )
     valid = prepared.join(failures.select("record").unique(), on="record", how="anti")
-    rejects = [parse_rejects, failure_rejects(prepared, failures)]
-    if config.mode == "dedup":
-        valid, duplicates = split_exact_duplicates(valid)
-        rejects.append(
-            reject_frame(
-                duplicates.lazy().join(prepared.lazy(), on="record"),
-                category="deduplication",
-                reason=pl.lit("exact_duplicate"),
-                field=pl.lit("content_hash"),
-                message=pl.format(DUPLICATE_MESSAGE, "duplicate_of"),
-                duplicate_of=pl.col("duplicate_of"),
-            )
-        )
-    return valid, pl.concat(rejects)
+    return valid, pl.concat([parse_rejects, failure_rejects(prepared, failures)])
 
 
 def migrate(
@@ -228,9 +216,8 @@ def _load(
                 staged.number,
                 staged.records,
                 staged.rejects,
-                config.mode,
+                config,
                 ledger,
-                fail_fast=not config.continue_on_error,
             )
         except TransientDatabaseError as exc:
             if delay is None:

@@ -23,8 +23,9 @@ def test_sample_counts_match_the_generators_ground_truth(db_url, db, batch_size)
     assert result.status == "completed"
     assert (result.processed, result.successful) == (EXPECTED["records"], EXPECTED["loaded"])
     assert (result.parse_errors, result.validation_errors) == (EXPECTED["parse"], EXPECTED["validation"])
-    assert (result.duplicates_skipped, result.database_errors) == (
-        EXPECTED["deduplication"],
+    assert (result.duplicates_skipped, result.similar_merged, result.database_errors) == (
+        EXPECTED["by_reason"]["exact_duplicate"],
+        EXPECTED["by_reason"]["similar_duplicate"],
         EXPECTED["database"],
     )
     stored = rows(db, "SELECT source_line, category, reason, duplicate_of FROM pipeline_rejects")
@@ -181,7 +182,9 @@ def test_every_format_loads_the_same_records(db_url, db, tmp_path):
     jsonl = write_jsonl(tmp_path / "in.jsonl", records)
     array = tmp_path / "in.json"
     array.write_text(json.dumps([memory(3), memory(4)]))
-    frame = pl.read_ndjson(jsonl).with_columns(id=pl.col("id") + "-pq", summary=pl.col("summary") + " pq")
+    frame = pl.read_ndjson(jsonl).with_columns(
+        id=pl.col("id") + "-pq", sourceMessageIds=pl.col("sourceMessageIds").list.eval(pl.element() + "-pq")
+    )
     frame.write_parquet(tmp_path / "in.parquet")
     csv = tmp_path / "in.csv"
     csv.write_text(

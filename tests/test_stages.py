@@ -173,18 +173,6 @@ def test_a_current_record_missing_one_list_is_not_legacy():
     assert reasons(rejects) == [(1, "validation", "participants:required")]
 
 
-def test_exact_duplicates_in_a_batch_keep_the_first():
-    original = memory(1)
-    copy = memory(
-        2, summary=" " + original["summary"].upper(), sourceMessageIds=original["sourceMessageIds"][::-1]
-    )
-    kept, rejects = stage(original, copy, memory(3))
-    assert kept["id"].to_list() == ["mem-1", "mem-3"]
-    assert rejects.select("source_line", "reason", "duplicate_of").to_dicts() == [
-        {"source_line": 2, "reason": "exact_duplicate", "duplicate_of": "mem-1"}
-    ]
-
-
 def test_standard_mode_leaves_duplicates_to_the_database():
     twin = memory(2, summary=memory(1)["summary"], sourceMessageIds=memory(1)["sourceMessageIds"])
     kept, rejects = stage(memory(1), twin, mode="standard")

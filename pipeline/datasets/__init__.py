@@ -50,6 +50,9 @@ class Dataset:
     csv_json_columns: tuple[str, ...] = ()
     hash_constraint: str = ""
     lenient_fields: tuple[str, ...] = ()
+    # The original's near-duplicate rule; the root table has summary, source_message_ids
+    # and participants, and the prepared frame summary, sourceMessageIds and participants.
+    near_duplicates: bool = False
 
 
 def get_dataset(name: str) -> Dataset:

@@ -296,4 +296,5 @@ DATASET = Dataset(
     hash_constraint="memories_content_hash_key",
     # The original silently ignores a legacy record's ``messages`` when it is not a list.
     lenient_fields=("messages", "content"),
+    near_duplicates=True,
 )

@@ -1,0 +1,172 @@
+"""Exact and near duplicates, decided as the original decided them one record at a time."""
+
+import json
+import math
+
+import polars as pl
+import pytest
+
+from pipeline import BatchConfig, migrate
+from pipeline.similarity import comparable, scores
+from tests.conftest import assert_invariant, rows, write_jsonl
+
+
+def person(pid: str) -> dict:
+    return {"id": pid, "name": pid.upper(), "role": "friend"}
+
+
+def record(rid: str, summary: str, sources: list[str], people: list[str], confidence: int = 5) -> dict:
+    return {
+        "id": rid,
+        "summary": summary,
+        "confidence": confidence,
+        "sourceMessageIds": sources,
+        "participants": [person(p) for p in people],
+    }
+
+
+def score(a: dict, b: dict) -> float:
+    frame = (
+        pl.DataFrame(
+            [
+                {**a, "people": [p["id"] for p in a["participants"]]},
+                {**b, "people": [p["id"] for p in b["participants"]]},
+            ]
+        )
+        .with_row_index("record")
+        .with_columns(pl.col("record").cast(pl.UInt32))
+    )
+    mine = comparable(frame, "record")
+    pair = pl.DataFrame(
+        {"record": [0], "candidate": [1]}, schema={"record": pl.UInt32, "candidate": pl.UInt32}
+    )
+    return scores(pair, mine, mine.rename({"record": "candidate"}))["score"].item()
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        # words 2/5 (a, b of "a b x y z"), sources 1/2, people 1/2: 0.2 + 0.15 + 0.1
+        (record("A", "a b c d", ["m1", "m2"], ["p1"]), record("B", "a b x y z", ["m1"], ["p1", "p2"]), 0.45),
+        # repeats in A count each time: "a a b" against "a c": 2 of 3
+        (record("A", "a a b", ["m1"], ["p1"]), record("B", "a c", ["m1"], ["p1"]), 0.5 * 2 / 3 + 0.3 + 0.2),
+        # equal after trim and lowercase: words 1; everything shared: 1.0 (the cap)
+        (record("A", "  Same Words ", ["m1"], ["p1"]), record("B", "same words", ["m1"], ["p1"]), 1.0),
+        # no participants on either side: 0 / 0 is NaN, which never exceeds a threshold
+        (record("A", "x", ["m1"], []), record("B", "x", ["m1"], []), math.nan),
+    ],
+    ids=["partial", "repeated_words", "capped", "nan"],
+)
+def test_scores_computed_by_hand(a, b, expected):
+    got = score(a, b)
+    assert math.isnan(got) if math.isnan(expected) else got == pytest.approx(expected, abs=1e-12)
+
+
+def test_exactly_point_seven_is_decided_by_the_originals_order_of_addition():
+    # words 1, sources 1/2, people 1/4: 0.5 + 0.15 + 0.05 is 0.7 exactly on paper, but
+    # (0.5 + 0.15) + 0.05 is 0.7000000000000001 in floating point: a duplicate.
+    above = score(record("A", "s", ["m1", "m2"], ["p1"]), record("B", "s", ["m1"], ["p1", "p2", "p3", "p4"]))
+    assert above == (0.5 * 1.0 + 0.3 * 0.5) + 0.2 * 0.25 == 0.7000000000000001
+    # words 1, sources 1/3, people 1/2: 0.5 + 0.1 + 0.1 stays 0.7: not a duplicate.
+    at = score(record("A", "s", ["m1", "m2", "m3"], ["p1"]), record("B", "s", ["m1"], ["p1", "p2"]))
+    assert at == 0.7
+
+
+def run(tmp_path, db_url, records, name="in.jsonl", **config):
+    config.setdefault("log_progress", False)
+    return migrate([str(write_jsonl(tmp_path / name, records))], BatchConfig(**config), db_url=db_url)
+
+
+def outcomes(db, run_id):
+    return {
+        r["source_line"]: (r["reason"], r["duplicate_of"], r["similarity"])
+        for r in rows(
+            db,
+            "SELECT source_line, reason, duplicate_of, similarity FROM pipeline_rejects WHERE run_id = $1",
+            run_id,
+        )
+    }
+
+
+@pytest.mark.parametrize("batch_size", [1, 100])
+def test_sequential_rule_a_kept_b_similar_to_a_rejected_c_similar_only_to_b_kept(
+    db_url, db, tmp_path, batch_size
+):
+    a = record("A", "w1 w2 w3 w4 w5 w6", ["m1", "m2"], ["p1"])
+    b = record("B", "w1 w2 w3 w4 w5 x6", ["m2", "m3"], ["p1"])  # vs A: 5/6*.5 + .5*.3 + .2
+    c = record("C", "w1 w2 w3 w4 y5 x6", ["m3", "m4"], ["p1"])  # vs B like B vs A; vs A: no shared source
+    result = run(tmp_path, db_url, [a, b, c], batch_size=batch_size)
+    assert_invariant(result, db)
+    assert (result.successful, result.similar_merged) == (2, 1)
+    assert sorted(r["id"] for r in rows(db, "SELECT id FROM memories")) == ["A", "C"]
+    [(line, (reason, of, similarity))] = outcomes(db, result.run_id).items()
+    assert (line, reason, of) == (2, "similar_duplicate", "A")
+    assert similarity == pytest.approx(0.5 * 5 / 6 + 0.3 * 0.5 + 0.2, abs=1e-6)
+
+
+def test_candidates_are_found_among_stored_rows_and_the_kept_row_notes_the_merge(db_url, db, tmp_path):
+    a = record("A", "lunch at the harbour with sam", ["m1", "m2"], ["p1", "p2"])
+    far = record("F", "lunch at the harbour with sam", ["z9"], ["p1", "p2"], confidence=6)  # no shared source
+    first = run(tmp_path, db_url, [a, far], name="first.jsonl")
+    assert first.successful == 2
+    b = record("B", "Lunch at the harbour with Sam!", ["m2", "m7"], ["p2", "p1"])
+    second = run(tmp_path, db_url, [b], name="second.jsonl")
+    assert_invariant(second, db)
+    assert (second.successful, second.similar_merged) == (0, 1)
+    assert outcomes(db, second.run_id)[1][:2] == ("similar_duplicate", "A")
+    [kept] = rows(
+        db, "SELECT content_hash, deduplication_metadata::text AS meta FROM memories WHERE id = 'A'"
+    )
+    meta = json.loads(kept["meta"])
+    assert meta["originalHash"] == kept["content_hash"]
+    assert (meta["mergedWith"], meta["mergeReason"]) == (["B"], "similar_duplicate")
+    assert meta["mergedSourceMessageIds"] == ["m2", "m7"]
+    assert meta["mergedAt"]
+    assert rows(db, "SELECT deduplication_metadata FROM memories WHERE id = 'F'") == [
+        {"deduplication_metadata": None}
+    ]
+
+
+def test_records_refused_earlier_are_no_candidates_for_exact_duplicates_or_ids(db_url, db, tmp_path):
+    a = record("A", "w1 w2 w3 w4", ["m1"], ["p1"])
+    b = record("B", "w1 w2 w3 x4", ["m1"], ["p1"])  # similar to A: refused
+    b_copy = {**b, "id": "B2"}  # same hash as B, but B was not kept: similar to A instead
+    reused = record("A", "completely different", ["n1"], ["p9"])  # id A is taken: refused
+    taken_id_of_refused = record("B", "another text", ["n2"], ["p8"])  # B was never stored: loads
+    result = run(tmp_path, db_url, [a, b, b_copy, reused, taken_id_of_refused])
+    assert_invariant(result, db)
+    assert {line: got[:2] for line, got in outcomes(db, result.run_id).items()} == {
+        2: ("similar_duplicate", "A"),
+        3: ("similar_duplicate", "A"),
+        4: ("unique_violation:memories_pkey", None),
+    }
+    assert sorted(r["id"] for r in rows(db, "SELECT id FROM memories")) == ["A", "B"]
+
+
+def test_exact_duplicates_keep_the_first_and_point_to_it(db_url, db, tmp_path):
+    a = record("A", "Trip", ["m1", "m2"], ["p1"])
+    copy = {**a, "id": "A2", "summary": " TRIP ", "sourceMessageIds": ["m2", "m1"]}
+    result = run(tmp_path, db_url, [a, copy, {**a, "id": "A3"}])
+    assert_invariant(result, db)
+    assert outcomes(db, result.run_id) == {
+        2: ("exact_duplicate", "A", None),
+        3: ("exact_duplicate", "A", None),
+    }
+
+
+def test_report_holds_the_score_distribution_of_merged_pairs(db_url, db, tmp_path):
+    a = record("A", "w1 w2 w3 w4", ["m1"], ["p1"])
+    result = run(
+        tmp_path,
+        db_url,
+        [a, record("B", "w1 w2 w3 x4", ["m1"], ["p1"]), record("C", "w1 w2 w3 w4 w5", ["m1"], ["p1"])],
+    )
+    assert result.similar_merged == 2
+    assert result.to_dict()["similarity_histogram"] == {"0.85-0.90": 1, "0.90-0.95": 1}
+
+
+def test_a_nan_score_never_makes_a_duplicate(db_url, db, tmp_path):
+    a = record("A", "same words", ["m1"], [], confidence=3)
+    b = record("B", "same words", ["m1"], [], confidence=4)  # not an exact duplicate: confidence differs
+    result = run(tmp_path, db_url, [a, b])
+    assert (result.successful, result.similar_merged) == (2, 0)
