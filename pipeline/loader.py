@@ -30,7 +30,7 @@ from pipeline.errors import DatabaseError, TransientDatabaseError
 from pipeline.faults import checkpoint
 from pipeline.rejects import REJECT_SCHEMA, reject_frame
 from pipeline.report import RejectCounts, similarity_bins
-from pipeline.similarity import PAIR_KEYS, comparable, exceeds, in_batch_pairs, scores
+from pipeline.similarity import candidate_pairs, comparable, exceeds, prefixes, scores
 
 PIPELINE_DDL = (
     """CREATE TABLE IF NOT EXISTS pipeline_runs (
@@ -309,23 +309,33 @@ class Loader:
 
     def _similar_pairs(self, records: pl.DataFrame, threshold: float) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Scored candidate pairs above ``threshold``: inside the batch (record, candidate,
-        score) and against stored memories sharing a source id (record, candidate_id, score)."""
-        batch = records.with_columns(people=pl.col("participants").list.eval(pl.element().struct.field("id")))
-        sources = batch.filter(pl.col("sourceMessageIds").list.len() > 0).select(
-            pl.col("record").cast(pl.Int64), sources="sourceMessageIds"
+        score) and against stored memories (record, candidate_id, score); see ``similarity``.
+
+        Stored memories sharing any source with the batch come back in one join.
+        """
+        batch = comparable(
+            records.with_columns(people=pl.col("participants").list.eval(pl.element().struct.field("id"))),
+            "record",
         )
+        prefix = prefixes(batch, threshold)
+        sources = batch.select(source=pl.col("sources").list.explode(keep_nulls=False)).unique()
         self._ingest("pipeline_batch_sources", sources.to_arrow(), mode="replace", temporary=True)
         self.execute("ANALYZE pipeline_batch_sources")
-        stored = pl.from_arrow(
-            self.execute(
-                'SELECT k.record, m.id AS candidate, m.summary, m.source_message_ids AS "sourceMessageIds", '
-                "ARRAY(SELECT p->>'id' FROM jsonb_array_elements(m.participants) p) AS people "
-                "FROM pipeline_batch_sources k JOIN memories m ON m.source_message_ids && k.sources"
-            )
-        ).with_columns(pl.col("record").cast(pl.UInt32))
-        mine = comparable(batch, "record")
-        inside = scores(in_batch_pairs(batch), mine, mine.rename({"record": "candidate"}))
-        outside = scores(stored.select(PAIR_KEYS), mine, comparable(stored.unique("candidate"), "candidate"))
+        stored = comparable(
+            pl.from_arrow(
+                self.execute(
+                    'SELECT m.id AS candidate, m.summary, m.source_message_ids AS "sourceMessageIds", '
+                    "ARRAY(SELECT p->>'id' FROM jsonb_array_elements(m.participants) p) AS people "
+                    "FROM memories m WHERE m.id IN (SELECT ms.memory_id FROM pipeline_batch_sources s "
+                    "JOIN memory_sources ms ON ms.source_id = s.source)"
+                )
+            ),
+            "candidate",
+        )
+        targets = batch.rename({"record": "candidate"})
+        earlier = candidate_pairs(batch, prefix, targets, threshold, earlier_only=True)
+        inside = scores(earlier, batch, targets)
+        outside = scores(candidate_pairs(batch, prefix, stored, threshold, earlier_only=False), batch, stored)
         above = exceeds(pl.col("score"), threshold)
         return inside.filter(above), outside.filter(above).rename({"candidate": "candidate_id"})
 

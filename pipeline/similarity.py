@@ -7,6 +7,14 @@ message id the score is at most 0.5 + 0.2 = 0.7, which never exceeds 0.7, so onl
 records sharing a source id are candidates: found by a self-join on exploded source ids
 inside a batch, and by the GIN index on ``source_message_ids`` against stored rows.
 
+Shared sources alone are not selective: every legacy memory without messages has the
+source ``legacy-content``. So candidates must also pass a prefix filter on words (as in
+set-similarity joins): above 0.7 needs ``words > 0.4`` (the other terms add at most 0.5),
+so A's word count found in B must exceed 0.4 x A's length. Ordering A's distinct words
+rarest first, B must then contain one of A's first words, those whose removal leaves no
+more than 0.4 x A's length behind: A's "prefix". Candidates share a source and a prefix
+word: a join inside the batch, two GIN indexes (``&&``) against stored rows.
+
 Which candidate a record is finally refused for (records refused earlier are no
 candidates) is decided with the other duplicates in ``dedup.resolve``.
 """
@@ -31,14 +39,66 @@ def comparable(frame: pl.DataFrame, key: str) -> pl.DataFrame:
     )
 
 
-def in_batch_pairs(records: pl.DataFrame) -> pl.DataFrame:
-    """(record, candidate) for every earlier record of the batch sharing a source id."""
-    sources = records.select("record", source="sourceMessageIds").explode("source").drop_nulls()
+def words_needed(threshold: float) -> float:
+    """The share of A's words B must hold for a score above ``threshold`` (the other terms
+    add at most 0.3 + 0.2)."""
+    return max(0.0, (threshold - 0.5) / 0.5)
+
+
+def prefixes(batch: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """The words of each record one of which any similar memory holds: ``record``, ``word``,
+    ``mass`` (its repeats), ``rest`` (the record's word mass outside its prefix), ``length``.
+
+    Without a bound on words (threshold 0.5 or lower) every word is in the prefix.
+    """
+    words = batch.select("record", word="words", length=pl.col("words").list.len()).explode("word")
+    counted = words.group_by("record", "word").agg(pl.len().alias("mass"), pl.col("length").first())
+    rarity = counted.group_by("word").agg(pl.len().alias("frequency"))
+    ordered = counted.join(rarity, on="word").sort(["record", "frequency", "word"])
+    remaining = pl.col("mass").cum_sum(reverse=True).over("record")
+    needed = words_needed(threshold) * pl.col("length")
     return (
-        sources.join(sources.rename({"record": "candidate"}), on="source")
-        .filter(pl.col("candidate") < pl.col("record"))
-        .select(PAIR_KEYS)
+        ordered.with_columns(in_prefix=remaining > needed)
+        .with_columns(rest=pl.col("mass").filter(~pl.col("in_prefix")).sum().over("record"))
+        .filter("in_prefix")
+        .select("record", "word", "mass", "rest", "length")
+    )
+
+
+def candidate_pairs(
+    probes: pl.DataFrame, prefix: pl.DataFrame, targets: pl.DataFrame, threshold: float, earlier_only: bool
+) -> pl.DataFrame:
+    """(record, candidate): the ``targets`` sharing a source and a prefix word with each probe,
+    and able to reach the words share a score above ``threshold`` needs.
+
+    ``probes`` and ``targets`` are ``comparable`` frames keyed by ``record`` and
+    ``candidate``; ``prefix`` comes from ``prefixes(probes)``. Joining on the (source,
+    word) pair keeps a hub source or a common word from pairing everything. A's words
+    found in B are at most the prefix words B holds plus A's words outside the prefix;
+    a pair whose bound stays at or under the needed share is dropped before scoring.
+    With ``earlier_only`` (targets from the same batch), a record pairs with earlier ones only.
+    """
+    sources = probes.select("record", source="sources").explode("source").drop_nulls()
+    target_keys = (
+        targets.select("candidate", word="words", source="sources", target_length=pl.col("words").list.len())
+        .explode("word")
+        .explode("source")
+        .drop_nulls()
         .unique()
+    )
+    shared = (
+        prefix.join(sources, on="record")
+        .join(target_keys, on=["source", "word"])
+        .filter(pl.col("candidate") < pl.col("record") if earlier_only else pl.lit(True))
+        .unique([*PAIR_KEYS, "word"])
+    )
+    bound = pl.col("mass").sum() + pl.col("rest").first()
+    longer = pl.max_horizontal(pl.col("length").first(), pl.col("target_length").first())
+    return (
+        shared.group_by(PAIR_KEYS)
+        .agg(reachable=bound > words_needed(threshold) * longer)
+        .filter("reachable")
+        .select(PAIR_KEYS)
     )
 
 
@@ -68,12 +128,19 @@ def exceeds(score: pl.Expr, threshold: float) -> pl.Expr:
 
 
 def _found(joined: pl.DataFrame, column: str) -> pl.DataFrame:
-    """How many of A's items (repeats counted) occur among B's, per pair."""
-    # An empty list explodes to one null item, which is no item.
-    items_a = joined.select(*PAIR_KEYS, item=column).explode("item").drop_nulls("item")
-    items_b = joined.select(*PAIR_KEYS, item=f"{column}_b").explode("item").drop_nulls("item").unique()
-    return (
-        items_a.join(items_b, on=[*PAIR_KEYS, "item"], how="semi")
-        .group_by(PAIR_KEYS)
-        .agg(pl.len().alias(f"{column}_found"))
+    """How many of A's items (repeats counted) occur among B's, per pair.
+
+    Without repeats in A that is the size of the intersection; the few pairs whose A
+    repeats an item are counted item by item.
+    """
+    repeats = pl.col(column).list.n_unique() < pl.col(column).list.len()
+    plain = joined.filter(~repeats).select(
+        *PAIR_KEYS, found=pl.col(column).list.set_intersection(pl.col(f"{column}_b")).list.len()
     )
+    repeating = joined.filter(repeats)
+    items_a = repeating.select(*PAIR_KEYS, item=column).explode("item").drop_nulls("item")
+    items_b = repeating.select(*PAIR_KEYS, item=f"{column}_b").explode("item").drop_nulls("item").unique()
+    counted = (
+        items_a.join(items_b, on=[*PAIR_KEYS, "item"], how="semi").group_by(PAIR_KEYS).agg(found=pl.len())
+    )
+    return pl.concat([plain, counted.cast(plain.schema)]).rename({"found": f"{column}_found"})

@@ -34,7 +34,7 @@ def score(a: dict, b: dict) -> float:
             ]
         )
         .with_row_index("record")
-        .with_columns(pl.col("record").cast(pl.UInt32))
+        .with_columns(pl.col("record").cast(pl.UInt32), pl.col("people").cast(pl.List(pl.String)))
     )
     mine = comparable(frame, "record")
     pair = pl.DataFrame(

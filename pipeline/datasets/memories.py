@@ -260,6 +260,28 @@ EMOTIONAL_CONTEXTS_TABLE = Table(
     int16_columns=("intensity",),
 )
 
+
+def source_rows(prepared: pl.DataFrame) -> pl.DataFrame:
+    return (
+        prepared.select("record", memory_id="id", source_id="sourceMessageIds")
+        .explode("source_id")
+        .drop_nulls("source_id")
+    )
+
+
+# Which memories cite a source message: how near-duplicate candidates are found. A GIN
+# index on memories.source_message_ids answers one source fast, but a batch asks for tens
+# of thousands at once; a btree on this table joins them in one pass. No foreign key:
+# a stale row only adds a candidate, which is then scored and dismissed.
+MEMORY_SOURCES_TABLE = Table(
+    name="memory_sources",
+    ddl=(
+        "CREATE TABLE IF NOT EXISTS memory_sources (memory_id text NOT NULL, source_id text NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS memory_sources_source_id_idx ON memory_sources (source_id)",
+    ),
+    rows=source_rows,
+)
+
 RELATIONSHIP_DYNAMICS_TABLE = Table(
     name="relationship_dynamics",
     ddl=(
@@ -284,7 +306,7 @@ DATASET = Dataset(
     name="memories",
     input_dtype=INPUT,
     prepare=prepare,
-    tables=(MEMORIES_TABLE, EMOTIONAL_CONTEXTS_TABLE, RELATIONSHIP_DYNAMICS_TABLE),
+    tables=(MEMORIES_TABLE, EMOTIONAL_CONTEXTS_TABLE, RELATIONSHIP_DYNAMICS_TABLE, MEMORY_SOURCES_TABLE),
     csv_json_columns=(
         "confidence",
         "participants",
