@@ -26,6 +26,8 @@ from pathlib import Path
 import polars as pl
 from common import ROOT, fresh_databases, generate, machine, run_pipeline
 
+from pipeline.config import BatchConfig
+
 TARGET = 1.5
 SHIFT = 997
 
@@ -70,7 +72,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=0.002)
-    parser.add_argument("--batch-size", type=int, default=25_000)
+    parser.add_argument("--batch-size", type=int, default=BatchConfig().batch_size)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     return parser.parse_args()
 

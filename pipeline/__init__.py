@@ -10,7 +10,18 @@ from loguru import logger
 
 from pipeline.config import BatchConfig
 from pipeline.database import resolve_url, start_embedded, stop_embedded
+from pipeline.duck import QueryError
 from pipeline.errors import ConfigError, DatabaseError, InputError, PipelineError, RunStopped
+from pipeline.inspector import (
+    RejectSummary,
+    UnknownRunError,
+    export_rejects,
+    list_runs,
+    query,
+    summarize,
+    write_query,
+)
+from pipeline.replay import ReplayResult, replay
 from pipeline.report import RunResult
 from pipeline.runner import migrate, stage_batch
 
@@ -22,11 +33,21 @@ __all__ = [
     "DatabaseError",
     "InputError",
     "PipelineError",
+    "QueryError",
+    "RejectSummary",
+    "ReplayResult",
     "RunResult",
     "RunStopped",
+    "UnknownRunError",
+    "export_rejects",
+    "list_runs",
     "migrate",
+    "query",
+    "replay",
     "resolve_url",
     "stage_batch",
     "start_embedded",
     "stop_embedded",
+    "summarize",
+    "write_query",
 ]

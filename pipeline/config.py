@@ -8,13 +8,16 @@ from typing import Literal
 from pipeline.errors import ConfigError
 
 Mode = Literal["dedup", "standard"]
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
 class BatchConfig:
     """How a migration runs (the original's ``BatchProcessingConfig``, plus our knobs).
 
-    batch_size: records read, validated and committed together.
+    batch_size: records read, validated and committed together, or ``"auto"``: the
+        runner picks the size during the run from measured throughput and memory
+        (``pipeline.autosize``), within ``memory_limit_mb``.
     continue_on_error: keep going past rejected records (the default); when off,
         the run stops at the first failed record (``--fail-fast``).
     validate_first: run the pandera validation stage before loading; when off,
@@ -27,9 +30,11 @@ class BatchConfig:
     dataset: which dataset plug-in reads the input (``memories``, ``messages``).
     self_name: the export owner's name, for chat messages they sent without one.
     replay_of: the run whose rejects this run replays (set by ``pipeline replay``).
+    memory_limit_mb: with ``batch_size="auto"``, the resident memory the run should stay
+        under (sizes stop growing at 70% of it and halve above 85%); unused otherwise.
     """
 
-    batch_size: int = 25_000
+    batch_size: int | Literal["auto"] = 10_000
     continue_on_error: bool = True
     validate_first: bool = True
     log_progress: bool = True
@@ -39,10 +44,17 @@ class BatchConfig:
     dataset: str = "memories"
     self_name: str = "Me"
     replay_of: str | None = None
+    memory_limit_mb: int = 1024
 
     def __post_init__(self) -> None:
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.batch_size != AUTO and (
+            not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1
+        ):
+            raise ConfigError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}")
+        if not isinstance(self.memory_limit_mb, int) or self.memory_limit_mb < 64:
+            raise ConfigError(
+                f"memory_limit_mb must be an integer of at least 64, got {self.memory_limit_mb!r}"
+            )
         if self.mode not in ("dedup", "standard"):
             raise ConfigError(f"mode must be 'dedup' or 'standard', got {self.mode!r}")
         if self.max_errors is not None and self.max_errors < 0:

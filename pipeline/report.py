@@ -28,13 +28,18 @@ class RunResult:
     """Counts of one run.
 
     ``processed = successful + failed + duplicates_skipped + similar_merged`` always holds.
+    ``batch_sizes``: the sizes batches were cut at, in order, each listed when it changes
+    (one entry unless ``batch_size`` is ``"auto"``). ``stage_seconds``: seconds spent in
+    ``read``, ``parse``, ``validate`` (transform, hash, checks) and ``load`` (dedup lookup,
+    COPY, rejects, ledger) by this process; ``load`` runs in a worker thread alongside the
+    others, so the stages add up to more than ``seconds``.
     """
 
     run_id: str
     status: str = "running"
     dataset: str = "memories"
     mode: str = "dedup"
-    batch_size: int = 0
+    batch_size: int | str = 0
     inputs: list[str] = field(default_factory=list)
     processed: int = 0
     successful: int = 0
@@ -49,6 +54,8 @@ class RunResult:
     batches: list[BatchReport] = field(default_factory=list)
     errors_by_reason: dict[str, int] = field(default_factory=dict)
     similarity_histogram: dict[str, int] = field(default_factory=dict)
+    batch_sizes: list[int] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -110,6 +117,7 @@ class RunResult:
             peak_rss_mb=round(self.peak_rss_mb, 1),
             errors_by_reason=dict(sorted(self.errors_by_reason.items(), key=lambda kv: -kv[1])),
             similarity_histogram=dict(sorted(self.similarity_histogram.items())),
+            stage_seconds={stage: round(s, 3) for stage, s in self.stage_seconds.items()},
         )
         return data
 
@@ -127,6 +135,11 @@ class RunResult:
             f"  skipped   {self.duplicates_skipped:,} exact duplicates, "
             f"{self.similar_merged:,} near duplicates merged",
         ]
+        if self.stage_seconds:
+            spent = ", ".join(f"{stage} {s:.1f}s" for stage, s in self.stage_seconds.items())
+            lines.append(f"  stages    {spent} (load overlaps the others)")
+        if self.batch_size == "auto":
+            lines.append(f"  batch sizes chosen: {' → '.join(f'{n:,}' for n in self.batch_sizes)}")
         if self.errors_by_reason:
             lines.append("  top reasons:")
             for reason, count in sorted(self.errors_by_reason.items(), key=lambda kv: -kv[1])[:top]:

@@ -20,6 +20,7 @@ import polars as pl
 from loguru import logger
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from pipeline.autosize import BatchSizer
 from pipeline.config import BatchConfig
 from pipeline.database import resolve_url
 from pipeline.datasets import Dataset, get_dataset
@@ -48,13 +49,21 @@ class StagedBatch:
 
 
 def stage_batch(
-    raw: pl.DataFrame, dataset: Dataset, config: BatchConfig, started_at: datetime
+    raw: pl.DataFrame,
+    dataset: Dataset,
+    config: BatchConfig,
+    started_at: datetime,
+    timings: dict[str, float] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Pure: raw records → (records to load, rejects of parse and validation).
 
     Duplicates are decided by the loader, against what is stored when the batch commits.
+    ``timings``, when given, accumulates the seconds of ``parse`` (decode) and ``validate``
+    (legacy transform, content hash, validation).
     """
+    began = perf_counter()
     records, parse_rejects = decode(raw, dataset.input_dtype)
+    parsed = perf_counter()
     prepared, failures = dataset.prepare(
         records,
         type_errors(records, dataset.input_dtype, dataset.lenient_fields),
@@ -62,7 +71,11 @@ def stage_batch(
         started_at,
     )
     valid = prepared.join(failures.select("record").unique(), on="record", how="anti")
-    return valid, pl.concat([parse_rejects, failure_rejects(prepared, failures)])
+    rejects = pl.concat([parse_rejects, failure_rejects(prepared, failures)])
+    if timings is not None:
+        _add_seconds(timings, "parse", parsed - began)
+        _add_seconds(timings, "validate", perf_counter() - parsed)
+    return valid, rejects
 
 
 def migrate(
@@ -159,20 +172,33 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
     clock = perf_counter() - result.seconds
     done = len(result.batches)
     total_bytes = sum(f.stat().st_size for f in files)
+    # A resumed auto-sized run cuts its committed batches at their recorded sizes again.
+    sizer = BatchSizer(config.batch_size, config.memory_limit_mb, [b.rows_in for b in result.batches])
+    result.batch_sizes = sizer.chosen
+    stages = result.stage_seconds
     with _progress(config.log_progress) as progress, ThreadPoolExecutor(1, "loader") as worker:
         task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
-        in_flight: tuple[StagedBatch, Future[BatchOutcome], float] | None = None
-        for number, raw in enumerate(scan_batches(files, config.batch_size, dataset.csv_json_columns), 1):
+        in_flight: tuple[StagedBatch, Future[tuple[BatchOutcome, float]], float] | None = None
+        batches = scan_batches(files, lambda: sizer.size, dataset.csv_json_columns)
+        last_commit = read_began = perf_counter()
+        for number, raw in enumerate(batches, 1):
+            sizer.note(sizer.size)
             if number <= done:
+                sizer.skipped(number)
                 progress.update(task, completed=raw.bytes_done)
+                read_began = perf_counter()
                 continue
+            _add_seconds(stages, "read", perf_counter() - read_began)
             checkpoint("read")
             began = perf_counter()
-            records, rejects = stage_batch(raw.frame, dataset, config, started_at)
+            records, rejects = stage_batch(raw.frame, dataset, config, started_at, stages)
             checkpoint("staged")
             staged = StagedBatch(number, records, rejects, raw.frame.height, _ledger(raw.frame))
             if in_flight:
                 _account(result, config, *in_flight, clock)
+                now = perf_counter()
+                sizer.committed(in_flight[0].rows_in, staged.rows_in, now - last_commit, result.peak_rss_mb)
+                last_commit = now
                 _show(progress, task, result)
             if not config.continue_on_error and _failed_records(rejects):
                 raise RunStopped(
@@ -184,6 +210,7 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
                 began,
             )
             progress.update(task, completed=raw.bytes_done)
+            read_began = perf_counter()
         if in_flight:
             _account(result, config, *in_flight, clock)
             _show(progress, task, result, completed=total_bytes)
@@ -201,16 +228,18 @@ def _load(
     staged: StagedBatch,
     config: BatchConfig,
     began: float,
-) -> BatchOutcome:
-    """Load one batch, retrying transient database failures with exponential backoff."""
-    ledger = {**staged.ledger, "seconds": perf_counter() - began}
+) -> tuple[BatchOutcome, float]:
+    """Load one batch, retrying transient database failures with exponential backoff;
+    what it did and the seconds it took (dedup lookup, COPY, rejects, ledger)."""
+    loading = perf_counter()
+    ledger = {**staged.ledger, "seconds": loading - began}
     for attempt, delay in enumerate((*RETRY_DELAYS, None)):
         try:
             if attempt:
                 loader.reconnect()
             # A COMMIT can land just as the connection breaks: then the batch is done.
             committed = attempt and loader.committed_outcome(run_id, staged.number)
-            return committed or loader.load_batch(
+            outcome = committed or loader.load_batch(
                 dataset,
                 run_id,
                 staged.number,
@@ -219,6 +248,7 @@ def _load(
                 config,
                 ledger,
             )
+            return outcome, perf_counter() - loading
         except TransientDatabaseError as exc:
             if delay is None:
                 raise DatabaseError(
@@ -235,11 +265,12 @@ def _account(
     result: RunResult,
     config: BatchConfig,
     staged: StagedBatch,
-    outcome: Future[BatchOutcome],
+    outcome: Future[tuple[BatchOutcome, float]],
     began: float,
     clock: float,
 ) -> None:
-    loaded = outcome.result()
+    loaded, load_seconds = outcome.result()
+    _add_seconds(result.stage_seconds, "load", load_seconds)
     if not loaded.committed:
         raise RunStopped(
             _fail_fast_message(result.run_id, staged.number), run_id=result.run_id, result=result
@@ -264,6 +295,10 @@ def _account(
             run_id=result.run_id,
             result=result,
         )
+
+
+def _add_seconds(stages: dict[str, float], stage: str, seconds: float) -> None:
+    stages[stage] = stages.get(stage, 0.0) + seconds
 
 
 def _failed_records(rejects: pl.DataFrame) -> int:

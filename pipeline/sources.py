@@ -13,7 +13,7 @@ import codecs
 import glob
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,14 +79,19 @@ def input_format(path: Path) -> str | None:
 
 
 def scan_batches(
-    paths: list[Path], batch_size: int, csv_json_columns: Iterable[str] = ()
+    paths: list[Path], batch_size: int | Callable[[], int], csv_json_columns: Iterable[str] = ()
 ) -> Iterator[RawBatch]:
-    """All records of all files, in order, ``batch_size`` at a time."""
+    """All records of all files, in order, ``batch_size`` at a time.
+
+    ``batch_size`` may be a callable, asked for the size of each batch as it is cut
+    (``--batch-size auto`` changes it between batches); a batch never spans two files.
+    """
+    sizes = batch_size if callable(batch_size) else lambda: batch_size
     done = 0
     for path in paths:
         size = path.stat().st_size
-        frames = _file_frames(path, batch_size, frozenset(csv_json_columns))
-        for frame, fraction in _rebatch(frames, batch_size):
+        frames = _file_frames(path, sizes(), frozenset(csv_json_columns))
+        for frame, fraction in _rebatch(frames, sizes):
             yield RawBatch(frame, done + int(size * fraction))
         done += size
 
@@ -111,16 +116,16 @@ def _file_frames(
 
 
 def _rebatch(
-    frames: Iterator[tuple[pl.DataFrame, float]], batch_size: int
+    frames: Iterator[tuple[pl.DataFrame, float]], sizes: Callable[[], int]
 ) -> Iterator[tuple[pl.DataFrame, float]]:
-    """Cut a stream of frames of any size into frames of exactly ``batch_size`` rows."""
+    """Cut a stream of frames of any size into frames of exactly ``sizes()`` rows."""
     pending: list[pl.DataFrame] = []
     rows = 0
     fraction = 0.0
     for frame, fraction in frames:
         pending.append(frame)
         rows += frame.height
-        while rows >= batch_size:
+        while rows >= (batch_size := sizes()):
             merged = pl.concat(pending, rechunk=False)
             yield merged.head(batch_size), fraction
             rest = merged.slice(batch_size)

@@ -57,9 +57,7 @@ def json_object() -> pa.Check:
 
 
 def json_object_or_list() -> pa.Check:
-    return expr_check(
-        "type(object_or_list)", lambda col: col.str.strip_chars_start().str.contains(r"^[\[{]")
-    )
+    return expr_check("type(object_or_list)", lambda col: col.str.strip_chars_start().str.contains(r"^[\[{]"))
 
 
 def iso8601() -> pa.Check:

@@ -9,7 +9,18 @@ import pytest
 
 from tests.conftest import ROOT, memory, rows, write_jsonl
 
-COMMANDS = [[], ["migrate"], ["runs"], ["db"], ["db", "start"], ["db", "stop"], ["db", "url"]]
+COMMANDS = [
+    [],
+    ["migrate"],
+    ["runs"],
+    ["rejects"],
+    ["replay"],
+    ["bench"],
+    ["db"],
+    ["db", "start"],
+    ["db", "stop"],
+    ["db", "url"],
+]
 
 
 def cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
