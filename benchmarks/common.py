@@ -64,7 +64,7 @@ def generate(records: int, seed: int, out: Path, *options: str) -> Path:
     return path
 
 
-def run_pipeline(source: Path, url: str, batch_size: int, report: Path) -> dict:
+def run_pipeline(source: Path, url: str, batch_size: int, report: Path, *options: str) -> dict:
     """Run ``pipeline migrate``; its report's counts plus wall seconds and getrusage peak RSS."""
     command = [
         Path(sys.executable).with_name("pipeline"),
@@ -77,6 +77,7 @@ def run_pipeline(source: Path, url: str, batch_size: int, report: Path) -> dict:
         "--report",
         report,
         "--quiet",
+        *options,
     ]
     report.unlink(missing_ok=True)
     began = perf_counter()

@@ -270,7 +270,9 @@ class Loader:
         threshold = config.similarity_threshold
         inside = pl.DataFrame(schema={"record": pl.UInt32, "candidate": pl.UInt32, "score": pl.Float64})
         outside = pl.DataFrame(schema={"record": pl.UInt32, "candidate_id": pl.String, "score": pl.Float64})
-        if config.mode == "dedup" and dataset.near_duplicates and not records.is_empty():
+        # A score is capped at 1.0, so a threshold of 1 or more turns near duplicates off.
+        near = config.mode == "dedup" and dataset.near_duplicates and threshold < 1.0
+        if near and not records.is_empty():
             inside, outside = self._similar_pairs(records, threshold)
         decisions = resolve(
             records, self._stored_keys(root, records), outside, batch_edges(records, inside), config.mode

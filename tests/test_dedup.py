@@ -170,3 +170,10 @@ def test_a_nan_score_never_makes_a_duplicate(db_url, db, tmp_path):
     b = record("B", "same words", ["m1"], [], confidence=4)  # not an exact duplicate: confidence differs
     result = run(tmp_path, db_url, [a, b])
     assert (result.successful, result.similar_merged) == (2, 0)
+
+
+def test_a_threshold_of_one_turns_near_duplicates_off_but_not_exact_ones(db_url, db, tmp_path):
+    a = record("A", "w1 w2 w3 w4", ["m1"], ["p1"])
+    near = record("B", "w1 w2 w3 x4", ["m1"], ["p1"])
+    result = run(tmp_path, db_url, [a, near, {**a, "id": "A2"}], similarity_threshold=1.0)
+    assert (result.successful, result.similar_merged, result.duplicates_skipped) == (2, 0, 1)
