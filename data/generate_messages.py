@@ -43,23 +43,8 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
-HEADERS = (
-    "Chat Session",
-    "Message Date",
-    "Delivered Date",
-    "Read Date",
-    "Edited Date",
-    "Service",
-    "Type",
-    "Sender ID",
-    "Sender Name",
-    "Status",
-    "Replying to",
-    "Subject",
-    "Text",
-    "Attachment",
-    "Attachment type",
-)
+from pipeline.datasets.messages import HEADERS
+
 OWNER = "Me"
 OWNER_FULL_NAME = "Alex Rivera"
 SPECIAL_RATES = {

@@ -7,6 +7,7 @@ import re
 import uuid
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from pipeline.database import start_embedded, stop_embedded
@@ -64,6 +65,14 @@ def memory(n: int, **fields) -> dict:
     }
     record.update(fields)
     return {k: v for k, v in record.items() if v is not None}
+
+
+def raw_frame(lines: list[str]) -> pl.DataFrame:
+    """Raw records as the scan stage yields them, numbered from line 1."""
+    return pl.DataFrame(
+        {"source_file": "t.jsonl", "source_line": list(range(1, len(lines) + 1)), "raw": lines},
+        schema={"source_file": pl.String, "source_line": pl.Int64, "raw": pl.String},
+    ).with_columns(parse_error=pl.lit(None, pl.String))
 
 
 def assert_invariant(result, db: Loader) -> None:

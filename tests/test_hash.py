@@ -3,28 +3,14 @@
 import hashlib
 from datetime import UTC, datetime
 
-import polars as pl
-
 from pipeline.config import BatchConfig
 from pipeline.datasets import get_dataset
 from pipeline.runner import stage_batch
+from tests.conftest import raw_frame
 
 
 def staged_hashes(*records: str) -> list[str]:
-    raw = pl.DataFrame(
-        {
-            "source_file": "t.jsonl",
-            "source_line": list(range(1, len(records) + 1)),
-            "raw": list(records),
-            "parse_error": None,
-        },
-        schema={
-            "source_file": pl.String,
-            "source_line": pl.Int64,
-            "raw": pl.String,
-            "parse_error": pl.String,
-        },
-    )
+    raw = raw_frame(list(records))
     kept, rejects = stage_batch(raw, get_dataset("memories"), BatchConfig(mode="standard"), datetime.now(UTC))
     assert rejects.is_empty(), rejects.to_dicts()
     return kept.sort("record")["content_hash"].to_list()

@@ -9,27 +9,14 @@ import pytest
 from pipeline.config import BatchConfig
 from pipeline.datasets import get_dataset
 from pipeline.runner import stage_batch
-from tests.conftest import memory
+from tests.conftest import memory, raw_frame
 
 STARTED = datetime(2026, 1, 2, tzinfo=UTC)
 
 
 def stage(*records, mode: str = "dedup", validate: bool = True):
     lines = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records]
-    raw = pl.DataFrame(
-        {
-            "source_file": "t.jsonl",
-            "source_line": list(range(1, len(lines) + 1)),
-            "raw": lines,
-            "parse_error": None,
-        },
-        schema={
-            "source_file": pl.String,
-            "source_line": pl.Int64,
-            "raw": pl.String,
-            "parse_error": pl.String,
-        },
-    )
+    raw = raw_frame(lines)
     config = BatchConfig(mode=mode, validate_first=validate)
     return stage_batch(raw, get_dataset("memories"), config, STARTED)
 
