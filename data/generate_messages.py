@@ -43,6 +43,8 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from generate import Reservoir  # data/generate.py, beside this file
+
 from pipeline.datasets.messages import HEADERS
 
 OWNER = "Me"
@@ -56,7 +58,6 @@ SPECIAL_RATES = {
     "reexport": 0.01,
 }
 MIN_ROWS_FOR_ALL_KINDS = 100
-POOL_CAPACITY = 10_000
 START = datetime(2023, 1, 1, 8, 0, 0)
 
 DATE_FIELDS = ("Message Date", "Delivered Date", "Read Date", "Edited Date")
@@ -165,31 +166,6 @@ def content_hash(row, self_name=OWNER):
 
 def message_id(row):
     return "msg-" + content_hash(row)[:24]
-
-
-class Reservoir:
-    """A bounded, uniformly sampled pool of earlier rows (reservoir sampling)."""
-
-    def __init__(self, rng, capacity=POOL_CAPACITY):
-        self.rng = rng
-        self.capacity = capacity
-        self.items = []
-        self.seen = 0
-
-    def __len__(self):
-        return len(self.items)
-
-    def offer(self, item):
-        self.seen += 1
-        if len(self.items) < self.capacity:
-            self.items.append(item)
-            return
-        slot = self.rng.randrange(self.seen)
-        if slot < self.capacity:
-            self.items[slot] = item
-
-    def pick(self):
-        return self.rng.choice(self.items)
 
 
 class MessageFactory:

@@ -91,15 +91,9 @@ def migrate(
             dataset=dataset,
             self_name=self_name,
         )
-        result = run_migration(paths, config, db_url=db, run_id=run_id, resume=resume)
-    except RunStopped as stop:
-        _emit(stop.result, report, quiet)
-        _fail(str(stop), 1)
     except PipelineError as exc:
         _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted: batches committed so far stay in the database", 130)
-    _emit(result, report, quiet)
+    _report_run(lambda: run_migration(paths, config, db_url=db, run_id=run_id, resume=resume), report, quiet)
 
 
 @app.command()
@@ -181,19 +175,9 @@ def replay(
 ) -> None:
     """Migrate fixed rejects as a new run; the rejects they fix are marked resolved by it."""
     _configure_logging(quiet)
-    try:
-        result = replay_rejects(path, of, BatchConfig(log_progress=not quiet), db_url=db)
-    except RunStopped as stop:
-        _emit(stop.result, report, quiet)
-        _fail(str(stop), 1)
-    except PipelineError as exc:
-        _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted: batches committed so far stay in the database", 130)
-    if report is not None:
-        report.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    if not quiet:
-        typer.echo(result.summary())
+    _report_run(
+        lambda: replay_rejects(path, of, BatchConfig(log_progress=not quiet), db_url=db), report, quiet
+    )
 
 
 @app.command()
@@ -284,6 +268,20 @@ def _guarded(action) -> None:
         action()
     except PipelineError as exc:
         _fail(str(exc), exc.exit_code)
+
+
+def _report_run(run, report: Path | None, quiet: bool) -> None:
+    """Run a migration; report it, or say in one line why it stopped (exit 1) or failed."""
+    try:
+        result = run()
+    except RunStopped as stop:
+        _emit(stop.result, report, quiet)
+        _fail(str(stop), 1)
+    except PipelineError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted: batches committed so far stay in the database", 130)
+    _emit(result, report, quiet)
 
 
 def _emit(result, report: Path | None, quiet: bool) -> None:
