@@ -28,12 +28,9 @@ DECISION_SCHEMA = {
 EDGE_SCHEMA = {"record": pl.UInt32, "earlier": pl.UInt32, "kind": pl.String, "score": pl.Float64}
 
 
-def batch_edges(records: pl.DataFrame, similar_pairs: pl.DataFrame) -> pl.DataFrame:
-    """Links from a record to earlier records of the batch it may be refused for.
-
-    ``exact`` (same content hash), ``key`` (same id) and ``similar`` (``similar_pairs``:
-    record, candidate, score, already above the threshold).
-    """
+def key_edges(records: pl.DataFrame) -> pl.DataFrame:
+    """Links from a record to earlier records of the batch with the same content hash
+    (``exact``) or the same id (``key``): those it may be refused for."""
 
     def repeats(column: str, kind: str) -> pl.DataFrame:
         values = records.select("record", column).drop_nulls()
@@ -43,10 +40,14 @@ def batch_edges(records: pl.DataFrame, similar_pairs: pl.DataFrame) -> pl.DataFr
             .select("record", "earlier", kind=pl.lit(kind), score=pl.lit(None, pl.Float64))
         )
 
-    similar = similar_pairs.select(
+    return pl.concat([repeats("content_hash", "exact"), repeats("id", "key")]).cast(EDGE_SCHEMA)
+
+
+def similar_edges(similar_pairs: pl.DataFrame) -> pl.DataFrame:
+    """``similar_pairs`` (record, candidate, score above the threshold) as links."""
+    return similar_pairs.select(
         "record", earlier="candidate", kind=pl.lit("similar"), score=pl.col("score")
-    )
-    return pl.concat([repeats("content_hash", "exact"), repeats("id", "key"), similar]).cast(EDGE_SCHEMA)
+    ).cast(EDGE_SCHEMA)
 
 
 def resolve(

@@ -21,16 +21,18 @@ import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.config import BatchConfig
 from pipeline.database import redact
 from pipeline.datasets import Dataset, Table
-from pipeline.dedup import batch_edges, decision_rejects, resolve
+from pipeline.dedup import decision_rejects, resolve, similar_edges
 from pipeline.errors import DatabaseError, TransientDatabaseError
 from pipeline.faults import checkpoint
+from pipeline.plan import LoadPlan, NearDuplicateInput
 from pipeline.rejects import REJECT_SCHEMA, reject_frame
 from pipeline.report import RejectCounts, similarity_bins
-from pipeline.similarity import candidate_pairs, comparable, exceeds, prefixes, scores
+from pipeline.similarity import comparable, similar_pairs, target_keys
 
 PIPELINE_DDL = (
     """CREATE TABLE IF NOT EXISTS pipeline_runs (
@@ -82,6 +84,7 @@ PERMANENT_HINTS = {
     "53100": "the server's disk is full; free space, then resume the run",
 }
 ROW_FAILURE_SCHEMA = {"record": pl.UInt32, "reason": pl.String, "message": pl.String}
+STORED_SIMILAR_SCHEMA = {"record": pl.UInt32, "candidate_id": pl.String, "score": pl.Float64}
 
 
 @dataclass(frozen=True)
@@ -211,22 +214,22 @@ class Loader:
         dataset: Dataset,
         run_id: str,
         batch_no: int,
-        records: pl.DataFrame,
+        plan: LoadPlan,
         rejects: pl.DataFrame,
         config: BatchConfig,
         ledger: dict,
     ) -> BatchOutcome:
-        """Load ``records`` and write ``rejects`` in one transaction; return what loaded.
+        """Load ``plan.records`` and write ``rejects`` in one transaction; return what loaded.
 
         Without ``config.continue_on_error``, a batch in which the database refused a
         record is rolled back.
         """
         try:
             with self._transaction(f"loading batch {batch_no}"):
-                refused, merges = self._refused(dataset, records, config)
-                records = records.join(refused.select("record"), on="record", how="anti")
+                refused, merges = self._refused(dataset, plan, config)
                 checkpoint("keys")
-                failures = self._copy_tables(dataset, records)
+                records = plan.records.join(refused.select("record"), on="record", how="anti")
+                failures = self._copy_tables(dataset, plan, refused["record"])
                 if not merges.is_empty():
                     self._record_merges(dataset.tables[0], merges)
                 all_rejects = pl.concat([rejects, refused.drop("record"), _row_rejects(records, failures)])
@@ -260,25 +263,42 @@ class Loader:
             return BatchOutcome(loaded=0, rejects=rolled_back.rejects, committed=False)
         return BatchOutcome(loaded=loaded, rejects=all_rejects)
 
-    def _refused(self, dataset: Dataset, records: pl.DataFrame, config: BatchConfig):
+    def _refused(self, dataset: Dataset, plan: LoadPlan, config: BatchConfig):
         """Rejects (with ``record``) for duplicates and key conflicts, and the merges to note.
 
         Stored keys and near-duplicate candidates are looked up here, inside the batch's
         transaction, so every earlier batch counts as stored; ``dedup.resolve`` decides.
         """
         root = dataset.tables[0]
-        threshold = config.similarity_threshold
-        inside = pl.DataFrame(schema={"record": pl.UInt32, "candidate": pl.UInt32, "score": pl.Float64})
-        outside = pl.DataFrame(schema={"record": pl.UInt32, "candidate_id": pl.String, "score": pl.Float64})
-        # A score is capped at 1.0, so a threshold of 1 or more turns near duplicates off.
-        near = config.mode == "dedup" and dataset.near_duplicates and threshold < 1.0
-        if near and not records.is_empty():
-            inside, outside = self._similar_pairs(records, threshold)
-        decisions = resolve(
-            records, self._stored_keys(root, records), outside, batch_edges(records, inside), config.mode
-        )
+        records = plan.records
+        # A batch's keys are a sliver of a table that grows all run: probe the indexes key by
+        # key. A hash or merge join would read the whole table (or its index) once per batch.
+        self.execute("SET LOCAL enable_hashjoin = off")
+        self.execute("SET LOCAL enable_mergejoin = off")
+        stored = self._stored_keys(root, records)
+        stored_similar = pl.DataFrame(schema=STORED_SIMILAR_SCHEMA)
+        edges = plan.edges
+        if plan.near is not None and not records.is_empty():
+            stored_similar = self._stored_similar(plan.near, config.similarity_threshold)
+            # A record the stored rows refuse is refused whatever the batch holds, so it is
+            # no candidate for later records: leaving it out keeps a run of mutually similar
+            # records (templated legacy texts) from pairing quadratically batch after batch.
+            settled = pl.concat([stored["record"], stored_similar["record"]]).unique()
+            near = plan.near
+            keys = near.batch_keys.filter(~pl.col("candidate").is_in(settled.implode()))
+            targets = near.batch.rename({"record": "candidate"})
+            inside = similar_pairs(
+                near.batch_probes, keys, near.batch, targets, config.similarity_threshold, True
+            )
+            edges = pl.concat([edges, similar_edges(inside)])
+        decisions = resolve(records, stored, stored_similar, edges, config.mode)
         refused = decision_rejects(
-            records, decisions, root.key, f"{root.name}_pkey", dataset.hash_constraint, threshold
+            records,
+            decisions,
+            root.key,
+            f"{root.name}_pkey",
+            dataset.hash_constraint,
+            config.similarity_threshold,
         ).with_columns(record=decisions["record"])
         similar = decisions.filter(pl.col("outcome") == "similar_duplicate").join(records, on="record")
         merges = (
@@ -298,31 +318,23 @@ class Loader:
         table, key = quoted(root.name), quoted(root.key)
         keys = records.select(pl.col("record").cast(pl.Int64), "id", "content_hash")
         self._ingest("pipeline_batch_keys", keys.to_arrow(), mode="replace", temporary=True)
-        # Without statistics the planner guesses the temp table's size and joins twice as slowly.
-        self.execute("ANALYZE pipeline_batch_keys")
+        # Cast to the column's type (char) so the hash is looked up in its unique index.
         found = self.execute(
             f"SELECT k.record, h.{key} AS hash_owner, i.{key} IS NOT NULL AS key_stored "
             f"FROM pipeline_batch_keys k "
-            f"LEFT JOIN {table} h ON h.content_hash = k.content_hash "
+            f"LEFT JOIN {table} h ON h.content_hash = k.content_hash::bpchar "
             f"LEFT JOIN {table} i ON i.{key} = k.id "
             f"WHERE h.{key} IS NOT NULL OR i.{key} IS NOT NULL"
         )
         return pl.from_arrow(found).with_columns(pl.col("record").cast(pl.UInt32))
 
-    def _similar_pairs(self, records: pl.DataFrame, threshold: float) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Scored candidate pairs above ``threshold``: inside the batch (record, candidate,
-        score) and against stored memories (record, candidate_id, score); see ``similarity``.
+    def _stored_similar(self, near: NearDuplicateInput, threshold: float) -> pl.DataFrame:
+        """Stored memories each record is a near duplicate of: record, candidate_id, score.
 
         Stored memories sharing any source with the batch come back in one join.
         """
-        batch = comparable(
-            records.with_columns(people=pl.col("participants").list.eval(pl.element().struct.field("id"))),
-            "record",
-        )
-        prefix = prefixes(batch, threshold)
-        sources = batch.select(source=pl.col("sources").list.explode(keep_nulls=False)).unique()
+        sources = near.batch.select(source=pl.col("sources").list.explode(keep_nulls=False)).unique()
         self._ingest("pipeline_batch_sources", sources.to_arrow(), mode="replace", temporary=True)
-        self.execute("ANALYZE pipeline_batch_sources")
         stored = comparable(
             pl.from_arrow(
                 self.execute(
@@ -334,12 +346,10 @@ class Loader:
             ),
             "candidate",
         )
-        targets = batch.rename({"record": "candidate"})
-        earlier = candidate_pairs(batch, prefix, targets, threshold, earlier_only=True)
-        inside = scores(earlier, batch, targets)
-        outside = scores(candidate_pairs(batch, prefix, stored, threshold, earlier_only=False), batch, stored)
-        above = exceeds(pl.col("score"), threshold)
-        return inside.filter(above), outside.filter(above).rename({"candidate": "candidate_id"})
+        found = similar_pairs(
+            near.probes, target_keys(stored, near.probes), near.batch, stored, threshold, False
+        )
+        return found.rename({"candidate": "candidate_id"})
 
     def _record_merges(self, root: Table, merges: pl.DataFrame) -> None:
         """Note on each kept memory what was merged into it, so nothing of a duplicate is lost."""
@@ -355,17 +365,20 @@ class Loader:
             f"FROM pipeline_merges g WHERE m.{quoted(root.key)} = g.duplicate_of"
         )
 
-    def _copy_tables(self, dataset: Dataset, records: pl.DataFrame) -> pl.DataFrame:
-        """Copy every table's rows; a record failing in any table is removed from all."""
+    def _copy_tables(self, dataset: Dataset, plan: LoadPlan, refused: pl.Series) -> pl.DataFrame:
+        """Copy every table's rows but the refused records'; a record failing in any table
+        is removed from all."""
         failures = [pl.DataFrame(schema=ROW_FAILURE_SCHEMA)]
         root = dataset.tables[0]
         for table in dataset.tables:
-            failed = pl.concat(failures)["record"]
-            rows = table.rows(records).filter(~pl.col("record").is_in(failed.implode()))
+            dropped = pl.concat([refused, *(f["record"] for f in failures)])
+            rows = plan.tables[table.name]
+            if not dropped.is_empty():
+                rows = rows.filter(pc.invert(pc.is_in(rows["record"], value_set=dropped.to_arrow())))
             table_failures = self._copy_isolating(table, rows)
             checkpoint("copy")
             if table is not root and not table_failures.is_empty():
-                orphaned = records.filter(pl.col("record").is_in(table_failures["record"].implode()))
+                orphaned = plan.records.filter(pl.col("record").is_in(table_failures["record"].implode()))
                 self.execute(
                     f"DELETE FROM {quoted(root.name)} WHERE {quoted(root.key)} = ANY($1)",
                     (orphaned["id"].to_list(),),
@@ -373,8 +386,9 @@ class Loader:
             failures.append(table_failures)
         return pl.concat(failures)
 
-    def _copy_isolating(self, table: Table, rows: pl.DataFrame) -> pl.DataFrame:
-        """COPY ``rows``; rows the server refuses come back as failures, the rest stay copied.
+    def _copy_isolating(self, table: Table, arrow: pa.Table) -> pl.DataFrame:
+        """COPY ``arrow`` (rows with their ``record``); rows the server refuses come back as
+        failures, the rest stay copied.
 
         After a refusal at row i, rows before i are copied again (they were fine) and the
         copy resumes after i in small chunks that double on success, so a cluster of bad
@@ -382,8 +396,8 @@ class Loader:
         not name the row (a foreign key is checked at the end of the COPY), the chunk is
         halved until the refused row is alone.
         """
-        arrow = _table_arrow(table, rows)
-        records = rows["record"]
+        records = arrow["record"]
+        arrow = arrow.drop_columns(["record"])
         failed: list[dict] = []
         start, chunk, total = 0, arrow.num_rows, arrow.num_rows
         while start < total:
@@ -397,7 +411,7 @@ class Loader:
                 chunk = (stop - start) // 2
                 continue
             bad = start if bad is None else bad
-            failed.append({"record": records[bad], **_describe(exc)})
+            failed.append({"record": records[bad].as_py(), **_describe(exc)})
             if bad > start and self._try_copy(table, arrow, start, bad) is not None:
                 raise DatabaseError(f"{table.name}: rows accepted once were refused on the second copy")
             start, chunk = bad + 1, RETRY_CHUNK
@@ -521,20 +535,6 @@ def _row_rejects(records: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
         field=pl.lit(None, pl.String),
         message=pl.col("message"),
     )
-
-
-def _table_arrow(table: Table, rows: pl.DataFrame) -> pa.Table:
-    """Arrow the server accepts: JSON columns as the JSON extension type, smallints as int16."""
-    frame = rows.drop("record").with_columns(
-        pl.col(c).cast(pl.Int16, strict=False) for c in table.int16_columns
-    )
-    arrow = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
-    for name in table.json_columns:
-        index = arrow.schema.get_field_index(name)
-        column = arrow.column(index).cast(pa.string())
-        storage = column.combine_chunks() if column.num_chunks else pa.array([], pa.string())
-        arrow = arrow.set_column(index, name, pa.ExtensionArray.from_storage(pa.json_(pa.string()), storage))
-    return arrow
 
 
 def _rejects_arrow(run_id: str, rejects: pl.DataFrame) -> pa.Table:

@@ -30,8 +30,9 @@ class RunResult:
     ``processed = successful + failed + duplicates_skipped + similar_merged`` always holds.
     ``batch_sizes``: the sizes batches were cut at, in order, each listed when it changes
     (one entry unless ``batch_size`` is ``"auto"``). ``stage_seconds``: seconds spent in
-    ``read``, ``parse``, ``validate`` (transform, hash, checks) and ``load`` (dedup lookup,
-    COPY, rejects, ledger) by this process; ``load`` runs in a worker thread alongside the
+    ``read``, ``parse``, ``validate`` (transform, hash, checks), ``plan`` (rows as Arrow,
+    links inside the batch, near-duplicate input) and ``load`` (stored-row lookups, dedup
+    decisions, COPY, rejects, ledger) by this process; ``load`` runs in a worker thread alongside the
     others, so the stages add up to more than ``seconds``.
     """
 

@@ -1,4 +1,4 @@
-"""The run loop: scan → decode → prepare/validate → dedup → load, one batch at a time.
+"""The run loop: scan → decode → prepare/validate → plan → dedup and load, one batch at a time.
 
 Stages are pure functions of a batch (``stage_batch``); the runner owns the
 loop, the progress display, the report and the stop rules. While the database
@@ -28,6 +28,7 @@ from pipeline.decode import decode, type_errors
 from pipeline.errors import ConfigError, DatabaseError, RunStopped, TransientDatabaseError
 from pipeline.faults import checkpoint
 from pipeline.loader import BatchOutcome, Loader
+from pipeline.plan import LoadPlan, plan_load
 from pipeline.report import RunResult
 from pipeline.sources import fingerprint, resolve_inputs, scan_batches
 from pipeline.validate import failure_rejects
@@ -39,10 +40,10 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 @dataclass(frozen=True)
 class StagedBatch:
-    """A batch ready to load: the records to load and the records already rejected."""
+    """A batch ready to load: what to send the database and the records already rejected."""
 
     number: int
-    records: pl.DataFrame
+    plan: LoadPlan
     rejects: pl.DataFrame
     rows_in: int
     ledger: dict
@@ -192,8 +193,11 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
             checkpoint("read")
             began = perf_counter()
             records, rejects = stage_batch(raw.frame, dataset, config, started_at, stages)
+            planning = perf_counter()
+            plan = plan_load(records, dataset, config)
+            _add_seconds(stages, "plan", perf_counter() - planning)
             checkpoint("staged")
-            staged = StagedBatch(number, records, rejects, raw.frame.height, _ledger(raw.frame))
+            staged = StagedBatch(number, plan, rejects, raw.frame.height, _ledger(raw.frame))
             if in_flight:
                 _account(result, config, *in_flight, clock)
                 now = perf_counter()
@@ -243,7 +247,7 @@ def _load(
                 dataset,
                 run_id,
                 staged.number,
-                staged.records,
+                staged.plan,
                 staged.rejects,
                 config,
                 ledger,

@@ -4,8 +4,8 @@ The original scored a new memory A against each stored memory B:
 ``0.5 * words + 0.3 * sources + 0.2 * participants`` (in that order, capped at 1.0) and
 skipped A when the best score exceeded the threshold (0.7). Without a shared source
 message id the score is at most 0.5 + 0.2 = 0.7, which never exceeds 0.7, so only
-records sharing a source id are candidates: found by a self-join on exploded source ids
-inside a batch, and by the GIN index on ``source_message_ids`` against stored rows.
+records sharing a source id are candidates: found by a join on exploded source ids
+inside a batch, and through the ``memory_sources`` index against stored rows.
 
 Shared sources alone are not selective: every legacy memory without messages has the
 source ``legacy-content``. So candidates must also pass a prefix filter on words (as in
@@ -13,7 +13,7 @@ set-similarity joins): above 0.7 needs ``words > 0.4`` (the other terms add at m
 so A's word count found in B must exceed 0.4 x A's length. Ordering A's distinct words
 rarest first, B must then contain one of A's first words, those whose removal leaves no
 more than 0.4 x A's length behind: A's "prefix". Candidates share a source and a prefix
-word: a join inside the batch, two GIN indexes (``&&``) against stored rows.
+word, joined on the (source, word) pair.
 
 Which candidate a record is finally refused for (records refused earlier are no
 candidates) is decided with the other duplicates in ``dedup.resolve``.
@@ -45,10 +45,12 @@ def words_needed(threshold: float) -> float:
     return max(0.0, (threshold - 0.5) / 0.5)
 
 
-def prefixes(batch: pl.DataFrame, threshold: float) -> pl.DataFrame:
-    """The words of each record one of which any similar memory holds: ``record``, ``word``,
-    ``mass`` (its repeats), ``rest`` (the record's word mass outside its prefix), ``length``.
+def probe_keys(batch: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """The (source, prefix word) pairs of each record, one of which any memory it is similar
+    to holds: ``record``, ``source``, ``word``, ``mass`` (the word's repeats), ``rest`` (the
+    record's word mass outside its prefix) and ``length``.
 
+    ``batch`` is a ``comparable`` frame keyed by ``record``; rarity is counted in it.
     Without a bound on words (threshold 0.5 or lower) every word is in the prefix.
     """
     words = batch.select("record", word="words", length=pl.col("words").list.len()).explode("word")
@@ -57,38 +59,50 @@ def prefixes(batch: pl.DataFrame, threshold: float) -> pl.DataFrame:
     ordered = counted.join(rarity, on="word").sort(["record", "frequency", "word"])
     remaining = pl.col("mass").cum_sum(reverse=True).over("record")
     needed = words_needed(threshold) * pl.col("length")
-    return (
+    prefix = (
         ordered.with_columns(in_prefix=remaining > needed)
         .with_columns(rest=pl.col("mass").filter(~pl.col("in_prefix")).sum().over("record"))
         .filter("in_prefix")
         .select("record", "word", "mass", "rest", "length")
     )
+    sources = batch.select("record", source=pl.col("sources").list.unique()).explode("source").drop_nulls()
+    return prefix.join(sources, on="record")
+
+
+def target_keys(targets: pl.DataFrame, probes: pl.DataFrame) -> pl.DataFrame:
+    """The (source, word) pairs each target offers to ``probes`` (``probe_keys``): ``candidate``,
+    ``source``, ``word``, ``target_length``. ``targets`` is a ``comparable`` frame keyed by
+    ``candidate``; words in no probe's prefix can pair nothing and are left out."""
+    wanted = probes.select("word").unique()
+    return (
+        targets.select(
+            "candidate",
+            word=pl.col("words").list.unique(),
+            source=pl.col("sources").list.unique(),
+            target_length=pl.col("words").list.len(),
+        )
+        .explode("word")
+        .join(wanted, on="word", how="semi")
+        .explode("source")
+        .drop_nulls()
+    )
 
 
 def candidate_pairs(
-    probes: pl.DataFrame, prefix: pl.DataFrame, targets: pl.DataFrame, threshold: float, earlier_only: bool
+    probes: pl.DataFrame, keys: pl.DataFrame, threshold: float, earlier_only: bool
 ) -> pl.DataFrame:
-    """(record, candidate): the ``targets`` sharing a source and a prefix word with each probe,
+    """(record, candidate): the targets sharing a source and a prefix word with each probe,
     and able to reach the words share a score above ``threshold`` needs.
 
-    ``probes`` and ``targets`` are ``comparable`` frames keyed by ``record`` and
-    ``candidate``; ``prefix`` comes from ``prefixes(probes)``. Joining on the (source,
-    word) pair keeps a hub source or a common word from pairing everything. A's words
-    found in B are at most the prefix words B holds plus A's words outside the prefix;
-    a pair whose bound stays at or under the needed share is dropped before scoring.
-    With ``earlier_only`` (targets from the same batch), a record pairs with earlier ones only.
+    ``probes`` comes from ``probe_keys`` and ``keys`` from ``target_keys``. Joining on
+    the (source, word) pair keeps a hub source or a common word from pairing everything.
+    A's words found in B are at most the prefix words B holds plus A's words outside the
+    prefix; a pair whose bound stays at or under the needed share is dropped before
+    scoring. With ``earlier_only`` (targets from the same batch), a record pairs with
+    earlier ones only.
     """
-    sources = probes.select("record", source="sources").explode("source").drop_nulls()
-    target_keys = (
-        targets.select("candidate", word="words", source="sources", target_length=pl.col("words").list.len())
-        .explode("word")
-        .explode("source")
-        .drop_nulls()
-        .unique()
-    )
     shared = (
-        prefix.join(sources, on="record")
-        .join(target_keys, on=["source", "word"])
+        probes.join(keys, on=["source", "word"])
         .filter(pl.col("candidate") < pl.col("record") if earlier_only else pl.lit(True))
         .unique([*PAIR_KEYS, "word"])
     )
@@ -100,6 +114,22 @@ def candidate_pairs(
         .filter("reachable")
         .select(PAIR_KEYS)
     )
+
+
+def similar_pairs(
+    probes: pl.DataFrame,
+    keys: pl.DataFrame,
+    a: pl.DataFrame,
+    b: pl.DataFrame,
+    threshold: float,
+    earlier_only: bool,
+) -> pl.DataFrame:
+    """(record, candidate, score) for the pairs whose score exceeds ``threshold``.
+
+    ``probes`` and ``keys`` as for ``candidate_pairs``; ``a`` and ``b`` as for ``scores``.
+    """
+    pairs = candidate_pairs(probes, keys, threshold, earlier_only)
+    return scores(pairs, a, b).filter(exceeds(pl.col("score"), threshold))
 
 
 def scores(pairs: pl.DataFrame, a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
@@ -143,4 +173,4 @@ def _found(joined: pl.DataFrame, column: str) -> pl.DataFrame:
     counted = (
         items_a.join(items_b, on=[*PAIR_KEYS, "item"], how="semi").group_by(PAIR_KEYS).agg(found=pl.len())
     )
-    return pl.concat([plain, counted.cast(plain.schema)]).rename({"found": f"{column}_found"})
+    return pl.concat([plain, counted.cast({"found": pl.UInt32})]).rename({"found": f"{column}_found"})

@@ -23,6 +23,7 @@ from pipeline.errors import InputError
 from pipeline.expressions import json_text
 
 BLOCK_BYTES = 4 * 1024 * 1024
+UTF8_WINDOW = 64 * 1024
 LINE_SUFFIXES = {".jsonl", ".ndjson", ".jsonlines", ".json"}
 RAW_SCHEMA = {
     "source_file": pl.String,
@@ -154,37 +155,49 @@ def _line_frames(path: Path) -> Iterator[tuple[pl.DataFrame, float]]:
 
 def _lines_to_frame(chunk: bytes, first_line: int, source: str) -> pl.DataFrame:
     bad_lines = _invalid_utf8_lines(chunk)
-    text = chunk.decode("utf-8", errors="replace").encode() if bad_lines else chunk
-    lines = pl.read_lines(text, name="raw").with_row_index("index")
+    lines = pl.read_lines(_with_replacement_characters(chunk, bad_lines), name="raw").with_row_index("index")
     return lines.filter(pl.col("raw").str.strip_chars() != "").select(
         source_file=pl.lit(source),
         source_line=pl.col("index").cast(pl.Int64) + first_line,
         raw=pl.col("raw"),
-        parse_error=pl.when(pl.col("index").is_in(bad_lines))
+        parse_error=pl.when(pl.col("index").is_in([line for line, _, _ in bad_lines]))
         .then(pl.lit("invalid_utf8"))
         .otherwise(pl.lit(None, pl.String)),
     )
 
 
-def _invalid_utf8_lines(chunk: bytes) -> list[int]:
-    """Indexes (0-based) of the lines holding invalid UTF-8; one decode pass over the chunk."""
-    bad: list[int] = []
+def _invalid_utf8_lines(chunk: bytes) -> list[tuple[int, int, int]]:
+    """(index, start, end) of the lines holding invalid UTF-8: index 0-based, start and end
+    byte offsets. One strict decode pass, window by window, resumed after each bad line."""
+    bad: list[tuple[int, int, int]] = []
     view = memoryview(chunk)
-    position, line = 0, 0
+    position, line, counted = 0, 0, 0
     while position < len(chunk):
+        end = min(position + UTF8_WINDOW, len(chunk))
         try:
-            codecs.utf_8_decode(view[position:], "strict", True)
-            return bad
+            # Not final before the chunk's end: a character cut by the window waits for the next.
+            position += codecs.utf_8_decode(view[position:end], "strict", end == len(chunk))[1]
         except UnicodeDecodeError as exc:
             error_at = position + exc.start
-            line += chunk.count(b"\n", position, error_at)
-            bad.append(line)
-            next_line = chunk.find(b"\n", error_at)
-            if next_line < 0:
-                return bad
-            position = next_line + 1
-            line += 1
+            line += chunk.count(b"\n", counted, error_at)
+            start = chunk.rfind(b"\n", 0, error_at) + 1
+            stop = chunk.find(b"\n", error_at)
+            stop = len(chunk) if stop < 0 else stop
+            bad.append((line, start, stop))
+            position = counted = stop
     return bad
+
+
+def _with_replacement_characters(chunk: bytes, bad_lines: list[tuple[int, int, int]]) -> bytes:
+    """The chunk with each invalid byte of the bad lines shown as U+FFFD, the rest untouched."""
+    if not bad_lines:
+        return chunk
+    pieces, done = [], 0
+    for _, start, stop in bad_lines:
+        pieces += [chunk[done:start], chunk[start:stop].decode("utf-8", errors="replace").encode()]
+        done = stop
+    pieces.append(chunk[done:])
+    return b"".join(pieces)
 
 
 def _json_array_frame(path: Path) -> pl.DataFrame:

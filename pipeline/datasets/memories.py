@@ -233,8 +233,6 @@ MEMORIES_TABLE = Table(
             extracted_at timestamptz NOT NULL,
             created_at timestamptz NOT NULL DEFAULT now(),
             updated_at timestamptz NOT NULL DEFAULT now())""",
-        "CREATE INDEX IF NOT EXISTS memories_source_message_ids_idx"
-        " ON memories USING gin (source_message_ids)",
     ),
     rows=memory_rows,
     json_columns=("participants", "deduplication_metadata"),
