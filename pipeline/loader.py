@@ -57,6 +57,16 @@ PIPELINE_DDL = (
         PRIMARY KEY (run_id, batch_no))""",
 )
 
+# What a batch's lookups send, emptied at each commit: created once per connection, not
+# dropped and created again per batch.
+SCRATCH_DDL = (
+    "CREATE TEMP TABLE pipeline_batch_keys (record bigint, id text, content_hash text) "
+    "ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE pipeline_batch_sources (source text) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE pipeline_merges (duplicate_of text, merged_ids text[], merged_sources text[]) "
+    "ON COMMIT DELETE ROWS",
+)
+
 # SQLSTATE classes 22 (data exception) and 23 (integrity) are about one row's values.
 ROW_LEVEL_CLASSES = ("22", "23")
 CONDITION_NAMES = {
@@ -106,7 +116,11 @@ class Loader:
     def _connect(self):
         try:
             # Transactions are explicit (BEGIN/COMMIT) so savepoints survive a failed COPY.
-            return adbc.connect(self.url, autocommit=True)
+            connection = adbc.connect(self.url, autocommit=True)
+            with connection.cursor() as cursor:
+                for statement in SCRATCH_DDL:
+                    cursor.execute(statement)
+            return connection
         except adbc_driver_manager.Error as exc:
             raise _translate(exc, f"cannot connect to {redact(self.url)}") from None
 
@@ -317,7 +331,7 @@ class Loader:
         """Per record: the id of a stored row with its content hash, and whether its key is stored."""
         table, key = quoted(root.name), quoted(root.key)
         keys = records.select(pl.col("record").cast(pl.Int64), "id", "content_hash")
-        self._ingest("pipeline_batch_keys", keys.to_arrow(), mode="replace", temporary=True)
+        self._ingest("pipeline_batch_keys", keys.to_arrow(), temporary=True)
         # Cast to the column's type (char) so the hash is looked up in its unique index.
         found = self.execute(
             f"SELECT k.record, h.{key} AS hash_owner, i.{key} IS NOT NULL AS key_stored "
@@ -334,7 +348,7 @@ class Loader:
         Stored memories sharing any source with the batch come back in one join.
         """
         sources = near.batch.select(source=pl.col("sources").list.explode(keep_nulls=False)).unique()
-        self._ingest("pipeline_batch_sources", sources.to_arrow(), mode="replace", temporary=True)
+        self._ingest("pipeline_batch_sources", sources.to_arrow(), temporary=True)
         stored = comparable(
             pl.from_arrow(
                 self.execute(
@@ -353,7 +367,7 @@ class Loader:
 
     def _record_merges(self, root: Table, merges: pl.DataFrame) -> None:
         """Note on each kept memory what was merged into it, so nothing of a duplicate is lost."""
-        self._ingest("pipeline_merges", merges.to_arrow(), mode="replace", temporary=True)
+        self._ingest("pipeline_merges", merges.to_arrow(), temporary=True)
         self.execute(
             f"UPDATE {quoted(root.name)} m SET updated_at = now(), "
             "deduplication_metadata = jsonb_build_object("

@@ -138,10 +138,8 @@ def scores(pairs: pl.DataFrame, a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFram
     ``a`` and ``b`` are ``comparable`` frames keyed by ``record`` and ``candidate``.
     """
     joined = pairs.join(a, on="record").join(b, on="candidate", suffix="_b")
-    for column in TERMS:
-        joined = joined.join(_found(joined, column), on=PAIR_KEYS, how="left")
     share = {
-        column: pl.col(f"{column}_found").fill_null(0)
+        column: pl.lit(_found(joined, column))
         / pl.max_horizontal(pl.col(column).list.len(), pl.col(f"{column}_b").list.len())
         for column in TERMS
     }
@@ -157,20 +155,22 @@ def exceeds(score: pl.Expr, threshold: float) -> pl.Expr:
     return ~score.is_nan() & (score > threshold)
 
 
-def _found(joined: pl.DataFrame, column: str) -> pl.DataFrame:
-    """How many of A's items (repeats counted) occur among B's, per pair.
+def _found(joined: pl.DataFrame, column: str) -> pl.Series:
+    """How many of A's items (repeats counted) occur among B's, for each row of ``joined``.
 
-    Without repeats in A that is the size of the intersection; the few pairs whose A
-    repeats an item are counted item by item.
+    Without repeats in A that is the size of the intersection; the rows whose A repeats
+    an item are counted item by item.
     """
-    repeats = pl.col(column).list.n_unique() < pl.col(column).list.len()
-    plain = joined.filter(~repeats).select(
-        *PAIR_KEYS, found=pl.col(column).list.set_intersection(pl.col(f"{column}_b")).list.len()
+    items, other = pl.col(column), pl.col(f"{column}_b")
+    counts = joined.select(
+        found=items.list.set_intersection(other).list.len().cast(pl.UInt32),
+        repeats=items.list.n_unique() < items.list.len(),
     )
-    repeating = joined.filter(repeats)
-    items_a = repeating.select(*PAIR_KEYS, item=column).explode("item").drop_nulls("item")
-    items_b = repeating.select(*PAIR_KEYS, item=f"{column}_b").explode("item").drop_nulls("item").unique()
-    counted = (
-        items_a.join(items_b, on=[*PAIR_KEYS, "item"], how="semi").group_by(PAIR_KEYS).agg(found=pl.len())
-    )
-    return pl.concat([plain, counted.cast({"found": pl.UInt32})]).rename({"found": f"{column}_found"})
+    if not counts["repeats"].any():
+        return counts["found"]
+    repeating = joined.select(column, f"{column}_b").with_row_index("row").filter(counts["repeats"])
+    items_a = repeating.select("row", item=column).explode("item").drop_nulls("item")
+    items_b = repeating.select("row", item=f"{column}_b").explode("item").drop_nulls("item").unique()
+    counted = items_a.join(items_b, on=["row", "item"], how="semi").group_by("row").agg(found=pl.len())
+    found = counts.select(pl.when("repeats").then(0).otherwise("found")).to_series().cast(pl.UInt32)
+    return found.scatter(counted["row"], counted["found"].cast(pl.UInt32))
