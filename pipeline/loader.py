@@ -60,8 +60,7 @@ PIPELINE_DDL = (
 # What a batch's lookups send, emptied at each commit: created once per connection, not
 # dropped and created again per batch.
 SCRATCH_DDL = (
-    "CREATE TEMP TABLE pipeline_batch_keys (record bigint, id text, content_hash text) "
-    "ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE pipeline_batch_keys (record bigint, id text, content_hash text) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE pipeline_batch_sources (source text) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE pipeline_merges (duplicate_of text, merged_ids text[], merged_sources text[]) "
     "ON COMMIT DELETE ROWS",
