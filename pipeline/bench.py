@@ -30,7 +30,7 @@ from pipeline.loader import Loader
 from pipeline.sources import resolve_inputs
 
 DEFAULT_BATCH_SIZES = (1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 200_000)
-STAGES = ("read", "parse", "validate", "plan", "load")
+STAGES = ("read", "parse", "validate", "plan", "lookup", "load")
 INSTALL_HINT = "pip install 'memory-pipeline[bench]' (or pip install matplotlib)"
 CSV_FIELDS = (
     "batch_size",

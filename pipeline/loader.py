@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from loguru import logger
 
 from pipeline.config import BatchConfig
 from pipeline.database import redact
@@ -32,7 +34,7 @@ from pipeline.faults import checkpoint
 from pipeline.plan import LoadPlan, NearDuplicateInput
 from pipeline.rejects import REJECT_SCHEMA, reject_frame
 from pipeline.report import RejectCounts, similarity_bins
-from pipeline.similarity import comparable, similar_pairs, target_keys
+from pipeline.similarity import comparable, similar_pairs
 
 PIPELINE_DDL = (
     """CREATE TABLE IF NOT EXISTS pipeline_runs (
@@ -55,6 +57,13 @@ PIPELINE_DDL = (
         rows_in integer NOT NULL, loaded integer NOT NULL, rejected integer NOT NULL,
         seconds double precision NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (run_id, batch_no))""",
+    # Near duplicates merged into a kept row, noted with their batch and folded into the
+    # row's deduplication_metadata when the run ends: a row absorbing duplicates batch after
+    # batch is rewritten once per run, not once per batch.
+    """CREATE TABLE IF NOT EXISTS pipeline_merges (
+        run_id text NOT NULL, batch_no integer NOT NULL, kept_id text NOT NULL,
+        merged_ids text[] NOT NULL, merged_sources text[] NOT NULL,
+        merged_at timestamptz NOT NULL DEFAULT now())""",
 )
 
 # What a batch's lookups send, emptied at each commit: created once per connection, not
@@ -62,8 +71,6 @@ PIPELINE_DDL = (
 SCRATCH_DDL = (
     "CREATE TEMP TABLE pipeline_batch_keys (record bigint, id text, content_hash text) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE pipeline_batch_sources (source text) ON COMMIT DELETE ROWS",
-    "CREATE TEMP TABLE pipeline_merges (duplicate_of text, merged_ids text[], merged_sources text[]) "
-    "ON COMMIT DELETE ROWS",
 )
 
 # SQLSTATE classes 22 (data exception) and 23 (integrity) are about one row's values.
@@ -214,6 +221,40 @@ class Loader:
             )
         return BatchOutcome(loaded=row["loaded"], rejects=pl.from_arrow(rejects).cast(REJECT_SCHEMA))
 
+    def fold_merges(self, root: Table) -> None:
+        """Note on each kept row what was merged into it (``deduplication_metadata``), from
+        every pending ``pipeline_merges`` row, also those a killed run left: nothing of a
+        duplicate is lost. Notes whose row is gone (refused after the decision) stay."""
+        table, key = quoted(root.name), quoted(root.key)
+        with self._transaction("noting merged near duplicates"):
+            self.execute(
+                f"""WITH pending AS (
+                    DELETE FROM pipeline_merges p USING {table} m WHERE p.kept_id = m.{key}
+                    RETURNING p.*),
+                ids AS (
+                    SELECT kept_id, max(merged_at) AS merged_at,
+                        jsonb_agg(id ORDER BY merged_at, batch_no, n) AS ids
+                    FROM pending, unnest(merged_ids) WITH ORDINALITY AS u(id, n) GROUP BY kept_id),
+                sources AS (
+                    SELECT kept_id, jsonb_agg(source ORDER BY merged_at, batch_no, n) AS sources
+                    FROM (
+                        SELECT DISTINCT ON (kept_id, source) kept_id, source, merged_at, batch_no, n
+                        FROM pending, unnest(merged_sources) WITH ORDINALITY AS u(source, n)
+                        ORDER BY kept_id, source, merged_at, batch_no, n) first_seen
+                    GROUP BY kept_id)
+                UPDATE {table} m SET updated_at = now(),
+                    deduplication_metadata = jsonb_build_object(
+                        'originalHash', m.content_hash,
+                        'mergedWith', COALESCE(m.deduplication_metadata->'mergedWith', '[]') || g.ids,
+                        'mergeReason', 'similar_duplicate',
+                        'mergedAt', g.merged_at,
+                        'mergedSourceMessageIds',
+                        COALESCE(m.deduplication_metadata->'mergedSourceMessageIds', '[]')
+                        || COALESCE(s.sources, '[]'))
+                FROM ids g LEFT JOIN sources s USING (kept_id)
+                WHERE m.{key} = g.kept_id"""
+            )
+
     def finish_run(self, run_id: str, status: str, result: dict) -> None:
         with self._transaction("recording the run's result"):
             self.execute(
@@ -231,20 +272,28 @@ class Loader:
         rejects: pl.DataFrame,
         config: BatchConfig,
         ledger: dict,
+        similar: Future[pl.DataFrame] | None = None,
+        decided: Future[pl.DataFrame] | None = None,
     ) -> BatchOutcome:
         """Load ``plan.records`` and write ``rejects`` in one transaction; return what loaded.
 
-        Without ``config.continue_on_error``, a batch in which the database refused a
-        record is rolled back.
+        ``similar``, when given, yields the near duplicates of stored memories found
+        beforehand (``stored_similar`` on another connection); without it, or when it failed,
+        they are looked up here. ``decided``, when given, gets the records kept (``record``)
+        once duplicates are decided, before they are copied. Without
+        ``config.continue_on_error``, a batch in which the database refused a record is
+        rolled back.
         """
         try:
             with self._transaction(f"loading batch {batch_no}"):
-                refused, merges = self._refused(dataset, plan, config)
+                refused, merges = self._refused(dataset, plan, config, similar)
                 checkpoint("keys")
                 records = plan.records.join(refused.select("record"), on="record", how="anti")
+                if decided is not None and not decided.done():
+                    decided.set_result(records.select("record"))
                 failures = self._copy_tables(dataset, plan, refused["record"])
                 if not merges.is_empty():
-                    self._record_merges(dataset.tables[0], merges)
+                    self._ingest("pipeline_merges", _merges_arrow(run_id, batch_no, merges))
                 all_rejects = pl.concat([rejects, refused.drop("record"), _row_rejects(records, failures)])
                 if (
                     not config.continue_on_error
@@ -276,23 +325,22 @@ class Loader:
             return BatchOutcome(loaded=0, rejects=rolled_back.rejects, committed=False)
         return BatchOutcome(loaded=loaded, rejects=all_rejects)
 
-    def _refused(self, dataset: Dataset, plan: LoadPlan, config: BatchConfig):
+    def _refused(
+        self, dataset: Dataset, plan: LoadPlan, config: BatchConfig, similar: Future[pl.DataFrame] | None
+    ):
         """Rejects (with ``record``) for duplicates and key conflicts, and the merges to note.
 
-        Stored keys and near-duplicate candidates are looked up here, inside the batch's
-        transaction, so every earlier batch counts as stored; ``dedup.resolve`` decides.
+        Stored keys are looked up here, inside the batch's transaction, so every earlier
+        batch counts as stored; ``dedup.resolve`` decides.
         """
         root = dataset.tables[0]
         records = plan.records
-        # A batch's keys are a sliver of a table that grows all run: probe the indexes key by
-        # key. A hash or merge join would read the whole table (or its index) once per batch.
-        self.execute("SET LOCAL enable_hashjoin = off")
-        self.execute("SET LOCAL enable_mergejoin = off")
+        self._probe_by_index()
         stored = self._stored_keys(root, records)
         stored_similar = pl.DataFrame(schema=STORED_SIMILAR_SCHEMA)
         edges = plan.edges
         if plan.near is not None and not records.is_empty():
-            stored_similar = self._stored_similar(plan.near, config.similarity_threshold)
+            stored_similar = self._found_similar(plan.near, config.similarity_threshold, similar)
             # A record the stored rows refuse is refused whatever the batch holds, so it is
             # no candidate for later records: leaving it out keeps a run of mutually similar
             # records (templated legacy texts) from pairing quadratically batch after batch.
@@ -341,13 +389,29 @@ class Loader:
         )
         return pl.from_arrow(found).with_columns(pl.col("record").cast(pl.UInt32))
 
-    def _stored_similar(self, near: NearDuplicateInput, threshold: float) -> pl.DataFrame:
-        """Stored memories each record is a near duplicate of: record, candidate_id, score.
+    def stored_similar(self, near: NearDuplicateInput, threshold: float) -> pl.DataFrame:
+        """Stored memories each record of a batch is a near duplicate of: record,
+        candidate_id, score; in a transaction of its own, so another thread can look them up
+        while the previous batch loads."""
+        with self._transaction("looking up near-duplicate candidates"):
+            self._probe_by_index()
+            return self._stored_similar(near, threshold)
 
-        Stored memories sharing any source with the batch come back in one join.
-        """
-        sources = near.batch.select(source=pl.col("sources").list.explode(keep_nulls=False)).unique()
-        self._ingest("pipeline_batch_sources", sources.to_arrow(), temporary=True)
+    def _found_similar(
+        self, near: NearDuplicateInput, threshold: float, similar: Future[pl.DataFrame] | None
+    ) -> pl.DataFrame:
+        if similar is not None:
+            try:
+                return similar.result()
+            except DatabaseError as exc:
+                logger.debug("near-duplicate lookup failed ({}); looking up again in the batch", exc)
+        return self._stored_similar(near, threshold)
+
+    def _stored_similar(self, near: NearDuplicateInput, threshold: float) -> pl.DataFrame:
+        """Stored memories sharing any source with the batch come back in one join."""
+        self._ingest(
+            "pipeline_batch_sources", near.sources.select("source").unique().to_arrow(), temporary=True
+        )
         stored = comparable(
             pl.from_arrow(
                 self.execute(
@@ -359,24 +423,13 @@ class Loader:
             ),
             "candidate",
         )
-        found = similar_pairs(
-            near.probes, target_keys(stored, near.probes), near.batch, stored, threshold, False
-        )
-        return found.rename({"candidate": "candidate_id"})
+        return near.similar_to(stored, threshold)
 
-    def _record_merges(self, root: Table, merges: pl.DataFrame) -> None:
-        """Note on each kept memory what was merged into it, so nothing of a duplicate is lost."""
-        self._ingest("pipeline_merges", merges.to_arrow(), temporary=True)
-        self.execute(
-            f"UPDATE {quoted(root.name)} m SET updated_at = now(), "
-            "deduplication_metadata = jsonb_build_object("
-            "'originalHash', m.content_hash, "
-            "'mergedWith', COALESCE(m.deduplication_metadata->'mergedWith', '[]') || to_jsonb(g.merged_ids), "
-            "'mergeReason', 'similar_duplicate', 'mergedAt', now(), "
-            "'mergedSourceMessageIds', COALESCE(m.deduplication_metadata->'mergedSourceMessageIds', '[]') "
-            "|| to_jsonb(g.merged_sources)) "
-            f"FROM pipeline_merges g WHERE m.{quoted(root.key)} = g.duplicate_of"
-        )
+    def _probe_by_index(self) -> None:
+        # A batch's keys are a sliver of a table that grows all run: probe the indexes key by
+        # key. A hash or merge join would read the whole table (or its index) once per batch.
+        self.execute("SET LOCAL enable_hashjoin = off")
+        self.execute("SET LOCAL enable_mergejoin = off")
 
     def _copy_tables(self, dataset: Dataset, plan: LoadPlan, refused: pl.Series) -> pl.DataFrame:
         """Copy every table's rows but the refused records'; a record failing in any table
@@ -548,6 +601,16 @@ def _row_rejects(records: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
         field=pl.lit(None, pl.String),
         message=pl.col("message"),
     )
+
+
+def _merges_arrow(run_id: str, batch_no: int, merges: pl.DataFrame) -> pa.Table:
+    return merges.select(
+        run_id=pl.lit(run_id),
+        batch_no=pl.lit(batch_no, pl.Int32),
+        kept_id="duplicate_of",
+        merged_ids="merged_ids",
+        merged_sources="merged_sources",
+    ).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
 def _rejects_arrow(run_id: str, rejects: pl.DataFrame) -> pa.Table:

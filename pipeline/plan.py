@@ -18,19 +18,33 @@ import pyarrow as pa
 from pipeline.config import BatchConfig
 from pipeline.datasets import Dataset, Table
 from pipeline.dedup import key_edges
-from pipeline.similarity import comparable, probe_keys, target_keys
+from pipeline.similarity import comparable, probe_keys, record_sources, similar_pairs, target_keys
 
 
 @dataclass(frozen=True)
 class NearDuplicateInput:
-    """A batch as near-duplicate scoring sees it (``similarity.comparable``), the (source,
-    prefix word) keys its records look for among stored memories (``probes``), and for
-    pairs inside the batch the keys they look for and offer, on sources two records share."""
+    """A batch as near-duplicate scoring sees it (``similarity.comparable``), its records'
+    distinct ``sources`` (to find stored memories with), and for pairs inside the batch the
+    keys records look for and offer, on sources two records share."""
 
     batch: pl.DataFrame
-    probes: pl.DataFrame
+    sources: pl.DataFrame
     batch_probes: pl.DataFrame
     batch_keys: pl.DataFrame
+
+    def similar_to(self, memories: pl.DataFrame, threshold: float) -> pl.DataFrame:
+        """(record, candidate_id, score): the records similar to ``memories`` above
+        ``threshold``; ``memories`` is a ``comparable`` frame keyed by ``candidate``, which
+        becomes ``candidate_id``."""
+        offered = (
+            memories.select("candidate", source=pl.col("sources").list.unique())
+            .explode("source")
+            .join(self.sources, on="source", how="semi")
+        )
+        probes = probe_keys(self.batch, self.sources, offered, threshold)
+        keys = target_keys(memories.join(offered, on="candidate", how="semi"), probes)
+        found = similar_pairs(probes, keys, self.batch, memories, threshold, False)
+        return found.rename({"candidate": "candidate_id"})
 
 
 @dataclass(frozen=True)
@@ -64,17 +78,19 @@ def near_duplicate_input(records: pl.DataFrame, threshold: float) -> NearDuplica
         records.with_columns(people=pl.col("participants").list.eval(pl.element().struct.field("id"))),
         "record",
     )
-    probes = probe_keys(batch, threshold)
-    shared = (
-        batch.select("record", source=pl.col("sources").list.unique())
-        .explode("source")
-        .group_by("source")
-        .len()
-        .filter(pl.col("len") > 1)
-    )
-    batch_probes = probes.join(shared, on="source", how="semi")
-    keys = target_keys(batch.rename({"record": "candidate"}), batch_probes)
-    return NearDuplicateInput(batch, probes, batch_probes, keys.join(shared, on="source", how="semi"))
+    sources = record_sources(batch)
+    shared = sources.group_by("source").len().filter(pl.col("len") > 1).select("source")
+    probes = probe_keys(batch, sources, shared, threshold)
+    sharing = batch.join(sources.join(shared, on="source", how="semi"), on="record", how="semi")
+    keys = target_keys(sharing.rename({"record": "candidate"}), probes)
+    return NearDuplicateInput(batch, sources, probes, keys.join(shared, on="source", how="semi"))
+
+
+def loaded_records(plan: LoadPlan, rejects: pl.DataFrame) -> pl.DataFrame:
+    """``record`` and ``id`` of the records of ``plan`` that loaded: none of their lines is in
+    ``rejects``, the batch's rejects."""
+    lines = ["source_file", "source_line"]
+    return plan.records.join(rejects.select(lines), on=lines, how="anti").select("record", "id")
 
 
 def table_arrow(table: Table, rows: pl.DataFrame) -> pa.Table:

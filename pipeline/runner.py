@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import resource
 import uuid
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from time import perf_counter, sleep
 
@@ -28,7 +29,7 @@ from pipeline.decode import decode, type_errors
 from pipeline.errors import ConfigError, DatabaseError, RunStopped, TransientDatabaseError
 from pipeline.faults import checkpoint
 from pipeline.loader import BatchOutcome, Loader
-from pipeline.plan import LoadPlan, plan_load
+from pipeline.plan import LoadPlan, loaded_records, near_enabled, plan_load
 from pipeline.report import RunResult
 from pipeline.sources import fingerprint, resolve_inputs, scan_batches
 from pipeline.validate import failure_rejects
@@ -47,6 +48,8 @@ class StagedBatch:
     rejects: pl.DataFrame
     rows_in: int
     ledger: dict
+    # The records the loader keeps once duplicates are decided, before it copies them.
+    decided: Future[pl.DataFrame] = field(default_factory=Future)
 
 
 def stage_batch(
@@ -119,14 +122,14 @@ def migrate(
         _run(loader, dataset, config, files, started_at, result)
         checkpoint("finish")
     except RunStopped as stop:
-        _finish(loader, result, "aborted", str(stop))
+        _finish(loader, dataset, result, "aborted", str(stop))
         raise
     except BaseException as exc:
         if result is not None:
-            _finish(loader, result, "failed", f"{type(exc).__name__}: {exc}")
+            _finish(loader, dataset, result, "failed", f"{type(exc).__name__}: {exc}")
         raise
     else:
-        _finish(loader, result, "completed", None)
+        _finish(loader, dataset, result, "completed", None)
     finally:
         loader.close()
     return result
@@ -177,7 +180,13 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
     sizer = BatchSizer(config.batch_size, config.memory_limit_mb, [b.rows_in for b in result.batches])
     result.batch_sizes = sizer.chosen
     stages = result.stage_seconds
-    with _progress(config.log_progress) as progress, ThreadPoolExecutor(1, "loader") as worker:
+    # The lookup connection closes after the threads that use it have finished.
+    with (
+        _lookup_connection(loader.url, near_enabled(dataset, config)) as lookup,
+        _progress(config.log_progress) as progress,
+        ThreadPoolExecutor(1, "loader") as worker,
+        ThreadPoolExecutor(1, "lookup") as looker,
+    ):
         task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
         in_flight: tuple[StagedBatch, Future[tuple[BatchOutcome, float]], float] | None = None
         batches = scan_batches(files, lambda: sizer.size, dataset.csv_json_columns)
@@ -198,6 +207,9 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
             _add_seconds(stages, "plan", perf_counter() - planning)
             checkpoint("staged")
             staged = StagedBatch(number, plan, rejects, raw.frame.height, _ledger(raw.frame))
+            similar = lookup and looker.submit(
+                _similar_before_loading, lookup, plan, config, in_flight and in_flight[:2], stages
+            )
             if in_flight:
                 _account(result, config, *in_flight, clock)
                 now = perf_counter()
@@ -210,7 +222,7 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
                 )
             in_flight = (
                 staged,
-                worker.submit(_load, loader, dataset, result.run_id, staged, config, began),
+                worker.submit(_load, loader, dataset, result.run_id, staged, config, began, similar),
                 began,
             )
             progress.update(task, completed=raw.bytes_done)
@@ -232,6 +244,7 @@ def _load(
     staged: StagedBatch,
     config: BatchConfig,
     began: float,
+    similar: Future[pl.DataFrame] | None,
 ) -> tuple[BatchOutcome, float]:
     """Load one batch, retrying transient database failures with exponential backoff;
     what it did and the seconds it took (dedup lookup, COPY, rejects, ledger)."""
@@ -251,6 +264,8 @@ def _load(
                 staged.rejects,
                 config,
                 ledger,
+                similar,
+                staged.decided,
             )
             return outcome, perf_counter() - loading
         except TransientDatabaseError as exc:
@@ -263,6 +278,58 @@ def _load(
             logger.warning("batch {}: {}; retrying in {}s", staged.number, exc, delay)
             sleep(delay)
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def _lookup_connection(url: str, needed: bool) -> Iterator[Loader | None]:
+    """A second connection for near-duplicate lookups, when the run looks for near duplicates."""
+    lookup = Loader(url) if needed else None
+    try:
+        yield lookup
+    finally:
+        if lookup:
+            lookup.close()
+
+
+def _similar_before_loading(
+    lookup: Loader,
+    plan: LoadPlan,
+    config: BatchConfig,
+    previous: tuple[StagedBatch, Future[tuple[BatchOutcome, float]]] | None,
+    stages: dict[str, float],
+) -> pl.DataFrame:
+    """Near duplicates of the batch among stored memories, found while the previous batch
+    loads: those committed now, and the previous batch's records it keeps, scored while it
+    copies them; those it loaded count once it commits (its commit may also have come
+    first: a pair found twice counts once)."""
+    began = perf_counter()
+    threshold = config.similarity_threshold
+    try:
+        found = lookup.stored_similar(plan.near, threshold)
+    except DatabaseError:
+        with suppress(DatabaseError):
+            lookup.reconnect()
+        raise
+    if previous:
+        staged, loading = previous
+        waiting = perf_counter()
+        wait([staged.decided, loading], return_when=FIRST_COMPLETED)
+        if staged.decided.done():
+            kept = staged.decided.result()
+        else:
+            kept = loaded_records(staged.plan, loading.result()[0].rejects)
+        began += perf_counter() - waiting
+        earlier = staged.plan.near.batch.join(kept, on="record").rename({"record": "candidate"})
+        recent = plan.near.similar_to(earlier, threshold)
+        waiting = perf_counter()
+        outcome, _ = loading.result()
+        began += perf_counter() - waiting
+        if outcome.committed:
+            loaded = loaded_records(staged.plan, outcome.rejects).rename({"record": "candidate_id"})
+            recent = recent.join(loaded, on="candidate_id").select("record", candidate_id="id", score="score")
+            found = pl.concat([found, recent])
+    _add_seconds(stages, "lookup", perf_counter() - began)
+    return found.unique(["record", "candidate_id"])
 
 
 def _account(
@@ -317,10 +384,17 @@ def _fail_fast_message(run_id: str, number: int) -> str:
     )
 
 
-def _finish(loader: Loader, result: RunResult, status: str, reason: str | None) -> None:
+def _finish(loader: Loader, dataset: Dataset, result: RunResult, status: str, reason: str | None) -> None:
+    """Fold the run's merge notes into the kept rows and record how the run ended."""
     result.status, result.stop_reason = status, reason
-    result.peak_rss_mb = _peak_rss_mb()
     try:
+        if dataset.near_duplicates:
+            folding = perf_counter()
+            loader.fold_merges(dataset.tables[0])
+            seconds = perf_counter() - folding
+            result.seconds += seconds
+            _add_seconds(result.stage_seconds, "load", seconds)
+        result.peak_rss_mb = _peak_rss_mb()
         loader.finish_run(result.run_id, status, result.to_dict())
     except Exception as exc:  # the run's own error matters more than its bookkeeping
         logger.warning("could not record the end of run {}: {}", result.run_id, exc)

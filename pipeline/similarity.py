@@ -45,28 +45,47 @@ def words_needed(threshold: float) -> float:
     return max(0.0, (threshold - 0.5) / 0.5)
 
 
-def probe_keys(batch: pl.DataFrame, threshold: float) -> pl.DataFrame:
-    """The (source, prefix word) pairs of each record, one of which any memory it is similar
-    to holds: ``record``, ``source``, ``word``, ``mass`` (the word's repeats), ``rest`` (the
-    record's word mass outside its prefix) and ``length``.
+def prefix_words(batch: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """Each record's prefix, one of whose words any memory it is similar to holds: ``record``,
+    ``word``, ``mass`` (the word's repeats), ``rest`` (the record's word mass outside its
+    prefix) and ``length``.
 
-    ``batch`` is a ``comparable`` frame keyed by ``record``; rarity is counted in it.
+    ``batch`` is a ``comparable`` frame keyed by ``record``; rarity is counted in it. Any
+    order of words gives a valid prefix; rarest first gives short, selective ones.
     Without a bound on words (threshold 0.5 or lower) every word is in the prefix.
     """
     words = batch.select("record", word="words", length=pl.col("words").list.len()).explode("word")
     counted = words.group_by("record", "word").agg(pl.len().alias("mass"), pl.col("length").first())
     rarity = counted.group_by("word").agg(pl.len().alias("frequency"))
-    ordered = counted.join(rarity, on="word").sort(["record", "frequency", "word"])
+    ordered = counted.join(rarity, on="word").sort(["record", "frequency"])
     remaining = pl.col("mass").cum_sum(reverse=True).over("record")
     needed = words_needed(threshold) * pl.col("length")
-    prefix = (
+    return (
         ordered.with_columns(in_prefix=remaining > needed)
         .with_columns(rest=pl.col("mass").filter(~pl.col("in_prefix")).sum().over("record"))
         .filter("in_prefix")
         .select("record", "word", "mass", "rest", "length")
     )
-    sources = batch.select("record", source=pl.col("sources").list.unique()).explode("source").drop_nulls()
-    return prefix.join(sources, on="record")
+
+
+def record_sources(batch: pl.DataFrame) -> pl.DataFrame:
+    """(record, source), once per distinct source of each record of a ``comparable`` frame."""
+    return batch.select("record", source=pl.col("sources").list.unique()).explode("source").drop_nulls()
+
+
+def probe_keys(
+    batch: pl.DataFrame, sources: pl.DataFrame, offered: pl.DataFrame, threshold: float
+) -> pl.DataFrame:
+    """The (source, prefix word) pairs the records of ``batch`` look for, on the sources
+    ``offered`` only: a memory sharing no source cannot be similar, so records without an
+    offered source need no prefix.
+
+    ``batch`` is a ``comparable`` frame keyed by ``record``, ``sources`` its
+    ``record_sources``, ``offered`` a frame with a ``source`` column.
+    """
+    on_offered = sources.join(offered, on="source", how="semi")
+    probing = batch.join(on_offered.select("record").unique(), on="record", how="semi")
+    return prefix_words(probing, threshold).join(on_offered, on="record")
 
 
 def target_keys(targets: pl.DataFrame, probes: pl.DataFrame) -> pl.DataFrame:

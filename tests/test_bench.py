@@ -153,7 +153,7 @@ def test_auto_batch_size_run_keeps_the_accounting_and_reports_its_sizes(db_url, 
     assert report["batch_sizes"][0] == 100
     assert all(50 <= size <= 400 for size in report["batch_sizes"])
     assert {b["rows_in"] for b in report["batches"][:-1]} <= set(report["batch_sizes"])
-    assert set(report["stage_seconds"]) == {"read", "parse", "validate", "plan", "load"}
+    assert set(report["stage_seconds"]) == {"read", "parse", "validate", "plan", "lookup", "load"}
     assert "batch sizes chosen: 100" in result.summary()
 
 

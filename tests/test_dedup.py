@@ -6,7 +6,8 @@ import math
 import polars as pl
 import pytest
 
-from pipeline import BatchConfig, migrate
+from pipeline import BatchConfig, DatabaseError, migrate
+from pipeline.loader import Loader
 from pipeline.similarity import comparable, scores
 from tests.conftest import assert_invariant, rows, write_jsonl
 
@@ -125,6 +126,44 @@ def test_candidates_are_found_among_stored_rows_and_the_kept_row_notes_the_merge
     assert rows(db, "SELECT deduplication_metadata FROM memories WHERE id = 'F'") == [
         {"deduplication_metadata": None}
     ]
+
+
+def merge_notes(db, memory_id):
+    [kept] = rows(db, "SELECT deduplication_metadata::text AS meta FROM memories WHERE id = $1", memory_id)
+    return json.loads(kept["meta"])
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 100])
+def test_a_row_merging_duplicates_of_several_batches_notes_them_all(db_url, db, tmp_path, batch_size):
+    a = record("A", "w1 w2 w3 w4 w5 w6", ["m1", "m2"], ["p1"])
+    b = record("B", "w1 w2 w3 w4 w5 x6", ["m2", "m3"], ["p1"])  # similar to A
+    c = record("C", "w1 w2 w3 w4 w5 y6", ["m2", "m1"], ["p1"])  # similar to A and to B (refused)
+    d = record("D", "w1 w2 w3 w4 w5 z6", ["m9"], ["p1"])  # shares no source: kept
+    e = record("E", "w1 w2 w3 w4 w5 w6 w7", ["m1", "m5"], ["p1"])  # similar to A
+    result = run(tmp_path, db_url, [a, b, c, d, e], batch_size=batch_size)
+    assert_invariant(result, db)
+    assert (result.successful, result.similar_merged) == (2, 3)
+    assert {line: of for line, (_, of, _) in outcomes(db, result.run_id).items()} == {2: "A", 3: "A", 5: "A"}
+    meta = merge_notes(db, "A")
+    assert meta["mergedWith"] == ["B", "C", "E"]
+    assert meta["mergedSourceMessageIds"] == ["m2", "m3", "m1", "m5"]
+    assert rows(db, "SELECT count(*) AS n FROM pipeline_merges") == [{"n": 0}]
+
+
+def test_when_the_early_lookup_fails_the_batch_looks_its_candidates_up_itself(
+    db_url, db, tmp_path, monkeypatch
+):
+    def broken(self, near, threshold):
+        raise DatabaseError("the lookup connection broke")
+
+    monkeypatch.setattr(Loader, "stored_similar", broken)
+    a = record("A", "w1 w2 w3 w4 w5 w6", ["m1", "m2"], ["p1"])
+    b = record("B", "w1 w2 w3 w4 w5 x6", ["m2", "m3"], ["p1"])
+    c = record("C", "w1 w2 w3 w4 w5 y6", ["m1"], ["p1"])
+    result = run(tmp_path, db_url, [a, b, c], batch_size=1)
+    assert_invariant(result, db)
+    assert {line: of for line, (_, of, _) in outcomes(db, result.run_id).items()} == {2: "A", 3: "A"}
+    assert merge_notes(db, "A")["mergedWith"] == ["B", "C"]
 
 
 def test_records_refused_earlier_are_no_candidates_for_exact_duplicates_or_ids(db_url, db, tmp_path):

@@ -74,9 +74,14 @@ def final_state(url: str) -> dict:
         result = json.loads(rows(db, "SELECT result::text AS r FROM pipeline_runs")[0]["r"])
         return {
             "memories": sorted(
-                (r["content_hash"], r["id"], r["summary"])
-                for r in rows(db, "SELECT content_hash, id, summary FROM memories")
+                (r["content_hash"], r["id"], r["summary"], r["merges"] or "")
+                for r in rows(
+                    db,
+                    "SELECT content_hash, id, summary, (deduplication_metadata - 'mergedAt')::text AS merges "
+                    "FROM memories",
+                )
             ),
+            "pending_merges": rows(db, "SELECT count(*) AS n FROM pipeline_merges")[0]["n"],
             "children": sorted(
                 (r["t"], r["id"], r["memory_id"])
                 for r in rows(
@@ -129,6 +134,8 @@ def test_sigkill_anywhere_then_resume_gives_the_clean_runs_result(server_url, cl
     assert resumed.returncode == 0, resumed.stderr
     assert final_state(url) == clean_state
     assert clean_state["batches"]["n"] == clean_state["batches"]["d"] == 11
+    assert clean_state["pending_merges"] == 0
+    assert sum(bool(m[3]) for m in clean_state["memories"]) > 0
 
 
 def test_resume_refuses_changed_input_or_settings(db_url, tmp_path):
