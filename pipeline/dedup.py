@@ -12,6 +12,8 @@ ones). Stored rows are always kept; the loader looks them up.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from pipeline.rejects import reject_frame
@@ -26,6 +28,41 @@ DECISION_SCHEMA = {
     "similarity": pl.Float64,
 }
 EDGE_SCHEMA = {"record": pl.UInt32, "earlier": pl.UInt32, "kind": pl.String, "score": pl.Float64}
+
+
+STORED_KEYS_SCHEMA = {"record": pl.UInt32, "hash_owner": pl.String, "key_stored": pl.Boolean}
+STORED_SIMILAR_SCHEMA = {"record": pl.UInt32, "candidate_id": pl.String, "score": pl.Float64}
+
+
+@dataclass(frozen=True)
+class StoredMatches:
+    """What stored rows say about a batch's records: ``keys`` (record, ``hash_owner``: the id
+    of a stored row with its content hash, ``key_stored``: its id is taken) and ``similar``
+    (record, candidate_id, score above the threshold)."""
+
+    keys: pl.DataFrame
+    similar: pl.DataFrame
+
+    def with_rows(self, records: pl.DataFrame, rows: pl.DataFrame, similar: pl.DataFrame) -> StoredMatches:
+        """Also what ``rows`` (``id``, ``content_hash``), stored since, say about ``records``,
+        with their ``similar`` pairs; a match found twice counts once."""
+        by_hash = records.join(rows.select(hash_owner="id", content_hash="content_hash"), on="content_hash")
+        by_id = records.join(rows.select("id"), on="id", how="semi")
+        keys = pl.concat(
+            [
+                self.keys,
+                by_hash.select("record", "hash_owner", key_stored=pl.lit(False)),
+                by_id.select("record", hash_owner=pl.lit(None, pl.String), key_stored=pl.lit(True)),
+            ]
+        ).cast(STORED_KEYS_SCHEMA)
+        return StoredMatches(
+            keys=keys.group_by("record").agg(
+                pl.col("hash_owner").drop_nulls().first(), pl.col("key_stored").any()
+            ),
+            similar=pl.concat([self.similar, similar.cast(STORED_SIMILAR_SCHEMA)]).unique(
+                ["record", "candidate_id"]
+            ),
+        )
 
 
 def key_edges(records: pl.DataFrame) -> pl.DataFrame:

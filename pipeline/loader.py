@@ -28,7 +28,14 @@ from loguru import logger
 from pipeline.config import BatchConfig
 from pipeline.database import redact
 from pipeline.datasets import Dataset, Table
-from pipeline.dedup import decision_rejects, resolve, similar_edges
+from pipeline.dedup import (
+    STORED_KEYS_SCHEMA,
+    STORED_SIMILAR_SCHEMA,
+    StoredMatches,
+    decision_rejects,
+    resolve,
+    similar_edges,
+)
 from pipeline.errors import DatabaseError, TransientDatabaseError
 from pipeline.faults import checkpoint
 from pipeline.plan import LoadPlan, NearDuplicateInput
@@ -66,13 +73,6 @@ PIPELINE_DDL = (
         merged_at timestamptz NOT NULL DEFAULT now())""",
 )
 
-# What a batch's lookups send, emptied at each commit: created once per connection, not
-# dropped and created again per batch.
-SCRATCH_DDL = (
-    "CREATE TEMP TABLE pipeline_batch_keys (record bigint, id text, content_hash text) ON COMMIT DELETE ROWS",
-    "CREATE TEMP TABLE pipeline_batch_sources (source text) ON COMMIT DELETE ROWS",
-)
-
 # SQLSTATE classes 22 (data exception) and 23 (integrity) are about one row's values.
 ROW_LEVEL_CLASSES = ("22", "23")
 CONDITION_NAMES = {
@@ -100,7 +100,6 @@ PERMANENT_HINTS = {
     "53100": "the server's disk is full; free space, then resume the run",
 }
 ROW_FAILURE_SCHEMA = {"record": pl.UInt32, "reason": pl.String, "message": pl.String}
-STORED_SIMILAR_SCHEMA = {"record": pl.UInt32, "candidate_id": pl.String, "score": pl.Float64}
 
 
 @dataclass(frozen=True)
@@ -122,11 +121,7 @@ class Loader:
     def _connect(self):
         try:
             # Transactions are explicit (BEGIN/COMMIT) so savepoints survive a failed COPY.
-            connection = adbc.connect(self.url, autocommit=True)
-            with connection.cursor() as cursor:
-                for statement in SCRATCH_DDL:
-                    cursor.execute(statement)
-            return connection
+            return adbc.connect(self.url, autocommit=True)
         except adbc_driver_manager.Error as exc:
             raise _translate(exc, f"cannot connect to {redact(self.url)}") from None
 
@@ -272,21 +267,21 @@ class Loader:
         rejects: pl.DataFrame,
         config: BatchConfig,
         ledger: dict,
-        similar: Future[pl.DataFrame] | None = None,
+        matches: Future[StoredMatches] | None = None,
         decided: Future[pl.DataFrame] | None = None,
     ) -> BatchOutcome:
         """Load ``plan.records`` and write ``rejects`` in one transaction; return what loaded.
 
-        ``similar``, when given, yields the near duplicates of stored memories found
-        beforehand (``stored_similar`` on another connection); without it, or when it failed,
-        they are looked up here. ``decided``, when given, gets the records kept (``record``)
+        ``matches``, when given, yields what stored rows say about the records, found
+        beforehand (``stored_matches`` on another connection); without it, or when it
+        failed, they are looked up here. ``decided``, when given, gets the records kept (``record``)
         once duplicates are decided, before they are copied. Without
         ``config.continue_on_error``, a batch in which the database refused a record is
         rolled back.
         """
         try:
             with self._transaction(f"loading batch {batch_no}"):
-                refused, merges = self._refused(dataset, plan, config, similar)
+                refused, merges = self._refused(dataset, plan, config, matches)
                 checkpoint("keys")
                 records = plan.records.join(refused.select("record"), on="record", how="anti")
                 if decided is not None and not decided.done():
@@ -326,21 +321,16 @@ class Loader:
         return BatchOutcome(loaded=loaded, rejects=all_rejects)
 
     def _refused(
-        self, dataset: Dataset, plan: LoadPlan, config: BatchConfig, similar: Future[pl.DataFrame] | None
+        self, dataset: Dataset, plan: LoadPlan, config: BatchConfig, matches: Future[StoredMatches] | None
     ):
-        """Rejects (with ``record``) for duplicates and key conflicts, and the merges to note.
-
-        Stored keys are looked up here, inside the batch's transaction, so every earlier
-        batch counts as stored; ``dedup.resolve`` decides.
-        """
+        """Rejects (with ``record``) for duplicates and key conflicts, and the merges to note;
+        ``dedup.resolve`` decides."""
         root = dataset.tables[0]
         records = plan.records
-        self._probe_by_index()
-        stored = self._stored_keys(root, records)
-        stored_similar = pl.DataFrame(schema=STORED_SIMILAR_SCHEMA)
+        found = self._found_matches(root, plan, config.similarity_threshold, matches)
+        stored, stored_similar = found.keys, found.similar
         edges = plan.edges
         if plan.near is not None and not records.is_empty():
-            stored_similar = self._found_similar(plan.near, config.similarity_threshold, similar)
             # A record the stored rows refuse is refused whatever the batch holds, so it is
             # no candidate for later records: leaving it out keeps a run of mutually similar
             # records (templated legacy texts) from pairing quadratically batch after batch.
@@ -376,60 +366,72 @@ class Loader:
 
     def _stored_keys(self, root: Table, records: pl.DataFrame) -> pl.DataFrame:
         """Per record: the id of a stored row with its content hash, and whether its key is stored."""
+        if records.is_empty():
+            return pl.DataFrame(schema=STORED_KEYS_SCHEMA)
         table, key = quoted(root.name), quoted(root.key)
-        keys = records.select(pl.col("record").cast(pl.Int64), "id", "content_hash")
-        self._ingest("pipeline_batch_keys", keys.to_arrow(), temporary=True)
-        # Cast to the column's type (char) so the hash is looked up in its unique index.
-        found = self.execute(
-            f"SELECT k.record, h.{key} AS hash_owner, i.{key} IS NOT NULL AS key_stored "
-            f"FROM pipeline_batch_keys k "
-            f"LEFT JOIN {table} h ON h.content_hash = k.content_hash::bpchar "
-            f"LEFT JOIN {table} i ON i.{key} = k.id "
-            f"WHERE h.{key} IS NOT NULL OR i.{key} IS NOT NULL"
+        # Hashes cast to the column's type (char) so they are looked up in its unique index.
+        found = pl.from_arrow(
+            self.execute(
+                f"SELECT {key} AS id, content_hash::text AS content_hash FROM {table} "
+                f"WHERE content_hash = ANY($1::bpchar[]) "
+                f"UNION SELECT {key}, content_hash::text FROM {table} WHERE {key} = ANY($2)",
+                (_sorted_values(records["content_hash"]), _sorted_values(records["id"])),
+            )
         )
-        return pl.from_arrow(found).with_columns(pl.col("record").cast(pl.UInt32))
+        return (
+            records.select("record", "id", "content_hash")
+            .join(found.select(hash_owner="id", content_hash="content_hash"), on="content_hash", how="left")
+            .with_columns(key_stored=pl.col("id").is_in(found["id"].implode()))
+            .filter(pl.col("hash_owner").is_not_null() | pl.col("key_stored"))
+            .select("record", "hash_owner", "key_stored")
+            .cast(STORED_KEYS_SCHEMA)
+        )
 
-    def stored_similar(self, near: NearDuplicateInput, threshold: float) -> pl.DataFrame:
-        """Stored memories each record of a batch is a near duplicate of: record,
-        candidate_id, score; in a transaction of its own, so another thread can look them up
-        while the previous batch loads."""
-        with self._transaction("looking up near-duplicate candidates"):
-            self._probe_by_index()
-            return self._stored_similar(near, threshold)
+    def stored_matches(self, root: Table, plan: LoadPlan, threshold: float) -> StoredMatches:
+        """What stored rows say about a batch (``dedup.StoredMatches``), in a transaction of its
+        own, so another thread can look it up while the previous batch loads."""
+        with self._transaction("looking up stored keys and near-duplicate candidates"):
+            return self._stored_matches(root, plan, threshold)
 
-    def _found_similar(
-        self, near: NearDuplicateInput, threshold: float, similar: Future[pl.DataFrame] | None
-    ) -> pl.DataFrame:
-        if similar is not None:
+    def _found_matches(
+        self, root: Table, plan: LoadPlan, threshold: float, matches: Future[StoredMatches] | None
+    ) -> StoredMatches:
+        if matches is not None:
             try:
-                return similar.result()
+                return matches.result()
             except DatabaseError as exc:
-                logger.debug("near-duplicate lookup failed ({}); looking up again in the batch", exc)
-        return self._stored_similar(near, threshold)
+                logger.debug("the early lookup failed ({}); looking up again in the batch", exc)
+        return self._stored_matches(root, plan, threshold)
+
+    def _stored_matches(self, root: Table, plan: LoadPlan, threshold: float) -> StoredMatches:
+        # A batch's keys are a sliver of a table that grows all run: walk the indexes. The
+        # planner, seeing thousands of keys, would read the whole table once per batch.
+        for method in ("hashjoin", "mergejoin", "seqscan"):
+            self.execute(f"SET LOCAL enable_{method} = off")
+        # A near duplicate shares a source: a batch without sources has none.
+        near = plan.near is not None and not plan.near.sources.is_empty()
+        return StoredMatches(
+            keys=self._stored_keys(root, plan.records),
+            similar=self._stored_similar(plan.near, threshold)
+            if near
+            else pl.DataFrame(schema=STORED_SIMILAR_SCHEMA),
+        )
 
     def _stored_similar(self, near: NearDuplicateInput, threshold: float) -> pl.DataFrame:
-        """Stored memories sharing any source with the batch come back in one join."""
-        self._ingest(
-            "pipeline_batch_sources", near.sources.select("source").unique().to_arrow(), temporary=True
-        )
+        """Stored memories sharing any source with the batch come back in one query."""
         stored = comparable(
             pl.from_arrow(
                 self.execute(
                     'SELECT m.id AS candidate, m.summary, m.source_message_ids AS "sourceMessageIds", '
                     "ARRAY(SELECT p->>'id' FROM jsonb_array_elements(m.participants) p) AS people "
-                    "FROM memories m WHERE m.id IN (SELECT ms.memory_id FROM pipeline_batch_sources s "
-                    "JOIN memory_sources ms ON ms.source_id = s.source)"
+                    "FROM memories m WHERE m.id IN "
+                    "(SELECT memory_id FROM memory_sources WHERE source_id = ANY($1))",
+                    (_sorted_values(near.sources["source"]),),
                 )
             ),
             "candidate",
         )
         return near.similar_to(stored, threshold)
-
-    def _probe_by_index(self) -> None:
-        # A batch's keys are a sliver of a table that grows all run: probe the indexes key by
-        # key. A hash or merge join would read the whole table (or its index) once per batch.
-        self.execute("SET LOCAL enable_hashjoin = off")
-        self.execute("SET LOCAL enable_mergejoin = off")
 
     def _copy_tables(self, dataset: Dataset, plan: LoadPlan, refused: pl.Series) -> pl.DataFrame:
         """Copy every table's rows but the refused records'; a record failing in any table
@@ -601,6 +603,12 @@ def _row_rejects(records: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
         field=pl.lit(None, pl.String),
         message=pl.col("message"),
     )
+
+
+def _sorted_values(column: pl.Series) -> list:
+    """Distinct values in order, as an array parameter: with ``= ANY($1)`` the server walks an
+    index once in key order instead of probing it value by value."""
+    return column.drop_nulls().unique().sort().to_list()
 
 
 def _merges_arrow(run_id: str, batch_no: int, merges: pl.DataFrame) -> pa.Table:

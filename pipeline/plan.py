@@ -87,10 +87,11 @@ def near_duplicate_input(records: pl.DataFrame, threshold: float) -> NearDuplica
 
 
 def loaded_records(plan: LoadPlan, rejects: pl.DataFrame) -> pl.DataFrame:
-    """``record`` and ``id`` of the records of ``plan`` that loaded: none of their lines is in
-    ``rejects``, the batch's rejects."""
+    """``record``, ``id`` and ``content_hash`` of the records of ``plan`` that loaded: none of
+    their lines is in ``rejects``, the batch's rejects."""
     lines = ["source_file", "source_line"]
-    return plan.records.join(rejects.select(lines), on=lines, how="anti").select("record", "id")
+    loaded = plan.records.join(rejects.select(lines), on=lines, how="anti")
+    return loaded.select("record", "id", "content_hash")
 
 
 def table_arrow(table: Table, rows: pl.DataFrame) -> pa.Table:

@@ -26,10 +26,11 @@ from pipeline.config import BatchConfig
 from pipeline.database import resolve_url
 from pipeline.datasets import Dataset, get_dataset
 from pipeline.decode import decode, type_errors
+from pipeline.dedup import StoredMatches
 from pipeline.errors import ConfigError, DatabaseError, RunStopped, TransientDatabaseError
 from pipeline.faults import checkpoint
 from pipeline.loader import BatchOutcome, Loader
-from pipeline.plan import LoadPlan, loaded_records, near_enabled, plan_load
+from pipeline.plan import LoadPlan, loaded_records, plan_load
 from pipeline.report import RunResult
 from pipeline.sources import fingerprint, resolve_inputs, scan_batches
 from pipeline.validate import failure_rejects
@@ -182,7 +183,7 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
     stages = result.stage_seconds
     # The lookup connection closes after the threads that use it have finished.
     with (
-        _lookup_connection(loader.url, near_enabled(dataset, config)) as lookup,
+        _lookup_connection(loader.url) as lookup,
         _progress(config.log_progress) as progress,
         ThreadPoolExecutor(1, "loader") as worker,
         ThreadPoolExecutor(1, "lookup") as looker,
@@ -207,8 +208,8 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
             _add_seconds(stages, "plan", perf_counter() - planning)
             checkpoint("staged")
             staged = StagedBatch(number, plan, rejects, raw.frame.height, _ledger(raw.frame))
-            similar = lookup and looker.submit(
-                _similar_before_loading, lookup, plan, config, in_flight and in_flight[:2], stages
+            matches = looker.submit(
+                _look_up_before_loading, lookup, dataset, plan, config, in_flight and in_flight[:2], stages
             )
             if in_flight:
                 _account(result, config, *in_flight, clock)
@@ -222,7 +223,7 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
                 )
             in_flight = (
                 staged,
-                worker.submit(_load, loader, dataset, result.run_id, staged, config, began, similar),
+                worker.submit(_load, loader, dataset, result.run_id, staged, config, began, matches),
                 began,
             )
             progress.update(task, completed=raw.bytes_done)
@@ -244,7 +245,7 @@ def _load(
     staged: StagedBatch,
     config: BatchConfig,
     began: float,
-    similar: Future[pl.DataFrame] | None,
+    matches: Future[StoredMatches],
 ) -> tuple[BatchOutcome, float]:
     """Load one batch, retrying transient database failures with exponential backoff;
     what it did and the seconds it took (dedup lookup, COPY, rejects, ledger)."""
@@ -264,7 +265,7 @@ def _load(
                 staged.rejects,
                 config,
                 ledger,
-                similar,
+                matches,
                 staged.decided,
             )
             return outcome, perf_counter() - loading
@@ -281,31 +282,32 @@ def _load(
 
 
 @contextmanager
-def _lookup_connection(url: str, needed: bool) -> Iterator[Loader | None]:
-    """A second connection for near-duplicate lookups, when the run looks for near duplicates."""
-    lookup = Loader(url) if needed else None
+def _lookup_connection(url: str) -> Iterator[Loader]:
+    """A second connection, to look up what is stored while the previous batch loads."""
+    lookup = Loader(url)
     try:
         yield lookup
     finally:
-        if lookup:
-            lookup.close()
+        lookup.close()
 
 
-def _similar_before_loading(
+def _look_up_before_loading(
     lookup: Loader,
+    dataset: Dataset,
     plan: LoadPlan,
     config: BatchConfig,
     previous: tuple[StagedBatch, Future[tuple[BatchOutcome, float]]] | None,
     stages: dict[str, float],
-) -> pl.DataFrame:
-    """Near duplicates of the batch among stored memories, found while the previous batch
-    loads: those committed now, and the previous batch's records it keeps, scored while it
-    copies them; those it loaded count once it commits (its commit may also have come
-    first: a pair found twice counts once)."""
+) -> StoredMatches:
+    """What stored rows say about the batch, found while the previous batch loads: the rows
+    committed now, and the previous batch's records, of which those it loaded count once it
+    commits (near duplicates among them are scored as soon as it has decided which it keeps,
+    while it copies them; its commit may also have come first: a match found twice counts
+    once)."""
     began = perf_counter()
     threshold = config.similarity_threshold
     try:
-        found = lookup.stored_similar(plan.near, threshold)
+        found = lookup.stored_matches(dataset.tables[0], plan, threshold)
     except DatabaseError:
         with suppress(DatabaseError):
             lookup.reconnect()
@@ -319,17 +321,23 @@ def _similar_before_loading(
         else:
             kept = loaded_records(staged.plan, loading.result()[0].rejects)
         began += perf_counter() - waiting
-        earlier = staged.plan.near.batch.join(kept, on="record").rename({"record": "candidate"})
-        recent = plan.near.similar_to(earlier, threshold)
+        recent = pl.DataFrame(schema={"record": pl.UInt32, "candidate_id": pl.UInt32, "score": pl.Float64})
+        if plan.near is not None:
+            earlier = staged.plan.near.batch.join(kept, on="record").rename({"record": "candidate"})
+            recent = plan.near.similar_to(earlier, threshold)
         waiting = perf_counter()
         outcome, _ = loading.result()
         began += perf_counter() - waiting
         if outcome.committed:
-            loaded = loaded_records(staged.plan, outcome.rejects).rename({"record": "candidate_id"})
-            recent = recent.join(loaded, on="candidate_id").select("record", candidate_id="id", score="score")
-            found = pl.concat([found, recent])
+            loaded = loaded_records(staged.plan, outcome.rejects)
+            recent = recent.join(loaded.select(candidate_id="record", id="id"), on="candidate_id")
+            found = found.with_rows(
+                plan.records.select("record", "id", "content_hash"),
+                loaded,
+                recent.select("record", candidate_id="id", score="score"),
+            )
     _add_seconds(stages, "lookup", perf_counter() - began)
-    return found.unique(["record", "candidate_id"])
+    return found
 
 
 def _account(

@@ -150,19 +150,26 @@ def test_a_row_merging_duplicates_of_several_batches_notes_them_all(db_url, db, 
     assert rows(db, "SELECT count(*) AS n FROM pipeline_merges") == [{"n": 0}]
 
 
-def test_when_the_early_lookup_fails_the_batch_looks_its_candidates_up_itself(
-    db_url, db, tmp_path, monkeypatch
+@pytest.mark.parametrize("early_lookup", ["works", "fails"])
+def test_stored_rows_and_the_previous_batchs_count_whether_the_early_lookup_works_or_fails(
+    db_url, db, tmp_path, monkeypatch, early_lookup
 ):
-    def broken(self, near, threshold):
+    def broken(self, root, plan, threshold):
         raise DatabaseError("the lookup connection broke")
 
-    monkeypatch.setattr(Loader, "stored_similar", broken)
+    if early_lookup == "fails":  # then each batch looks its matches up in its own transaction
+        monkeypatch.setattr(Loader, "stored_matches", broken)
     a = record("A", "w1 w2 w3 w4 w5 w6", ["m1", "m2"], ["p1"])
     b = record("B", "w1 w2 w3 w4 w5 x6", ["m2", "m3"], ["p1"])
     c = record("C", "w1 w2 w3 w4 w5 y6", ["m1"], ["p1"])
-    result = run(tmp_path, db_url, [a, b, c], batch_size=1)
+    result = run(tmp_path, db_url, [a, b, c, a, {**c, "summary": "other words", "id": "A"}], batch_size=1)
     assert_invariant(result, db)
-    assert {line: of for line, (_, of, _) in outcomes(db, result.run_id).items()} == {2: "A", 3: "A"}
+    assert {line: outcome[:2] for line, outcome in outcomes(db, result.run_id).items()} == {
+        2: ("similar_duplicate", "A"),
+        3: ("similar_duplicate", "A"),
+        4: ("exact_duplicate", "A"),
+        5: ("unique_violation:memories_pkey", None),
+    }
     assert merge_notes(db, "A")["mergedWith"] == ["B", "C"]
 
 
