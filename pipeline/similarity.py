@@ -24,6 +24,7 @@ from __future__ import annotations
 import polars as pl
 
 PAIR_KEYS = ["record", "candidate"]
+JOIN_ROWS_PER_CHUNK = 250_000
 TERMS = ("words", "sources", "people")
 
 
@@ -146,9 +147,25 @@ def similar_pairs(
     """(record, candidate, score) for the pairs whose score exceeds ``threshold``.
 
     ``probes`` and ``keys`` as for ``candidate_pairs``; ``a`` and ``b`` as for ``scores``.
+    Records are taken in chunks whose key joins stay near ``JOIN_ROWS_PER_CHUNK`` rows, so a
+    run of mutually similar records (templated texts) costs time, not memory.
     """
-    pairs = candidate_pairs(probes, keys, threshold, earlier_only)
-    return scores(pairs, a, b).filter(exceeds(pl.col("score"), threshold))
+    found = [
+        scores(candidate_pairs(chunk, keys, threshold, earlier_only), a, b).filter(
+            exceeds(pl.col("score"), threshold)
+        )
+        for chunk in _chunks(probes, keys) or [probes.clear()]
+    ]
+    return pl.concat(found)
+
+
+def _chunks(probes: pl.DataFrame, keys: pl.DataFrame) -> list[pl.DataFrame]:
+    """``probes`` split by record into chunks joining about ``JOIN_ROWS_PER_CHUNK`` keys each;
+    records joining none are left out."""
+    fanout = keys.group_by("source", "word").len()
+    joined = probes.join(fanout, on=["source", "word"]).group_by("record").agg(pl.col("len").sum())
+    chunk = joined.sort("record").select("record", chunk=pl.col("len").cum_sum() // JOIN_ROWS_PER_CHUNK)
+    return probes.join(chunk, on="record").partition_by("chunk", include_key=False)
 
 
 def scores(pairs: pl.DataFrame, a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:

@@ -6,9 +6,10 @@ import math
 import polars as pl
 import pytest
 
-from pipeline import BatchConfig, DatabaseError, migrate
+from pipeline import BatchConfig, DatabaseError, migrate, similarity
 from pipeline.loader import Loader
-from pipeline.similarity import comparable, scores
+from pipeline.plan import near_duplicate_input
+from pipeline.similarity import comparable, scores, similar_pairs
 from tests.conftest import assert_invariant, rows, write_jsonl
 
 
@@ -223,3 +224,30 @@ def test_a_threshold_of_one_turns_near_duplicates_off_but_not_exact_ones(db_url,
     near = record("B", "w1 w2 w3 x4", ["m1"], ["p1"])
     result = run(tmp_path, db_url, [a, near, {**a, "id": "A2"}], similarity_threshold=1.0)
     assert (result.successful, result.similar_merged, result.duplicates_skipped) == (2, 0, 1)
+
+
+def test_similar_pairs_are_the_same_whatever_the_chunk_size(monkeypatch):
+    # A templated run: every record cites the same source and shares most words.
+    records = pl.DataFrame(
+        [
+            record(f"T{i}", f"legacy note {i % 7} about the same old thing", ["legacy-content"], ["u"])
+            for i in range(60)
+        ]
+    ).with_row_index("record")
+    near = near_duplicate_input(records, 0.7)
+
+    def pairs():
+        found = similar_pairs(
+            near.batch_probes,
+            near.batch_keys,
+            near.batch,
+            near.batch.rename({"record": "candidate"}),
+            0.7,
+            True,
+        )
+        return found.sort("record", "candidate")
+
+    whole = pairs()
+    monkeypatch.setattr(similarity, "JOIN_ROWS_PER_CHUNK", 7)
+    assert whole.height > 1000
+    assert pairs().equals(whole)
