@@ -3,7 +3,8 @@
 Stages are pure functions of a batch (``stage_batch``); the runner owns the
 loop, the progress display, the report and the stop rules. While the database
 copies batch N (in a worker thread; ADBC and Polars release the GIL), the next
-batch is read and validated, so both cores stay busy.
+batch is read and validated, and what stored rows say about it is looked up on a
+second connection (a third thread), so both cores stay busy.
 """
 
 from __future__ import annotations
