@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -81,10 +80,11 @@ def run_pipeline(source: Path, url: str, batch_size: int, report: Path, *options
     ]
     report.unlink(missing_ok=True)
     began = perf_counter()
-    exit_code = subprocess.run(command, cwd=ROOT).returncode
+    # This child's own usage: RUSAGE_CHILDREN would also hold the generator's peak.
+    _, status, usage = os.wait4(subprocess.Popen(command, cwd=ROOT).pid, 0)
     wall_seconds = perf_counter() - began
-    # Peak over every waited-for child; the generator, when it ran, is a much smaller process.
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    exit_code = os.waitstatus_to_exitcode(status)
+    peak_kb = usage.ru_maxrss
     result = {"exit_code": exit_code, "wall_seconds": round(wall_seconds, 3)}
     if exit_code == 0:
         fields = ("processed", "successful", "seconds", "rows_per_second", "peak_rss_mb")

@@ -775,8 +775,15 @@ class NearDuplicates:
         if above:
             best = max(score for score, _ in above)
             return min(kept_id for score, kept_id in above if score == best), best
+        # Only what a score reads: whole records held for millions of lines took 16 GB at 4M.
+        kept = {
+            "id": memory["id"],
+            "summary": memory["summary"],
+            "sourceMessageIds": memory["sourceMessageIds"],
+            "participants": [{"id": p["id"]} for p in memory["participants"]],
+        }
         for source in memory["sourceMessageIds"]:
-            self.kept_by_source.setdefault(source, []).append(memory)
+            self.kept_by_source.setdefault(source, []).append(kept)
         return None
 
 

@@ -4,9 +4,10 @@ A batch is one transaction: its root rows, child rows, rejects and ledger row
 commit together or not at all. Rows are sent with binary COPY (``adbc_ingest``).
 What stored rows say about a batch (ids and hashes taken, near-duplicate candidates)
 is looked up first, usually on a second connection while the previous batch loads;
-any other refusal is isolated row by row without re-sending the rows that are fine: the server names the COPY line that failed, the rows before
-it are copied again under a savepoint, the failed row becomes a ``database``
-reject and the copy resumes after it.
+any other refusal is isolated row by row without re-sending the rows that are fine:
+the server names the COPY line that failed, the rows before it are copied again
+under a savepoint, the failed row becomes a ``database`` reject and the copy
+resumes after it.
 """
 
 from __future__ import annotations
