@@ -43,9 +43,9 @@ class StoredMatches:
     keys: pl.DataFrame
     similar: pl.DataFrame
 
-    def with_rows(self, records: pl.DataFrame, rows: pl.DataFrame, similar: pl.DataFrame) -> StoredMatches:
-        """Also what ``rows`` (``id``, ``content_hash``), stored since, say about ``records``,
-        with their ``similar`` pairs; a match found twice counts once."""
+    def with_rows(self, records: pl.DataFrame, rows: pl.DataFrame) -> StoredMatches:
+        """Also what ``rows`` (``id``, ``content_hash``), stored since, say about the keys of
+        ``records``; a row found twice counts once."""
         by_hash = records.join(rows.select(hash_owner="id", content_hash="content_hash"), on="content_hash")
         by_id = records.join(rows.select("id"), on="id", how="semi")
         keys = pl.concat(
@@ -55,14 +55,18 @@ class StoredMatches:
                 by_id.select("record", hash_owner=pl.lit(None, pl.String), key_stored=pl.lit(True)),
             ]
         ).cast(STORED_KEYS_SCHEMA)
-        return StoredMatches(
-            keys=keys.group_by("record").agg(
-                pl.col("hash_owner").drop_nulls().first(), pl.col("key_stored").any()
-            ),
-            similar=pl.concat([self.similar, similar.cast(STORED_SIMILAR_SCHEMA)]).unique(
-                ["record", "candidate_id"]
-            ),
+        merged = keys.group_by("record").agg(
+            pl.col("hash_owner").drop_nulls().first(), pl.col("key_stored").any()
         )
+        return StoredMatches(keys=merged, similar=self.similar)
+
+
+def similar_to(near, candidates: pl.DataFrame | None, threshold: float) -> pl.DataFrame:
+    """``near.similar_to(candidates)`` (``plan.NearDuplicateInput``); no pairs when near
+    duplicates are off (``near`` is None) or there are no candidates."""
+    if near is None or candidates is None or candidates.is_empty():
+        return pl.DataFrame(schema=STORED_SIMILAR_SCHEMA)
+    return near.similar_to(candidates, threshold).cast(STORED_SIMILAR_SCHEMA)
 
 
 def key_edges(records: pl.DataFrame) -> pl.DataFrame:

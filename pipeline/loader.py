@@ -31,15 +31,15 @@ from pipeline.database import redact
 from pipeline.datasets import Dataset, Table
 from pipeline.dedup import (
     STORED_KEYS_SCHEMA,
-    STORED_SIMILAR_SCHEMA,
     StoredMatches,
     decision_rejects,
     resolve,
     similar_edges,
+    similar_to,
 )
 from pipeline.errors import DatabaseError, TransientDatabaseError
 from pipeline.faults import checkpoint
-from pipeline.plan import LoadPlan, NearDuplicateInput
+from pipeline.plan import LoadPlan
 from pipeline.rejects import REJECT_SCHEMA, reject_frame
 from pipeline.report import RejectCounts, similarity_bins
 from pipeline.similarity import comparable, similar_pairs
@@ -388,11 +388,11 @@ class Loader:
             .cast(STORED_KEYS_SCHEMA)
         )
 
-    def stored_matches(self, root: Table, plan: LoadPlan, threshold: float) -> StoredMatches:
-        """What stored rows say about a batch (``dedup.StoredMatches``), in a transaction of its
-        own, so another thread can look it up while the previous batch loads."""
+    def stored_rows(self, root: Table, plan: LoadPlan) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """``_stored_rows`` in a transaction of its own, so another thread can look them up
+        while the previous batch loads."""
         with self._transaction("looking up stored keys and near-duplicate candidates"):
-            return self._stored_matches(root, plan, threshold)
+            return self._stored_rows(root, plan)
 
     def _found_matches(
         self, root: Table, plan: LoadPlan, threshold: float, matches: Future[StoredMatches] | None
@@ -402,37 +402,30 @@ class Loader:
                 return matches.result()
             except DatabaseError as exc:
                 logger.debug("the early lookup failed ({}); looking up again in the batch", exc)
-        return self._stored_matches(root, plan, threshold)
+        keys, candidates = self._stored_rows(root, plan)
+        return StoredMatches(keys, similar_to(plan.near, candidates, threshold))
 
-    def _stored_matches(self, root: Table, plan: LoadPlan, threshold: float) -> StoredMatches:
+    def _stored_rows(self, root: Table, plan: LoadPlan) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """What stored rows say about a batch: per record, the id of a stored row with its
+        content hash and whether its key is taken (``dedup.StoredMatches.keys``); and, when
+        near duplicates are looked for, the stored memories sharing a source with the batch
+        (a ``comparable`` frame keyed by ``candidate``, their ids)."""
         # A batch's keys are a sliver of a table that grows all run: walk the indexes. The
         # planner, seeing thousands of keys, would read the whole table once per batch.
         for method in ("hashjoin", "mergejoin", "seqscan"):
             self.execute(f"SET LOCAL enable_{method} = off")
+        keys = self._stored_keys(root, plan.records)
         # A near duplicate shares a source: a batch without sources has none.
-        near = plan.near is not None and not plan.near.sources.is_empty()
-        return StoredMatches(
-            keys=self._stored_keys(root, plan.records),
-            similar=self._stored_similar(plan.near, threshold)
-            if near
-            else pl.DataFrame(schema=STORED_SIMILAR_SCHEMA),
+        if plan.near is None or plan.near.sources.is_empty():
+            return keys, None
+        sources = _sorted_values(plan.near.sources["source"])
+        memories = self.execute(
+            'SELECT m.id AS candidate, m.summary, m.source_message_ids AS "sourceMessageIds", '
+            "ARRAY(SELECT p->>'id' FROM jsonb_array_elements(m.participants) p) AS people "
+            "FROM memories m WHERE m.id IN (SELECT memory_id FROM memory_sources WHERE source_id = ANY($1))",
+            (sources,),
         )
-
-    def _stored_similar(self, near: NearDuplicateInput, threshold: float) -> pl.DataFrame:
-        """Stored memories sharing any source with the batch come back in one query."""
-        stored = comparable(
-            pl.from_arrow(
-                self.execute(
-                    'SELECT m.id AS candidate, m.summary, m.source_message_ids AS "sourceMessageIds", '
-                    "ARRAY(SELECT p->>'id' FROM jsonb_array_elements(m.participants) p) AS people "
-                    "FROM memories m WHERE m.id IN "
-                    "(SELECT memory_id FROM memory_sources WHERE source_id = ANY($1))",
-                    (_sorted_values(near.sources["source"]),),
-                )
-            ),
-            "candidate",
-        )
-        return near.similar_to(stored, threshold)
+        return keys, comparable(pl.from_arrow(memories), "candidate")
 
     def _copy_tables(self, dataset: Dataset, plan: LoadPlan, refused: pl.Series) -> pl.DataFrame:
         """Copy every table's rows but the refused records'; a record failing in any table

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import resource
 import uuid
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
@@ -27,7 +28,7 @@ from pipeline.config import BatchConfig
 from pipeline.database import resolve_url
 from pipeline.datasets import Dataset, get_dataset
 from pipeline.decode import decode, type_errors
-from pipeline.dedup import StoredMatches
+from pipeline.dedup import StoredMatches, similar_to
 from pipeline.errors import ConfigError, DatabaseError, RunStopped, TransientDatabaseError
 from pipeline.faults import checkpoint
 from pipeline.loader import BatchOutcome, Loader
@@ -190,48 +191,70 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
         ThreadPoolExecutor(1, "lookup") as looker,
     ):
         task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
-        in_flight: tuple[StagedBatch, Future[tuple[BatchOutcome, float]], float] | None = None
+        # Batches submitted to the loader and not yet accounted. Two may wait, so that the
+        # next batch is read, validated and looked up while the loader copies; a run that
+        # stops at the first failure (fail-fast, --max-errors) keeps one, so that no batch
+        # after the failing one is loaded.
+        pending: deque[tuple[StagedBatch, Future[tuple[BatchOutcome, float]], float]] = deque()
+        depth = 2 if config.continue_on_error and config.max_errors is None else 1
         batches = scan_batches(files, lambda: sizer.size, dataset.csv_json_columns)
         last_commit = read_began = perf_counter()
-        for number, raw in enumerate(batches, 1):
-            sizer.note(sizer.size)
-            if number <= done:
-                sizer.skipped(number)
+
+        def account_oldest(staging: StagedBatch | None = None) -> None:
+            """Wait for the oldest pending batch and count it; ``staging`` is the batch about
+            to be submitted, the one after it when none is pending."""
+            nonlocal last_commit
+            staged, loading, began = pending.popleft()
+            _account(result, config, staged, loading, began, clock)
+            now = perf_counter()
+            following = pending[0][0] if pending else staging
+            rows_after = following.rows_in if following else None
+            sizer.committed(staged.rows_in, rows_after, now - last_commit, result.peak_rss_mb)
+            last_commit = now
+            _show(progress, task, result)
+
+        try:
+            for number, raw in enumerate(batches, 1):
+                sizer.note(sizer.size)
+                if number <= done:
+                    sizer.skipped(number)
+                    progress.update(task, completed=raw.bytes_done)
+                    read_began = perf_counter()
+                    continue
+                _add_seconds(stages, "read", perf_counter() - read_began)
+                checkpoint("read")
+                began = perf_counter()
+                records, rejects = stage_batch(raw.frame, dataset, config, started_at, stages)
+                planning = perf_counter()
+                plan = plan_load(records, dataset, config)
+                _add_seconds(stages, "plan", perf_counter() - planning)
+                checkpoint("staged")
+                staged = StagedBatch(number, plan, rejects, raw.frame.height, _ledger(raw.frame))
+                previous = pending[-1][:2] if pending else None
+                matches = looker.submit(
+                    _look_up_before_loading, lookup, dataset, plan, config, previous, stages
+                )
+                if not config.continue_on_error and _failed_records(rejects):
+                    while pending:
+                        account_oldest(staged)
+                    raise RunStopped(
+                        _fail_fast_message(result.run_id, number), run_id=result.run_id, result=result
+                    )
+                while len(pending) >= depth:
+                    account_oldest(staged)
+                loading = worker.submit(_load, loader, dataset, result.run_id, staged, config, began, matches)
+                pending.append((staged, loading, began))
                 progress.update(task, completed=raw.bytes_done)
                 read_began = perf_counter()
-                continue
-            _add_seconds(stages, "read", perf_counter() - read_began)
-            checkpoint("read")
-            began = perf_counter()
-            records, rejects = stage_batch(raw.frame, dataset, config, started_at, stages)
-            planning = perf_counter()
-            plan = plan_load(records, dataset, config)
-            _add_seconds(stages, "plan", perf_counter() - planning)
-            checkpoint("staged")
-            staged = StagedBatch(number, plan, rejects, raw.frame.height, _ledger(raw.frame))
-            matches = looker.submit(
-                _look_up_before_loading, lookup, dataset, plan, config, in_flight and in_flight[:2], stages
-            )
-            if in_flight:
-                _account(result, config, *in_flight, clock)
-                now = perf_counter()
-                sizer.committed(in_flight[0].rows_in, staged.rows_in, now - last_commit, result.peak_rss_mb)
-                last_commit = now
-                _show(progress, task, result)
-            if not config.continue_on_error and _failed_records(rejects):
-                raise RunStopped(
-                    _fail_fast_message(result.run_id, number), run_id=result.run_id, result=result
-                )
-            in_flight = (
-                staged,
-                worker.submit(_load, loader, dataset, result.run_id, staged, config, began, matches),
-                began,
-            )
-            progress.update(task, completed=raw.bytes_done)
-            read_began = perf_counter()
-        if in_flight:
-            _account(result, config, *in_flight, clock)
-            _show(progress, task, result, completed=total_bytes)
+            while pending:
+                account_oldest()
+        except BaseException:
+            # Batches not started yet are not loaded; one already loading finishes (and a
+            # resume counts it from the ledger).
+            for _, loading, _ in pending:
+                loading.cancel()
+            raise
+        _show(progress, task, result, completed=total_bytes)
 
 
 def _show(progress: Progress, task, result: RunResult, **update) -> None:
@@ -301,42 +324,47 @@ def _look_up_before_loading(
     stages: dict[str, float],
 ) -> StoredMatches:
     """What stored rows say about the batch, found while the previous batch loads: the rows
-    committed now, and the previous batch's records, of which those it loaded count once it
-    commits (near duplicates among them are scored as soon as it has decided which it keeps,
-    while it copies them; its commit may also have come first: a match found twice counts
-    once)."""
+    committed now, and the previous batch's records: those it keeps are near-duplicate
+    candidates as soon as it has decided (while it copies them), and count as stored once it
+    commits; one its COPY refused does not count (its commit may also have come first: a
+    row found twice counts once)."""
     began = perf_counter()
-    threshold = config.similarity_threshold
     try:
-        found = lookup.stored_matches(dataset.tables[0], plan, threshold)
+        keys, candidates = lookup.stored_rows(dataset.tables[0], plan)
     except DatabaseError:
         with suppress(DatabaseError):
             lookup.reconnect()
         raise
+    earlier = None
     if previous:
         staged, loading = previous
         waiting = perf_counter()
         wait([staged.decided, loading], return_when=FIRST_COMPLETED)
-        if staged.decided.done():
-            kept = staged.decided.result()
-        else:
-            kept = loaded_records(staged.plan, loading.result()[0].rejects)
+        kept = staged.decided.result() if staged.decided.done() else None
         began += perf_counter() - waiting
-        recent = pl.DataFrame(schema={"record": pl.UInt32, "candidate_id": pl.UInt32, "score": pl.Float64})
-        if plan.near is not None:
-            earlier = staged.plan.near.batch.join(kept, on="record").rename({"record": "candidate"})
-            recent = plan.near.similar_to(earlier, threshold)
+        if kept is None:  # the load ended without deciding: it failed, and the run stops
+            loading.result()
+        if candidates is not None:
+            ids = staged.plan.records.select("record", candidate="id")
+            earlier = staged.plan.near.batch.join(kept, on="record").join(ids, on="record")
+            candidates = pl.concat([candidates, earlier.select(candidates.columns)]).unique("candidate")
+    similar = similar_to(plan.near, candidates, config.similarity_threshold)
+    found = StoredMatches(keys, similar)
+    if previous:
         waiting = perf_counter()
         outcome, _ = loading.result()
         began += perf_counter() - waiting
-        if outcome.committed:
-            loaded = loaded_records(staged.plan, outcome.rejects)
-            recent = recent.join(loaded.select(candidate_id="record", id="id"), on="candidate_id")
-            found = found.with_rows(
-                plan.records.select("record", "id", "content_hash"),
-                loaded,
-                recent.select("record", candidate_id="id", score="score"),
+        loaded = loaded_records(staged.plan, outcome.rejects) if outcome.committed else None
+        if earlier is not None:
+            refused = (
+                earlier.join(loaded, left_on="candidate", right_on="id", how="anti")
+                if loaded is not None
+                else earlier
             )
+            similar = similar.join(refused.select(candidate_id="candidate"), on="candidate_id", how="anti")
+            found = StoredMatches(keys, similar)
+        if loaded is not None:
+            found = found.with_rows(plan.records.select("record", "id", "content_hash"), loaded)
     _add_seconds(stages, "lookup", perf_counter() - began)
     return found
 

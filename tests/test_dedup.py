@@ -155,11 +155,11 @@ def test_a_row_merging_duplicates_of_several_batches_notes_them_all(db_url, db, 
 def test_stored_rows_and_the_previous_batchs_count_whether_the_early_lookup_works_or_fails(
     db_url, db, tmp_path, monkeypatch, early_lookup
 ):
-    def broken(self, root, plan, threshold):
+    def broken(self, root, plan):
         raise DatabaseError("the lookup connection broke")
 
     if early_lookup == "fails":  # then each batch looks its matches up in its own transaction
-        monkeypatch.setattr(Loader, "stored_matches", broken)
+        monkeypatch.setattr(Loader, "stored_rows", broken)
     a = record("A", "w1 w2 w3 w4 w5 w6", ["m1", "m2"], ["p1"])
     b = record("B", "w1 w2 w3 w4 w5 x6", ["m2", "m3"], ["p1"])
     c = record("C", "w1 w2 w3 w4 w5 y6", ["m1"], ["p1"])
