@@ -340,10 +340,11 @@ def _look_up_before_loading(
         staged, loading = previous
         waiting = perf_counter()
         wait([staged.decided, loading], return_when=FIRST_COMPLETED)
-        kept = staged.decided.result() if staged.decided.done() else None
+        if staged.decided.done():
+            kept = staged.decided.result()
+        else:  # the load ended before deciding: it failed, or an earlier attempt committed
+            kept = loaded_records(staged.plan, loading.result()[0].rejects).select("record")
         began += perf_counter() - waiting
-        if kept is None:  # the load ended without deciding: it failed, and the run stops
-            loading.result()
         if candidates is not None:
             ids = staged.plan.records.select("record", candidate="id")
             earlier = staged.plan.near.batch.join(kept, on="record").join(ids, on="record")
