@@ -27,17 +27,12 @@ Results go to stdout as a markdown table and to ``OUT/core-results.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
-from pathlib import Path
 from time import perf_counter
 
-import adbc_driver_postgresql
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from common import ROOT, fresh_databases, generate, machine, postgres_version, run_pipeline
+from common import argument_parser, fresh_databases, generate, machine, run_pipeline, save_results, versions
 
 from pipeline.config import BatchConfig
 from pipeline.datasets.memories import DATASET
@@ -85,30 +80,20 @@ def main() -> int:
         "ratio": round(ceiling_seconds / pipeline["wall_seconds"], 3),
         "ratio_report_seconds": round(ceiling_seconds / pipeline["seconds"], 3),
         "machine": machine(),
-        "versions": {
-            "python": platform.python_version(),
-            "polars": pl.__version__,
-            "pyarrow": pa.__version__,
-            "adbc_driver_postgresql": adbc_driver_postgresql.__version__,
-            "postgresql": postgres_version(urls["bench_pipeline"]),
-        },
+        "versions": versions(urls["bench_pipeline"]),
     }
     results["targets_met"] = {
         "ratio": results["ratio"] >= TARGET_RATIO,
         "peak_rss": max(pipeline["peak_rss_mb"], pipeline["peak_rss_mb_getrusage"]) <= TARGET_RSS_MB,
     }
     name = "core-results.json" if args.similarity_threshold < 1 else "core-results-exact-dedup.json"
-    (args.out / name).write_text(json.dumps(results, indent=2) + "\n")
+    save_results(args.out, name, results)
     print(markdown(results))
     return 0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=BatchConfig().batch_size)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    parser = argument_parser(__doc__, seed=True)
     parser.add_argument(
         "--similarity-threshold",
         type=float,

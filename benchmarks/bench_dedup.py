@@ -10,24 +10,16 @@ earlier records. Target: dedup at most 1.3x standard.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
-from common import ROOT, fresh_databases, generate, machine, run_pipeline
-
-from pipeline.config import BatchConfig
+from common import argument_parser, fresh_databases, generate, machine, run_pipeline, save_results
 
 TARGET = 1.3
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=BatchConfig().batch_size)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
-    args = parser.parse_args()
+    args = argument_parser(__doc__).parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     source = generate(args.records, 7, args.out)
     urls = fresh_databases("bench_mode_standard", "bench_mode_dedup")
@@ -49,7 +41,7 @@ def main() -> int:
         "target_met": ratio <= TARGET,
         "machine": machine(),
     }
-    (args.out / "dedup-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save_results(args.out, "dedup-results.json", results)
     print("| mode | seconds | loaded | exact skipped | near merged | database rejects | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     for mode, run in runs.items():

@@ -24,9 +24,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
-from common import ROOT, fresh_databases, generate, machine, run_pipeline
-
-from pipeline.config import BatchConfig
+from common import argument_parser, fresh_databases, generate, machine, run_pipeline, save_results
 
 TARGET = 1.5
 SHIFT = 997
@@ -61,7 +59,7 @@ def main() -> int:
         "machine": machine(),
         "target_met": all(r["ratio_to_clean"] <= TARGET for r in runs.values()),
     }
-    (args.out / "isolation-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save_results(args.out, "isolation-results.json", results)
     print("| input | seconds | database rejects | x clean |\n|---|---|---|---|")
     for name, run in runs.items():
         print(f"| {name} | {run['seconds']:.1f} | {run['database_errors']:,} | {run['ratio_to_clean']:.2f} |")
@@ -69,11 +67,8 @@ def main() -> int:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=1_000_000)
+    parser = argument_parser(__doc__)
     parser.add_argument("--rate", type=float, default=0.002)
-    parser.add_argument("--batch-size", type=int, default=BatchConfig().batch_size)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     return parser.parse_args()
 
 

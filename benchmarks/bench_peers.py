@@ -35,7 +35,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -44,12 +43,10 @@ from pathlib import Path
 from time import perf_counter
 from urllib.parse import parse_qs, urlsplit
 
-import polars as pl
 import pyarrow.csv as pacsv
 from bench_core import copy_ceiling, read_loaded_rows
-from common import ROOT, fresh_databases, generate, machine, postgres_version, run_pipeline
+from common import argument_parser, fresh_databases, generate, machine, run_pipeline, save_results, versions
 
-from pipeline.config import BatchConfig
 from pipeline.datasets.memories import DATASET
 from pipeline.loader import Loader
 
@@ -101,25 +98,17 @@ def main() -> int:
         if "records_per_second" in results[name]:
             results[name]["x_pipeline"] = round(results[name]["records_per_second"] / base, 3)
     results["machine"] = machine()
-    results["versions"] = {
-        "python": platform.python_version(),
-        "polars": pl.__version__,
-        "postgresql": postgres_version(urls["peers_pipeline"]),
-    }
-    (args.out / "peers-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    results["versions"] = versions(urls["peers_pipeline"])
+    save_results(args.out, "peers-results.json", results)
     print(markdown(results))
     return 0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=BatchConfig().batch_size)
-    parser.add_argument("--seed", type=int, default=7)
+    parser = argument_parser(__doc__, seed=True)
     parser.add_argument("--sample", type=int, default=2_000, help="records the original approach runs")
     parser.add_argument("--with-dlt", action="store_true", help="install dlt[postgres] in OUT/venv-dlt")
     parser.add_argument("--with-pgloader", action="store_true", help="apt-get install pgloader")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     return parser.parse_args()
 
 

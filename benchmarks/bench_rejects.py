@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -33,13 +31,13 @@ from pathlib import Path
 from time import perf_counter
 
 import polars as pl
+from common import ROOT, argument_parser, machine, save_results, versions
 
 from pipeline import inspector
 from pipeline.database import start_embedded
 from pipeline.datasets.memories import DATASET
 from pipeline.loader import Loader
 
-ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = "bench-rejects"
 DATABASE = "bench_rejects"
 CHUNK = 100_000
@@ -82,7 +80,6 @@ def main() -> int:
     admin = Loader(server_url)
     admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
     admin.execute(f"CREATE DATABASE {DATABASE}")
-    postgres = admin.execute("SELECT version()").column(0)[0].as_py()
     admin.close()
     url = server_url.replace("/postgres?", f"/{DATABASE}?", 1)
 
@@ -96,22 +93,17 @@ def main() -> int:
         "fill_seconds": round(fill_seconds, 2),
         "steps": steps,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "nproc": os.cpu_count(),
-            "cpu": platform.processor() or platform.machine(),
-            "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        },
-        "versions": {"python": platform.python_version(), "polars": pl.__version__, "postgresql": postgres},
+        "machine": machine(),
+        "versions": versions(url),
     }
-    (args.out / "rejects-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save_results(args.out, "rejects-results.json", results)
     print(markdown(results))
     return 0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, migrates=False)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     return parser.parse_args()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -11,10 +12,32 @@ import sys
 from pathlib import Path
 from time import perf_counter
 
+import adbc_driver_postgresql
+import polars as pl
+import pyarrow as pa
+
+from pipeline.config import BatchConfig
 from pipeline.database import start_embedded
 from pipeline.loader import Loader
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def argument_parser(doc: str, migrates: bool = True, seed: bool = False) -> argparse.ArgumentParser:
+    """The options benchmarks share: ``--out``; for those that migrate a generated file,
+    ``--records`` and ``--batch-size``, and ``--seed`` where the seed is a choice."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if migrates:
+        parser.add_argument("--records", type=int, default=1_000_000)
+        parser.add_argument("--batch-size", type=int, default=BatchConfig().batch_size)
+    if seed:
+        parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    return parser
+
+
+def save_results(out: Path, name: str, results: dict) -> None:
+    (out / name).write_text(json.dumps(results, indent=2) + "\n")
 
 
 def fresh_databases(*names: str) -> dict[str, str]:
@@ -35,6 +58,17 @@ def postgres_version(url: str) -> str:
     version = loader.execute("SELECT version()").column(0)[0].as_py()
     loader.close()
     return version
+
+
+def versions(url: str) -> dict:
+    """The versions a result depends on; ``url`` names the server measured."""
+    return {
+        "python": platform.python_version(),
+        "polars": pl.__version__,
+        "pyarrow": pa.__version__,
+        "adbc_driver_postgresql": adbc_driver_postgresql.__version__,
+        "postgresql": postgres_version(url),
+    }
 
 
 def generate(records: int, seed: int, out: Path, *options: str) -> Path:
