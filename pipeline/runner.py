@@ -272,7 +272,7 @@ def _load(
     matches: Future[StoredMatches],
 ) -> tuple[BatchOutcome, float]:
     """Load one batch, retrying transient database failures with exponential backoff;
-    what it did and the seconds it took (dedup lookup, COPY, rejects, ledger)."""
+    what it did and the seconds it took (waiting for its lookup, decisions, COPY, rejects, ledger)."""
     loading = perf_counter()
     ledger = {**staged.ledger, "seconds": loading - began}
     for attempt, delay in enumerate((*RETRY_DELAYS, None)):
