@@ -1,15 +1,13 @@
 """Raw record text to typed columns, splitting off what cannot be parsed.
 
-Polars' JSON readers stop at the first malformed line, so malformed and
-non-object records are found first with a vectorized check, and only the rest
-is decoded with the dataset's explicit schema. ``read_ndjson(ignore_errors=True)``
-turns a value of the wrong type into null; ``type_errors`` tells those apart
-from values that are really missing by looking them up in the raw text.
+DuckDB reads each batch's texts once: whether each is JSON, whether it is an object,
+and the objects' fields in the dataset's types. A value of the wrong type is read as
+null, as Polars' reader would; ``type_errors`` tells those apart from values that are
+really missing by looking them up in the raw text.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
 import polars as pl
@@ -30,6 +28,10 @@ PARSE_MESSAGES = {
 
 TYPE_NAMES = {pl.Int64: "integer", pl.List: "list", pl.Struct: "object", pl.Boolean: "boolean"}
 
+# Where DuckDB's reading goes beyond JSON: NaN and Infinity in any case, trailing commas.
+# Texts that might use one (a cheap, loose match) are checked again by a strict parser.
+LENIENT_JSON = r",\s*[\]}]|(?:^|[:\[,])\s*[+-]?[NnIi][AaNn][NnFf]"
+
 
 def decode(raw: pl.DataFrame, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split raw records into (decoded records, parse rejects).
@@ -37,17 +39,12 @@ def decode(raw: pl.DataFrame, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.DataFr
     Decoded records keep ``source_file``, ``source_line`` and ``raw`` beside one
     column per top-level field of ``dtype``.
     """
-    try:
-        return _decode(raw, dtype, duck.json_valid(raw["raw"]))
-    except pl.exceptions.ComputeError:
-        # DuckDB let through JSON that Polars' strict reader refuses (NaN, a trailing comma).
-        return _decode(raw, dtype, raw["raw"].str.json_path_match("$").is_not_null())
-
-
-def _decode(raw: pl.DataFrame, dtype: pl.Struct, valid: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
-    classified = raw.with_columns(parse_error=pl.coalesce("parse_error", _parse_error(valid)))
+    checks, objects = duck.read_json_objects(raw["raw"], dtype)
+    checks = checks.with_columns(valid=_strictly_valid(raw["raw"], checks["valid"]))
+    classified = pl.concat([raw, checks, objects], how="horizontal").with_columns(
+        parse_error=pl.coalesce("parse_error", _parse_error())
+    )
     failed = classified.filter(pl.col("parse_error").is_not_null())
-    parsed = classified.filter(pl.col("parse_error").is_null()).select(RECORD_KEYS)
     rejects = reject_frame(
         failed.lazy(),
         category="parse",
@@ -55,29 +52,26 @@ def _decode(raw: pl.DataFrame, dtype: pl.Struct, valid: pl.Series) -> tuple[pl.D
         field=pl.lit(None, pl.String),
         message=pl.col("parse_error").replace_strict(PARSE_MESSAGES, default=pl.col("parse_error")),
     )
-    return pl.concat([parsed, _read_objects(parsed["raw"], dtype)], how="horizontal"), rejects
+    decoded = classified.filter(pl.col("parse_error").is_null()).select(*RECORD_KEYS, *objects.columns)
+    return decoded, rejects
 
 
-def _parse_error(valid: pl.Series) -> pl.Expr:
-    text = pl.col("raw").str.strip_chars_start()
+def _strictly_valid(lines: pl.Series, valid: pl.Series) -> pl.Series:
+    suspect = valid & lines.str.contains(LENIENT_JSON)
+    if not suspect.any():
+        return valid
+    strict = lines.filter(suspect).str.json_path_match("$").is_not_null()
+    return valid.scatter(suspect.arg_true(), strict)
+
+
+def _parse_error() -> pl.Expr:
     return (
-        pl.when(pl.lit(valid) & text.str.starts_with("{"))
+        pl.when(pl.col("valid") & pl.col("object"))
         .then(pl.lit(None, pl.String))
-        .when(pl.lit(valid))
+        .when(pl.col("valid"))
         .then(pl.lit("not_an_object"))
         .otherwise(pl.lit("invalid_json"))
     )
-
-
-def _read_objects(lines: pl.Series, dtype: pl.Struct) -> pl.DataFrame:
-    schema = {field.name: field.dtype for field in dtype.fields}
-    if lines.is_empty():
-        return pl.DataFrame(schema=schema)
-    payload = lines.str.join("\n").cast(pl.Binary).item()
-    decoded = pl.read_ndjson(io.BytesIO(payload), schema=schema, ignore_errors=True)
-    if decoded.height != lines.len():
-        raise RuntimeError(f"decoded {decoded.height} records from {lines.len()} lines")
-    return decoded
 
 
 def leaf_paths(dtype: pl.Struct, prefix: str = "") -> Iterator[tuple[str, pl.DataType]]:

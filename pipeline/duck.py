@@ -1,4 +1,4 @@
-"""DuckDB, the only module that imports it: fast JSON validity, and SQL over rejects."""
+"""DuckDB, the only module that imports it: fast JSON reading, and SQL over rejects."""
 
 from __future__ import annotations
 
@@ -18,18 +18,94 @@ from pipeline.errors import PipelineError
 _local = threading.local()
 
 
-def json_valid(lines: pl.Series) -> pl.Series:
-    """True where the text is JSON by DuckDB's reading (five times faster than Polars' check).
+def read_json_objects(lines: pl.Series, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse JSON texts once: ``(checks, records)``, row for row with ``lines``.
 
-    DuckDB also accepts NaN, Infinity and trailing commas, which strict readers refuse;
-    callers fall back to a strict check when the strict reader complains.
+    ``checks`` holds ``valid`` (JSON by DuckDB's reading, which also accepts NaN,
+    Infinity and trailing commas) and ``object`` (valid and an object). ``records``
+    holds one column per field of ``dtype`` for the objects, nulls elsewhere. Types
+    are read as strictly as Polars' reader: a value of another JSON type becomes null
+    (``"5"`` or ``5.5`` is no integer, ``"text"`` no object), where DuckDB's own casts
+    would convert it; texts keep any JSON value, objects and lists as compact JSON.
     """
     connection = _thread_connection()
     connection.register("lines", lines.to_frame("raw"))
     try:
-        return connection.sql("SELECT json_valid(raw) AS valid FROM lines").pl()["valid"]
+        decoded = connection.sql(_read_objects_sql(dtype)).pl()
     finally:
         connection.unregister("lines")
+    schema = {field.name: field.dtype for field in dtype.fields}
+    return decoded.select("valid", "object"), decoded.select(list(schema)).cast(schema)
+
+
+def _read_objects_sql(dtype: pl.Struct) -> str:
+    """One step per depth of nested objects, each reading the objects found by the one before.
+
+    The column named ``$`` holds the record, ``$.a`` its object ``a``, and so on; integers
+    and objects are read as raw JSON, so that their JSON type can be checked.
+    """
+    steps = [
+        "SELECT raw, json_valid(raw) AS valid FROM lines",
+        "SELECT *, valid AND regexp_matches(raw, '^\\s*\\{') AS object FROM step_0",
+        f"SELECT *, CASE WHEN object THEN json_transform(raw, '{_object_structure(dtype)}') END AS \"$\""
+        " FROM step_1",
+    ]
+    objects = [("$", dtype)]
+    while objects := [
+        (f"{path}.{field.name}", field.dtype)
+        for path, struct in objects
+        for field in struct.fields
+        if isinstance(field.dtype, pl.Struct)
+    ]:
+        reads = []
+        for path, struct in objects:
+            parent, _, name = path.rpartition(".")
+            value = f"{_quote(parent)}.{_quote(name)}"
+            reads.append(
+                f"CASE WHEN json_type({value}) = 'OBJECT' "
+                f"THEN json_transform({value}, '{_object_structure(struct)}') END AS {_quote(path)}"
+            )
+        steps.append(f"SELECT *, {', '.join(reads)} FROM step_{len(steps) - 1}")
+    ctes = ", ".join(f"step_{n} AS ({sql})" for n, sql in enumerate(steps))
+    fields = ", ".join(f"{_typed('$', field)} AS {_quote(field.name)}" for field in dtype.fields)
+    return f"WITH {ctes} SELECT valid, object, {fields} FROM step_{len(steps) - 1}"
+
+
+# JSON scalars read as raw JSON and cast only when their JSON type matches.
+_STRICT_SCALARS = {pl.Int64: ("BIGINT", "'BIGINT', 'UBIGINT'"), pl.Boolean: ("BOOLEAN", "'BOOLEAN'")}
+
+
+def _object_structure(struct: pl.Struct) -> str:
+    """``json_transform``'s structure for one object, its integers and objects left as JSON."""
+    as_json = lambda dtype: isinstance(dtype, pl.Struct) or dtype in _STRICT_SCALARS  # noqa: E731
+    fields = (f'"{f.name}":' + ('"JSON"' if as_json(f.dtype) else _structure(f.dtype)) for f in struct.fields)
+    return "{" + ",".join(fields) + "}"
+
+
+def _structure(dtype: pl.DataType) -> str:
+    """``json_transform``'s structure for ``dtype`` (inside lists, DuckDB's casts apply)."""
+    if isinstance(dtype, pl.Struct):
+        return "{" + ",".join(f'"{f.name}":{_structure(f.dtype)}' for f in dtype.fields) + "}"
+    if isinstance(dtype, pl.List):
+        return f"[{_structure(dtype.inner)}]"
+    if dtype == pl.String:
+        return '"VARCHAR"'
+    if dtype in _STRICT_SCALARS:
+        return f'"{_STRICT_SCALARS[dtype][0]}"'
+    raise TypeError(f"no JSON reading for {dtype}")
+
+
+def _typed(parent: str, field: pl.Field) -> str:
+    """The SQL of one field of the object read at ``parent``, as ``field.dtype``."""
+    path = f"{parent}.{field.name}"
+    value = f"{_quote(parent)}.{_quote(field.name)}"
+    if isinstance(field.dtype, pl.Struct):
+        members = ", ".join(f"{_quote(f.name)} := {_typed(path, f)}" for f in field.dtype.fields)
+        return f"CASE WHEN {_quote(path)} IS NOT NULL THEN struct_pack({members}) END"
+    if field.dtype in _STRICT_SCALARS:
+        sql_type, json_types = _STRICT_SCALARS[field.dtype]
+        return f"TRY_CAST(CASE WHEN json_type({value}) IN ({json_types}) THEN {value} END AS {sql_type})"
+    return value
 
 
 def _thread_connection() -> duckdb.DuckDBPyConnection:

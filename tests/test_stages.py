@@ -34,6 +34,13 @@ def reasons(rejects: pl.DataFrame) -> list[tuple[int, str, str]]:
         ('"text"', "not_an_object"),
         ("null", "not_an_object"),
         ("42", "not_an_object"),
+        # JSON extensions DuckDB's reader accepts: still not JSON
+        ('{"id": "x", "confidence": NaN}', "invalid_json"),
+        ('{"id": "x", "confidence": -Infinity}', "invalid_json"),
+        ('{"id": "x", "sourceMessageIds": ["m1",]}', "invalid_json"),
+        ('{"id": "x",  }', "invalid_json"),
+        ("[1, 2, ]", "invalid_json"),
+        ("nan", "invalid_json"),
     ],
 )
 def test_malformed_records_are_parse_rejects(line, reason):
@@ -54,6 +61,9 @@ def test_malformed_records_are_parse_rejects(line, reason):
         ({"confidence": "high"}, "confidence:type(integer)"),
         ({"confidence": 7.5}, "confidence:type(integer)"),
         ({"confidence": 99999999999999999999999}, "confidence:type(integer)"),
+        ({"confidence": "7"}, "confidence:type(integer)"),
+        ({"confidence": True}, "confidence:type(integer)"),
+        ({"confidence": 7e0}, "confidence:type(integer)"),
         ({"confidence": None}, "confidence:required"),
         ({"participants": "Sam"}, "participants:type(list)"),
         ({"participants": [{"id": "", "name": "S", "role": "r"}]}, "participants.id:not_empty"),
@@ -62,6 +72,7 @@ def test_malformed_records_are_parse_rejects(line, reason):
         ({"sourceMessageIds": ["m1", None]}, "sourceMessageIds:items_not_null"),
         ({"extractedAt": "yesterday"}, "extractedAt:iso8601"),
         ({"emotionalContext": "happy"}, "emotionalContext:type(object)"),
+        ({"emotionalContext": ["positive"]}, "emotionalContext:type(object)"),
         (
             {"emotionalContext": {"primaryMood": "angry", "intensity": 3}},
             "emotionalContext.primaryMood:isin(positive,negative,neutral,mixed,ambiguous)",
