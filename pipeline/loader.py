@@ -29,20 +29,14 @@ from loguru import logger
 from pipeline.config import BatchConfig
 from pipeline.database import redact
 from pipeline.datasets import Dataset, Table
-from pipeline.dedup import (
-    STORED_KEYS_SCHEMA,
-    StoredMatches,
-    decision_rejects,
-    resolve,
-    similar_edges,
-    similar_to,
-)
+from pipeline.decide import Decision, decide
+from pipeline.dedup import STORED_KEYS_SCHEMA, StoredMatches, similar_to
 from pipeline.errors import DatabaseError, TransientDatabaseError
 from pipeline.faults import checkpoint
 from pipeline.plan import LoadPlan
 from pipeline.rejects import REJECT_SCHEMA, reject_frame
 from pipeline.report import RejectCounts, similarity_bins
-from pipeline.similarity import comparable, similar_pairs
+from pipeline.similarity import comparable
 
 PIPELINE_DDL = (
     """CREATE TABLE IF NOT EXISTS pipeline_runs (
@@ -268,25 +262,22 @@ class Loader:
         rejects: pl.DataFrame,
         config: BatchConfig,
         ledger: dict,
-        matches: Future[StoredMatches] | None = None,
-        decided: Future[pl.DataFrame] | None = None,
+        decision: Future[Decision] | None = None,
     ) -> BatchOutcome:
         """Load ``plan.records`` and write ``rejects`` in one transaction; return what loaded.
 
-        ``matches``, when given, yields what stored rows say about the records, found
-        beforehand (``stored_matches`` on another connection); without it, or when it
-        failed, they are looked up here. ``decided``, when given, gets the records kept (``record``)
-        once duplicates are decided, before they are copied. Without
+        ``decision``, when given, yields the batch's duplicates and key conflicts, decided
+        beforehand (after ``stored_rows`` on another connection); without it, or when it
+        failed, they are looked up and decided here. Without
         ``config.continue_on_error``, a batch in which the database refused a record is
         rolled back.
         """
         try:
             with self._transaction(f"loading batch {batch_no}"):
-                refused, merges = self._refused(dataset, plan, config, matches)
+                decided = self._decision(dataset, plan, config, decision)
+                refused, merges = decided.refused, decided.merges
                 checkpoint("keys")
-                records = plan.records.join(refused.select("record"), on="record", how="anti")
-                if decided is not None and not decided.done():
-                    decided.set_result(records.select("record"))
+                records = plan.records.join(decided.kept, on="record", how="semi")
                 failures = self._copy_tables(dataset, plan, refused["record"])
                 if not merges.is_empty():
                     self._ingest("pipeline_merges", _merges_arrow(run_id, batch_no, merges))
@@ -321,50 +312,6 @@ class Loader:
             return BatchOutcome(loaded=0, rejects=rolled_back.rejects, committed=False)
         return BatchOutcome(loaded=loaded, rejects=all_rejects)
 
-    def _refused(
-        self, dataset: Dataset, plan: LoadPlan, config: BatchConfig, matches: Future[StoredMatches] | None
-    ):
-        """Rejects (with ``record``) for duplicates and key conflicts, and the merges to note;
-        ``dedup.resolve`` decides."""
-        root = dataset.tables[0]
-        records = plan.records
-        found = self._found_matches(root, plan, config.similarity_threshold, matches)
-        stored, stored_similar = found.keys, found.similar
-        edges = plan.edges
-        if plan.near is not None and not records.is_empty():
-            # A record the stored rows refuse is refused whatever the batch holds, so it is
-            # no candidate for later records: leaving it out keeps a run of mutually similar
-            # records (templated legacy texts) from pairing quadratically batch after batch.
-            settled = pl.concat([stored["record"], stored_similar["record"]]).unique()
-            near = plan.near
-            keys = near.batch_keys.filter(~pl.col("candidate").is_in(settled.implode()))
-            targets = near.batch.rename({"record": "candidate"})
-            inside = similar_pairs(
-                near.batch_probes, keys, near.batch, targets, config.similarity_threshold, True
-            )
-            edges = pl.concat([edges, similar_edges(inside)])
-        decisions = resolve(records, stored, stored_similar, edges, config.mode)
-        refused = decision_rejects(
-            records,
-            decisions,
-            root.key,
-            f"{root.name}_pkey",
-            dataset.hash_constraint,
-            config.similarity_threshold,
-        ).with_columns(record=decisions["record"])
-        similar = decisions.filter(pl.col("outcome") == "similar_duplicate").join(records, on="record")
-        merges = (
-            similar.group_by("duplicate_of").agg(
-                merged_ids=pl.col("id"),
-                merged_sources=pl.col("sourceMessageIds")
-                .list.explode(keep_nulls=False, empty_as_null=False)
-                .unique(maintain_order=True),
-            )
-            if not similar.is_empty()
-            else similar
-        )
-        return refused, merges
-
     def _stored_keys(self, root: Table, records: pl.DataFrame) -> pl.DataFrame:
         """Per record: the id of a stored row with its content hash, and whether its key is stored."""
         if records.is_empty():
@@ -394,16 +341,17 @@ class Loader:
         with self._transaction("looking up stored keys and near-duplicate candidates"):
             return self._stored_rows(root, plan)
 
-    def _found_matches(
-        self, root: Table, plan: LoadPlan, threshold: float, matches: Future[StoredMatches] | None
-    ) -> StoredMatches:
-        if matches is not None:
+    def _decision(
+        self, dataset: Dataset, plan: LoadPlan, config: BatchConfig, decision: Future[Decision] | None
+    ) -> Decision:
+        if decision is not None:
             try:
-                return matches.result()
+                return decision.result()
             except DatabaseError as exc:
                 logger.debug("the early lookup failed ({}); looking up again in the batch", exc)
-        keys, candidates = self._stored_rows(root, plan)
-        return StoredMatches(keys, similar_to(plan.near, candidates, threshold))
+        keys, candidates = self._stored_rows(dataset.tables[0], plan)
+        similar = similar_to(plan.near, candidates, config.similarity_threshold)
+        return decide(dataset, plan, config, StoredMatches(keys, similar))
 
     def _stored_rows(self, root: Table, plan: LoadPlan) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         """What stored rows say about a batch: per record, the id of a stored row with its

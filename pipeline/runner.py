@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import perf_counter, sleep
 
@@ -27,6 +27,7 @@ from pipeline.autosize import BatchSizer
 from pipeline.config import BatchConfig
 from pipeline.database import resolve_url
 from pipeline.datasets import Dataset, get_dataset
+from pipeline.decide import Decision, decide
 from pipeline.decode import decode, type_errors
 from pipeline.dedup import StoredMatches, similar_to
 from pipeline.errors import ConfigError, DatabaseError, RunStopped, TransientDatabaseError
@@ -43,6 +44,16 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 @dataclass(frozen=True)
+class InFlight:
+    """A batch handed to the loader, with its decision (from the lookup thread) and load."""
+
+    staged: StagedBatch
+    decision: Future[Decision]
+    loading: Future[tuple[BatchOutcome, float]]
+    began: float
+
+
+@dataclass(frozen=True)
 class StagedBatch:
     """A batch ready to load: what to send the database and the records already rejected."""
 
@@ -51,8 +62,6 @@ class StagedBatch:
     rejects: pl.DataFrame
     rows_in: int
     ledger: dict
-    # The records the loader keeps once duplicates are decided, before it copies them.
-    decided: Future[pl.DataFrame] = field(default_factory=Future)
 
 
 def stage_batch(
@@ -64,7 +73,7 @@ def stage_batch(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Pure: raw records → (records to load, rejects of parse and validation).
 
-    Duplicates are decided by the loader, against what is stored when the batch commits.
+    Duplicates are decided later (``decide``), against what is stored when the batch loads.
     ``timings``, when given, accumulates the seconds of ``parse`` (decode) and ``validate``
     (legacy transform, content hash, validation).
     """
@@ -195,7 +204,7 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
         # next batch is read, validated and looked up while the loader copies; a run that
         # stops at the first failure (fail-fast, --max-errors) keeps one, so that no batch
         # after the failing one is loaded.
-        pending: deque[tuple[StagedBatch, Future[tuple[BatchOutcome, float]], float]] = deque()
+        pending: deque[InFlight] = deque()
         depth = 2 if config.continue_on_error and config.max_errors is None else 1
         batches = scan_batches(files, lambda: sizer.size, dataset.csv_json_columns)
         last_commit = read_began = perf_counter()
@@ -204,10 +213,11 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
             """Wait for the oldest pending batch and count it; ``staging`` is the batch about
             to be submitted, the one after it when none is pending."""
             nonlocal last_commit
-            staged, loading, began = pending.popleft()
-            _account(result, config, staged, loading, began, clock)
+            oldest = pending.popleft()
+            _account(result, config, oldest.staged, oldest.loading, oldest.began, clock)
             now = perf_counter()
-            following = pending[0][0] if pending else staging
+            staged = oldest.staged
+            following = pending[0].staged if pending else staging
             rows_after = following.rows_in if following else None
             sizer.committed(staged.rows_in, rows_after, now - last_commit, result.peak_rss_mb)
             last_commit = now
@@ -230,8 +240,8 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
                 _add_seconds(stages, "plan", perf_counter() - planning)
                 checkpoint("staged")
                 staged = StagedBatch(number, plan, rejects, raw.frame.height, _ledger(raw.frame))
-                previous = pending[-1][:2] if pending else None
-                matches = looker.submit(
+                previous = pending[-1] if pending else None
+                decision = looker.submit(
                     _look_up_before_loading, lookup, dataset, plan, config, previous, stages
                 )
                 if not config.continue_on_error and _failed_records(rejects):
@@ -242,8 +252,10 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
                     )
                 while len(pending) >= depth:
                     account_oldest(staged)
-                loading = worker.submit(_load, loader, dataset, result.run_id, staged, config, began, matches)
-                pending.append((staged, loading, began))
+                loading = worker.submit(
+                    _load, loader, dataset, result.run_id, staged, config, began, decision
+                )
+                pending.append(InFlight(staged, decision, loading, began))
                 progress.update(task, completed=raw.bytes_done)
                 read_began = perf_counter()
             while pending:
@@ -251,8 +263,8 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
         except BaseException:
             # Batches not started yet are not loaded; one already loading finishes (and a
             # resume counts it from the ledger).
-            for _, loading, _ in pending:
-                loading.cancel()
+            for in_flight in pending:
+                in_flight.loading.cancel()
             raise
         _show(progress, task, result, completed=total_bytes)
 
@@ -269,10 +281,10 @@ def _load(
     staged: StagedBatch,
     config: BatchConfig,
     began: float,
-    matches: Future[StoredMatches],
+    decision: Future[Decision],
 ) -> tuple[BatchOutcome, float]:
     """Load one batch, retrying transient database failures with exponential backoff;
-    what it did and the seconds it took (waiting for its lookup, decisions, COPY, rejects, ledger)."""
+    what it did and the seconds it took (waiting for its decision, COPY, rejects, ledger)."""
     loading = perf_counter()
     ledger = {**staged.ledger, "seconds": loading - began}
     for attempt, delay in enumerate((*RETRY_DELAYS, None)):
@@ -289,8 +301,7 @@ def _load(
                 staged.rejects,
                 config,
                 ledger,
-                matches,
-                staged.decided,
+                decision,
             )
             return outcome, perf_counter() - loading
         except TransientDatabaseError as exc:
@@ -320,14 +331,16 @@ def _look_up_before_loading(
     dataset: Dataset,
     plan: LoadPlan,
     config: BatchConfig,
-    previous: tuple[StagedBatch, Future[tuple[BatchOutcome, float]]] | None,
+    previous: InFlight | None,
     stages: dict[str, float],
-) -> StoredMatches:
-    """What stored rows say about the batch, found while the previous batch loads: the rows
-    committed now, and the previous batch's records: those it keeps are near-duplicate
-    candidates as soon as it has decided (while it copies them), and count as stored once it
-    commits; one its COPY refused does not count (its commit may also have come first: a
-    row found twice counts once)."""
+) -> Decision:
+    """The batch's duplicates and key conflicts, decided while the previous batch loads.
+
+    Against the rows committed now, and the records the previous batch keeps, taken as
+    stored as soon as that batch is decided (while it copies them). Once it commits, a
+    record its COPY refused turns out not stored after all: then the batch is decided
+    again without it. A row found twice (committed meanwhile) counts once.
+    """
     began = perf_counter()
     try:
         keys, candidates = lookup.stored_rows(dataset.tables[0], plan)
@@ -335,39 +348,45 @@ def _look_up_before_loading(
         with suppress(DatabaseError):
             lookup.reconnect()
         raise
-    earlier = None
-    if previous:
-        staged, loading = previous
+    if previous is None:
+        decision = _decided(dataset, plan, config, keys, candidates, None)
+    else:
         waiting = perf_counter()
-        wait([staged.decided, loading], return_when=FIRST_COMPLETED)
-        if staged.decided.done():
-            kept = staged.decided.result()
-        else:  # the load ended before deciding: it failed, or an earlier attempt committed
-            kept = loaded_records(staged.plan, loading.result()[0].rejects).select("record")
+        wait([previous.decision, previous.loading], return_when=FIRST_COMPLETED)
+        kept = None if previous.decision.exception() else previous.decision.result().kept
         began += perf_counter() - waiting
-        if candidates is not None:
-            ids = staged.plan.records.select("record", candidate="id")
-            earlier = staged.plan.near.batch.join(kept, on="record").join(ids, on="record")
-            candidates = pl.concat([candidates, earlier.select(candidates.columns)]).unique("candidate")
-    similar = similar_to(plan.near, candidates, config.similarity_threshold)
-    found = StoredMatches(keys, similar)
-    if previous:
+        if kept is not None:
+            decision = _decided(dataset, plan, config, keys, candidates, (previous.staged.plan, kept))
         waiting = perf_counter()
-        outcome, _ = loading.result()
+        outcome, _ = previous.loading.result()
         began += perf_counter() - waiting
-        loaded = loaded_records(staged.plan, outcome.rejects) if outcome.committed else None
-        if earlier is not None:
-            refused = (
-                earlier.join(loaded, left_on="candidate", right_on="id", how="anti")
-                if loaded is not None
-                else earlier
-            )
-            similar = similar.join(refused.select(candidate_id="candidate"), on="candidate_id", how="anti")
-            found = StoredMatches(keys, similar)
-        if loaded is not None:
-            found = found.with_rows(plan.records.select("record", "id", "content_hash"), loaded)
+        loaded = loaded_records(previous.staged.plan, outcome.rejects)
+        if not outcome.committed:
+            loaded = loaded.clear()
+        if kept is None or loaded.height != kept.height:
+            decision = _decided(dataset, plan, config, keys, candidates, (previous.staged.plan, loaded))
     _add_seconds(stages, "lookup", perf_counter() - began)
-    return found
+    return decision
+
+
+def _decided(
+    dataset: Dataset,
+    plan: LoadPlan,
+    config: BatchConfig,
+    keys: pl.DataFrame,
+    candidates: pl.DataFrame | None,
+    earlier: tuple[LoadPlan, pl.DataFrame] | None,
+) -> Decision:
+    """``decide`` with stored ``keys`` and near-duplicate ``candidates``, and with the
+    ``earlier`` batch's rows (``record``, ``id``, ``content_hash``) taken as stored."""
+    if earlier is not None and candidates is not None:
+        earlier_plan, rows = earlier
+        memories = earlier_plan.near.batch.join(rows.select("record", candidate="id"), on="record")
+        candidates = pl.concat([candidates, memories.select(candidates.columns)]).unique("candidate")
+    found = StoredMatches(keys, similar_to(plan.near, candidates, config.similarity_threshold))
+    if earlier is not None:
+        found = found.with_rows(plan.records.select("record", "id", "content_hash"), earlier[1])
+    return decide(dataset, plan, config, found)
 
 
 def _account(

@@ -174,6 +174,23 @@ def test_stored_rows_and_the_previous_batchs_count_whether_the_early_lookup_work
     assert merge_notes(db, "A")["mergedWith"] == ["B", "C"]
 
 
+def test_a_record_the_previous_batchs_copy_refused_is_not_stored_for_the_next_batch(db_url, db, tmp_path):
+    # The next batch is decided while the previous one copies, as if all it kept were stored;
+    # once the server refuses one of them, the next batch is decided again without it.
+    a = record("A", "w1 w2 w3 w4 w5 w6", ["m1"], ["p1"], confidence=42)  # the CHECK refuses it
+    similar = record("S", "w1 w2 w3 w4 w5 x6", ["m1"], ["p1"])
+    same_id = record("A", "other words entirely", ["n1"], ["p2"])
+    copy_of_b = record("B", "b words", ["b1"], ["p3"])
+    b = {**copy_of_b, "id": "B0"}
+    result = run(tmp_path, db_url, [a, similar, same_id, b, copy_of_b], batch_size=1, validate_first=False)
+    assert_invariant(result, db)
+    assert {line: got[0] for line, got in outcomes(db, result.run_id).items()} == {
+        1: "check_violation:memories_confidence_check",
+        5: "exact_duplicate",
+    }
+    assert sorted(r["id"] for r in rows(db, "SELECT id FROM memories")) == ["A", "B0", "S"]
+
+
 def test_records_refused_earlier_are_no_candidates_for_exact_duplicates_or_ids(db_url, db, tmp_path):
     a = record("A", "w1 w2 w3 w4", ["m1"], ["p1"])
     b = record("B", "w1 w2 w3 x4", ["m1"], ["p1"])  # similar to A: refused

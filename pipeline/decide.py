@@ -1,0 +1,70 @@
+"""A batch's last stage before its COPY: which records are refused (duplicates, key conflicts)
+and which are kept, against what is stored and the batch's own earlier records.
+
+Pure: the runner decides each batch on its lookup thread while the previous batch copies,
+and the loader decides one itself, in its transaction, when that lookup failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipeline.config import BatchConfig
+from pipeline.datasets import Dataset
+from pipeline.dedup import StoredMatches, decision_rejects, resolve, similar_edges
+from pipeline.plan import LoadPlan
+from pipeline.similarity import similar_pairs
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``refused``: reject rows with their ``record``; ``kept``: ``record``, ``id`` and
+    ``content_hash`` of the records to copy; ``merges``: per kept memory, the near
+    duplicates merged into it (``duplicate_of``, ``merged_ids``, ``merged_sources``)."""
+
+    refused: pl.DataFrame
+    kept: pl.DataFrame
+    merges: pl.DataFrame
+
+
+def decide(dataset: Dataset, plan: LoadPlan, config: BatchConfig, found: StoredMatches) -> Decision:
+    """``dedup.resolve`` over the batch, given what stored rows say about it (``found``)."""
+    root = dataset.tables[0]
+    records = plan.records
+    stored, stored_similar = found.keys, found.similar
+    edges = plan.edges
+    if plan.near is not None and not records.is_empty():
+        # A record the stored rows refuse is refused whatever the batch holds, so it is
+        # no candidate for later records: leaving it out keeps a run of mutually similar
+        # records (templated legacy texts) from pairing quadratically batch after batch.
+        settled = pl.concat([stored["record"], stored_similar["record"]]).unique()
+        near = plan.near
+        keys = near.batch_keys.filter(~pl.col("candidate").is_in(settled.implode()))
+        targets = near.batch.rename({"record": "candidate"})
+        threshold = config.similarity_threshold
+        inside = similar_pairs(near.batch_probes, keys, near.batch, targets, threshold, True)
+        edges = pl.concat([edges, similar_edges(inside)])
+    decisions = resolve(records, stored, stored_similar, edges, config.mode)
+    refused = decision_rejects(
+        records,
+        decisions,
+        root.key,
+        f"{root.name}_pkey",
+        dataset.hash_constraint,
+        config.similarity_threshold,
+    ).with_columns(record=decisions["record"])
+    similar = decisions.filter(pl.col("outcome") == "similar_duplicate").join(records, on="record")
+    merges = (
+        similar.group_by("duplicate_of").agg(
+            merged_ids=pl.col("id"),
+            merged_sources=pl.col("sourceMessageIds")
+            .list.explode(keep_nulls=False, empty_as_null=False)
+            .unique(maintain_order=True),
+        )
+        if not similar.is_empty()
+        else similar
+    )
+    kept = records.join(decisions.select("record"), on="record", how="anti")
+    return Decision(refused, kept.select("record", "id", "content_hash"), merges)
