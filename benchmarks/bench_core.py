@@ -1,7 +1,7 @@
 """End-to-end migration throughput against the COPY ceiling, in one run.
 
 Usage:
-    python benchmarks/bench_core.py [--records 1000000] [--batch-size 10000]
+    python benchmarks/bench_core.py [--records 1000000] [--batch-size 20000]
                                     [--seed 7] [--out benchmarks/out]
 
 What it measures, on the embedded PostgreSQL (``./.pipeline/``):

@@ -1,7 +1,7 @@
 """The pipeline beside its peers, on the same generated file, in one run.
 
 Usage:
-    python benchmarks/bench_peers.py [--records 1000000] [--seed 7] [--batch-size 10000]
+    python benchmarks/bench_peers.py [--records 1000000] [--seed 7] [--batch-size 20000]
                                      [--sample 2000] [--with-dlt] [--with-pgloader]
                                      [--out benchmarks/out]
 

@@ -54,7 +54,7 @@ def migrate(
     db: DbOption = None,
     batch_size: Annotated[
         str, typer.Option(help="records per batch and transaction, or auto (chosen during the run)")
-    ] = "10000",
+    ] = "20000",
     memory_limit: Annotated[
         int, typer.Option(min=64, help="MB of memory --batch-size auto stays under")
     ] = 1024,

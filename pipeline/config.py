@@ -34,7 +34,7 @@ class BatchConfig:
         under (sizes stop growing at 70% of it and halve above 85%); unused otherwise.
     """
 
-    batch_size: int | Literal["auto"] = 10_000
+    batch_size: int | Literal["auto"] = 20_000
     continue_on_error: bool = True
     validate_first: bool = True
     log_progress: bool = True

@@ -13,7 +13,7 @@ import resource
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -351,10 +351,9 @@ def _look_up_before_loading(
     if previous is None:
         decision = _decided(dataset, plan, config, keys, candidates, None)
     else:
-        waiting = perf_counter()
-        wait([previous.decision, previous.loading], return_when=FIRST_COMPLETED)
+        # The previous lookup ran on this thread: its decision is done, or it failed and
+        # the loader decides that batch itself.
         kept = None if previous.decision.exception() else previous.decision.result().kept
-        began += perf_counter() - waiting
         if kept is not None:
             decision = _decided(dataset, plan, config, keys, candidates, (previous.staged.plan, kept))
         waiting = perf_counter()
