@@ -129,7 +129,7 @@ class Loader:
     def close(self) -> None:
         self.connection.close()
 
-    def execute(self, sql: str, parameters: tuple = ()) -> pa.Table | None:
+    def execute(self, sql: str, parameters: tuple | pa.RecordBatch = ()) -> pa.Table | None:
         with self.connection.cursor() as cursor:
             cursor.execute(sql, parameters or None)
             return cursor.fetch_arrow_table() if cursor.description else None
@@ -213,9 +213,13 @@ class Loader:
 
     def fold_merges(self, root: Table) -> None:
         """Note on each kept row what was merged into it (``deduplication_metadata``), from
-        every pending ``pipeline_merges`` row, also those a killed run left: nothing of a
-        duplicate is lost. Notes whose row is gone (refused after the decision) stay."""
+        every committed ``pipeline_merges`` row, also those a killed run left: nothing of a
+        duplicate is lost. Notes whose row is gone (refused after the decision) stay.
+
+        Folding in several steps gives what one fold would: merged ids are appended in
+        order, and a source already noted on the row is not noted again."""
         table, key = quoted(root.name), quoted(root.key)
+        noted_sources = "COALESCE(m.deduplication_metadata->'mergedSourceMessageIds', '[]')"
         with self._transaction("noting merged near duplicates"):
             # The kept rows are a sliver of the table: find them by key (a scan of the whole
             # table, the planner's choice, took twice as long at 1M rows).
@@ -227,7 +231,7 @@ class Loader:
                     FROM pipeline_merges, unnest(merged_ids) WITH ORDINALITY AS u(id, n)
                     GROUP BY kept_id),
                 sources AS (
-                    SELECT kept_id, jsonb_agg(source ORDER BY merged_at, batch_no, n) AS sources
+                    SELECT kept_id, array_agg(source ORDER BY merged_at, batch_no, n) AS sources
                     FROM (
                         SELECT DISTINCT ON (kept_id, source) kept_id, source, merged_at, batch_no, n
                         FROM pipeline_merges, unnest(merged_sources) WITH ORDINALITY AS u(source, n)
@@ -240,9 +244,10 @@ class Loader:
                             'mergedWith', COALESCE(m.deduplication_metadata->'mergedWith', '[]') || g.ids,
                             'mergeReason', 'similar_duplicate',
                             'mergedAt', g.merged_at,
-                            'mergedSourceMessageIds',
-                            COALESCE(m.deduplication_metadata->'mergedSourceMessageIds', '[]')
-                            || COALESCE(s.sources, '[]'))
+                            'mergedSourceMessageIds', {noted_sources} || COALESCE((
+                                SELECT jsonb_agg(source ORDER BY n)
+                                FROM unnest(s.sources) WITH ORDINALITY AS u(source, n)
+                                WHERE NOT {noted_sources} ? source), '[]'))
                     FROM ids g LEFT JOIN sources s USING (kept_id)
                     WHERE m.{key} = g.kept_id
                     RETURNING m.{key} AS kept_id)
@@ -327,7 +332,7 @@ class Loader:
                 f"SELECT {key} AS id, content_hash::text AS content_hash FROM {table} "
                 f"WHERE content_hash = ANY($1::bpchar[]) "
                 f"UNION SELECT {key}, content_hash::text FROM {table} WHERE {key} = ANY($2)",
-                (_sorted_values(records["content_hash"]), _sorted_values(records["id"])),
+                _sorted_arrays(records["content_hash"], records["id"]),
             )
         )
         return (
@@ -370,12 +375,11 @@ class Loader:
         # A near duplicate shares a source: a batch without sources has none.
         if plan.near is None or plan.near.sources.is_empty():
             return keys, None
-        sources = _sorted_values(plan.near.sources["source"])
         memories = self.execute(
             'SELECT m.id AS candidate, m.summary, m.source_message_ids AS "sourceMessageIds", '
             "ARRAY(SELECT p->>'id' FROM jsonb_array_elements(m.participants) p) AS people "
             "FROM memories m WHERE m.id IN (SELECT memory_id FROM memory_sources WHERE source_id = ANY($1))",
-            (sources,),
+            _sorted_arrays(plan.near.sources["source"]),
         )
         return keys, comparable(pl.from_arrow(memories), "candidate")
 
@@ -551,10 +555,12 @@ def _row_rejects(records: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _sorted_values(column: pl.Series) -> list:
-    """Distinct values in order, as an array parameter: with ``= ANY($1)`` the server walks an
-    index once in key order instead of probing it value by value."""
-    return column.drop_nulls().unique().sort().to_list()
+def _sorted_arrays(*columns: pl.Series) -> pa.RecordBatch:
+    """Each column's distinct values in order, as array parameters ($1, $2…), bound as Arrow:
+    with ``= ANY($1)`` the server walks an index once in key order instead of probing it value
+    by value."""
+    arrays = [pl.Series([c.drop_nulls().unique().sort()]).to_arrow() for c in columns]
+    return pa.RecordBatch.from_arrays(arrays, names=[f"p{n}" for n in range(1, len(arrays) + 1)])
 
 
 def _merges_arrow(run_id: str, batch_no: int, merges: pl.DataFrame) -> pa.Table:

@@ -258,6 +258,10 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
                 pending.append(InFlight(staged, decision, loading, began))
                 progress.update(task, completed=raw.bytes_done)
                 read_began = perf_counter()
+            if dataset.near_duplicates:
+                # While the last batches load, fold the merge notes committed so far: the
+                # run's last fold (``_finish``) is then left with theirs only.
+                looker.submit(_fold_early, lookup, dataset, stages)
             while pending:
                 account_oldest()
         except BaseException:
@@ -386,6 +390,15 @@ def _decided(
     if earlier is not None:
         found = found.with_rows(plan.records.select("record", "id", "content_hash"), earlier[1])
     return decide(dataset, plan, config, found)
+
+
+def _fold_early(lookup: Loader, dataset: Dataset, stages: dict[str, float]) -> None:
+    began = perf_counter()
+    try:
+        lookup.fold_merges(dataset.tables[0])
+    except DatabaseError as exc:  # the last fold notes them all
+        logger.debug("folding merge notes early failed: {}", exc)
+    _add_seconds(stages, "lookup", perf_counter() - began)
 
 
 def _account(

@@ -151,6 +151,18 @@ def test_a_row_merging_duplicates_of_several_batches_notes_them_all(db_url, db, 
     assert rows(db, "SELECT count(*) AS n FROM pipeline_merges") == [{"n": 0}]
 
 
+def test_a_later_run_adds_to_the_merge_notes_without_repeating_a_source(db_url, db, tmp_path):
+    a = record("A", "w1 w2 w3 w4 w5 w6", ["m1", "m2"], ["p1"])
+    b = record("B", "w1 w2 w3 w4 w5 x6", ["m2", "m3"], ["p1"])
+    c = record("C", "w1 w2 w3 w4 w5 y6", ["m3", "m1", "m9"], ["p1"])
+    first = run(tmp_path, db_url, [a, b], name="first.jsonl")
+    second = run(tmp_path, db_url, [c], name="second.jsonl")
+    assert (first.similar_merged, second.similar_merged) == (1, 1)
+    meta = merge_notes(db, "A")
+    assert meta["mergedWith"] == ["B", "C"]
+    assert meta["mergedSourceMessageIds"] == ["m2", "m3", "m1", "m9"]
+
+
 @pytest.mark.parametrize("early_lookup", ["works", "fails"])
 def test_stored_rows_and_the_previous_batchs_count_whether_the_early_lookup_works_or_fails(
     db_url, db, tmp_path, monkeypatch, early_lookup
