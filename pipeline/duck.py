@@ -109,9 +109,10 @@ def _typed(parent: str, field: pl.Field) -> str:
 
 
 def _thread_connection() -> duckdb.DuckDBPyConnection:
-    # Opening a connection costs as much as checking a batch; a connection serves one thread.
+    # Opening a connection costs as much as reading a batch; a connection serves one thread.
+    # One DuckDB thread: a batch is small, and the pipeline's own threads fill the cores.
     if not hasattr(_local, "connection"):
-        _local.connection = duckdb.connect()
+        _local.connection = duckdb.connect(config={"threads": 1})
     return _local.connection
 
 
