@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ import polars as pl
 from common import ROOT, argument_parser, machine, save_results, versions
 
 from pipeline import inspector
+from pipeline.autosize import peak_rss_mb
 from pipeline.database import start_embedded
 from pipeline.datasets.memories import DATASET
 from pipeline.loader import Loader
@@ -249,16 +249,6 @@ def run_step(args: argparse.Namespace) -> int:
     seconds = perf_counter() - began
     print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1), **detail}))
     return 0
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS; VmHWM starts afresh at exec (``ru_maxrss`` keeps the parent's)."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def markdown(r: dict) -> str:

@@ -98,7 +98,10 @@ def generate(records: int, seed: int, out: Path, *options: str) -> Path:
 
 
 def run_pipeline(source: Path, url: str, batch_size: int, report: Path, *options: str) -> dict:
-    """Run ``pipeline migrate``; its report's counts plus wall seconds and getrusage peak RSS."""
+    """Run ``pipeline migrate``; its report's counts plus wall seconds and getrusage peak RSS.
+
+    The report's peak RSS is the migration's own (``VmHWM``); getrusage's also holds this
+    process's peak when it started the child (``ru_maxrss`` is carried over exec)."""
     command = [
         Path(sys.executable).with_name("pipeline"),
         "migrate",

@@ -117,4 +117,14 @@ def current_rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory. On Linux from ``VmHWM``, which starts afresh at
+    exec: ``ru_maxrss`` also holds the peak of the process that started this one (a
+    benchmark holding 7.7 GB made every migration it ran report 7.7 GB)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

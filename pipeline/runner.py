@@ -9,7 +9,6 @@ second connection (a third thread), so both cores stay busy.
 
 from __future__ import annotations
 
-import resource
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -23,7 +22,7 @@ import polars as pl
 from loguru import logger
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from pipeline.autosize import BatchSizer
+from pipeline.autosize import BatchSizer, peak_rss_mb
 from pipeline.config import BatchConfig
 from pipeline.database import resolve_url
 from pipeline.datasets import Dataset, get_dataset
@@ -418,7 +417,7 @@ def _account(
     result.add_batch(staged.rows_in, loaded.loaded, loaded.rejects, perf_counter() - began)
     checkpoint("accounted")
     result.seconds = perf_counter() - clock
-    result.peak_rss_mb = _peak_rss_mb()
+    result.peak_rss_mb = peak_rss_mb()
     logger.debug(
         "batch {} committed: {} in, {} loaded, {} rejected ({:.2f}s)",
         staged.number,
@@ -463,7 +462,7 @@ def _finish(loader: Loader, dataset: Dataset, result: RunResult, status: str, re
             seconds = perf_counter() - folding
             result.seconds += seconds
             _add_seconds(result.stage_seconds, "load", seconds)
-        result.peak_rss_mb = _peak_rss_mb()
+        result.peak_rss_mb = peak_rss_mb()
         loader.finish_run(result.run_id, status, result.to_dict())
     except Exception as exc:  # the run's own error matters more than its bookkeeping
         logger.warning("could not record the end of run {}: {}", result.run_id, exc)
@@ -476,10 +475,6 @@ def _ledger(frame: pl.DataFrame) -> dict:
         "last_line": int(frame["source_line"].max()),
         "rows_in": frame.height,
     }
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _progress(enabled: bool) -> Progress:

@@ -3,6 +3,7 @@
 import csv
 import itertools
 import json
+import subprocess
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
@@ -199,3 +200,15 @@ def test_cli_batch_size_auto_and_bad_values(db_url, tmp_path):
         assert done.returncode == 2
         assert "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_peak_rss_is_the_process_own_not_the_peak_of_the_process_that_started_it():
+    # ru_maxrss is carried over exec: a child of a process holding 400 MB would report 400 MB.
+    script = (
+        "import os, subprocess, sys\n"
+        "ballast = bytearray(400 * 2**20)\n"
+        "probe = 'from pipeline.autosize import peak_rss_mb; print(peak_rss_mb())'\n"
+        "print(subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True).stdout)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert 0 < float(done.stdout) < 300, done.stdout + done.stderr
