@@ -424,12 +424,12 @@ class Loader:
             if refusal is None:
                 start, chunk = stop, chunk * 2
                 continue
-            bad, exc = refusal
+            bad, description = refusal
             if bad is None and stop - start > 1:
                 chunk = (stop - start) // 2
                 continue
             bad = start if bad is None else bad
-            failed.append({"record": records[bad].as_py(), **_describe(exc)})
+            failed.append({"record": records[bad].as_py(), **description})
             if bad > start and self._try_copy(table, arrow, start, bad) is not None:
                 raise DatabaseError(f"{table.name}: rows accepted once were refused on the second copy")
             start, chunk = bad + 1, RETRY_CHUNK
@@ -437,9 +437,9 @@ class Loader:
 
     def _try_copy(
         self, table: Table, arrow: pa.Table, start: int, stop: int
-    ) -> tuple[int | None, Exception] | None:
+    ) -> tuple[int | None, dict[str, str]] | None:
         """Copy rows [start, stop) under a savepoint; on a row-level refusal, undo and say
-        which row, when the server names it."""
+        which row, when the server names it, and why (``_describe``)."""
         self.execute("SAVEPOINT pipeline_copy")
         try:
             self._ingest(table.name, arrow.slice(start, stop - start))
@@ -448,7 +448,9 @@ class Loader:
             if not _is_row_level(exc):
                 raise
             line = _copy_line(exc, table.name)
-            return (None if line is None else start + line - 1), exc
+            # Not the exception: its traceback holds this frame, and so the batch's rows,
+            # until the cycle collector finds them (1M records with child conflicts: 1,060 -> 762 MB).
+            return (None if line is None else start + line - 1), _describe(exc)
         self.execute("RELEASE SAVEPOINT pipeline_copy")
         return None
 
