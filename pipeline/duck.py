@@ -47,8 +47,7 @@ def _read_objects_sql(dtype: pl.Struct) -> str:
     steps = [
         "SELECT raw, json_valid(raw) AS valid FROM lines",
         "SELECT *, valid AND regexp_matches(raw, '^\\s*\\{') AS object FROM step_0",
-        f"SELECT *, CASE WHEN object THEN json_transform(raw, '{_object_structure(dtype)}') END AS \"$\""
-        " FROM step_1",
+        f'SELECT *, CASE WHEN object THEN {_transform("raw", dtype)} END AS "$" FROM step_1',
     ]
     objects = [("$", dtype)]
     while objects := [
@@ -63,7 +62,7 @@ def _read_objects_sql(dtype: pl.Struct) -> str:
             value = f"{_quote(parent)}.{_quote(name)}"
             reads.append(
                 f"CASE WHEN json_type({value}) = 'OBJECT' "
-                f"THEN json_transform({value}, '{_object_structure(struct)}') END AS {_quote(path)}"
+                f"THEN {_transform(value, struct)} END AS {_quote(path)}"
             )
         steps.append(f"SELECT *, {', '.join(reads)} FROM step_{len(steps) - 1}")
     ctes = ", ".join(f"step_{n} AS ({sql})" for n, sql in enumerate(steps))
@@ -75,17 +74,20 @@ def _read_objects_sql(dtype: pl.Struct) -> str:
 _STRICT_SCALARS = {pl.Int64: ("BIGINT", "'BIGINT', 'UBIGINT'"), pl.Boolean: ("BOOLEAN", "'BOOLEAN'")}
 
 
-def _object_structure(struct: pl.Struct) -> str:
-    """``json_transform``'s structure for one object, its integers and objects left as JSON."""
-    as_json = lambda dtype: isinstance(dtype, pl.Struct) or dtype in _STRICT_SCALARS  # noqa: E731
-    fields = (f'"{f.name}":' + ('"JSON"' if as_json(f.dtype) else _structure(f.dtype)) for f in struct.fields)
-    return "{" + ",".join(fields) + "}"
+def _transform(value: str, struct: pl.Struct) -> str:
+    """SQL reading one object of ``struct``, its integers and objects left as JSON."""
+
+    def leaf(dtype: pl.DataType) -> str:
+        return '"JSON"' if isinstance(dtype, pl.Struct) or dtype in _STRICT_SCALARS else _structure(dtype)
+
+    structure = "{" + ",".join(json.dumps(f.name) + ":" + leaf(f.dtype) for f in struct.fields) + "}"
+    return f"json_transform({value}, '{_literal(structure)}')"
 
 
 def _structure(dtype: pl.DataType) -> str:
     """``json_transform``'s structure for ``dtype`` (inside lists, DuckDB's casts apply)."""
     if isinstance(dtype, pl.Struct):
-        return "{" + ",".join(f'"{f.name}":{_structure(f.dtype)}' for f in dtype.fields) + "}"
+        return "{" + ",".join(f"{json.dumps(f.name)}:{_structure(f.dtype)}" for f in dtype.fields) + "}"
     if isinstance(dtype, pl.List):
         return f"[{_structure(dtype.inner)}]"
     if dtype == pl.String:

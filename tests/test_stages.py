@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
+from pipeline import duck
 from pipeline.config import BatchConfig
 from pipeline.datasets import get_dataset
 from pipeline.runner import stage_batch
@@ -176,3 +177,16 @@ def test_standard_mode_leaves_duplicates_to_the_database():
     kept, rejects = stage(memory(1), twin, mode="standard")
     assert kept["content_hash"].n_unique() == 1
     assert kept.height == 2 and rejects.is_empty()
+
+
+def test_fields_are_read_by_name_whatever_characters_the_name_holds():
+    inner = pl.Struct({"a'b": pl.Int64})
+    dtype = pl.Struct({'it\'s "odd"': pl.String, "Message Date": pl.Int64, "o": inner})
+    line = json.dumps({'it\'s "odd"': "x", "Message Date": 3, "o": {"a'b": 2}})
+    checks, records = duck.read_json_objects(pl.Series([line, "[1]", "{"]), dtype)
+    assert checks.to_dicts() == [
+        {"valid": True, "object": True},
+        {"valid": True, "object": False},
+        {"valid": False, "object": False},
+    ]
+    assert records.row(0) == ("x", 3, {"a'b": 2})
