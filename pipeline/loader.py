@@ -283,6 +283,9 @@ class Loader:
         """
         try:
             with self._transaction(f"loading batch {batch_no}"):
+                # Parse and validation rejects need no decision: they go first, while the
+                # decision may still be on its way from the lookup thread.
+                self._ingest_rejects(run_id, rejects)
                 decided = self._decision(dataset, plan, config, decision)
                 refused, merges = decided.refused, decided.merges
                 checkpoint("keys")
@@ -290,14 +293,15 @@ class Loader:
                 failures = self._copy_tables(dataset, plan, refused["record"])
                 if not merges.is_empty():
                     self._ingest("pipeline_merges", _merges_arrow(run_id, batch_no, merges))
-                all_rejects = pl.concat([rejects, refused.drop("record"), _row_rejects(records, failures)])
+                decided_rejects = pl.concat([refused.drop("record"), _row_rejects(records, failures)])
+                all_rejects = pl.concat([rejects, decided_rejects])
                 if (
                     not config.continue_on_error
                     and all_rejects.filter(pl.col("category") == "database").height
                 ):
                     raise _RolledBack(all_rejects)
                 loaded = records.height - failures.select("record").n_unique()
-                self._ingest("pipeline_rejects", _rejects_arrow(run_id, all_rejects))
+                self._ingest_rejects(run_id, decided_rejects)
                 checkpoint("rejects")
                 self.execute(
                     "INSERT INTO pipeline_batches (run_id, batch_no, source_file, first_line,"
@@ -453,6 +457,10 @@ class Loader:
             return (None if line is None else start + line - 1), _describe(exc)
         self.execute("RELEASE SAVEPOINT pipeline_copy")
         return None
+
+    def _ingest_rejects(self, run_id: str, rejects: pl.DataFrame) -> None:
+        if not rejects.is_empty():
+            self._ingest("pipeline_rejects", _rejects_arrow(run_id, rejects))
 
     def _ingest(self, name: str, data: pa.Table, mode: str = "append", temporary: bool = False) -> None:
         with self.connection.cursor() as cursor:
