@@ -13,7 +13,7 @@ import polars as pl
 
 from pipeline.config import BatchConfig
 from pipeline.datasets import Dataset
-from pipeline.dedup import StoredMatches, decision_rejects, resolve, similar_edges
+from pipeline.dedup import StoredMatches, decision_rejects, resolve, similar_edges, similar_to
 from pipeline.plan import LoadPlan
 from pipeline.similarity import similar_pairs
 
@@ -68,3 +68,24 @@ def decide(dataset: Dataset, plan: LoadPlan, config: BatchConfig, found: StoredM
     )
     kept = records.join(decisions.select("record"), on="record", how="anti")
     return Decision(refused, kept.select("record", "id", "content_hash"), merges)
+
+
+def decide_against(
+    dataset: Dataset,
+    plan: LoadPlan,
+    config: BatchConfig,
+    keys: pl.DataFrame,
+    candidates: pl.DataFrame | None,
+    earlier: tuple[LoadPlan, pl.DataFrame] | None = None,
+) -> Decision:
+    """``decide`` given what stored rows say (``Loader.stored_rows``: ``keys`` and near-duplicate
+    ``candidates``), with the ``earlier`` batch's rows (``record``, ``id``, ``content_hash``)
+    also taken as stored when given."""
+    if earlier is not None and candidates is not None:
+        earlier_plan, rows = earlier
+        memories = earlier_plan.near.batch.join(rows.select("record", candidate="id"), on="record")
+        candidates = pl.concat([candidates, memories.select(candidates.columns)]).unique("candidate")
+    found = StoredMatches(keys, similar_to(plan.near, candidates, config.similarity_threshold))
+    if earlier is not None:
+        found = found.with_rows(plan.records.select("record", "id", "content_hash"), earlier[1])
+    return decide(dataset, plan, config, found)

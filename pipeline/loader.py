@@ -29,8 +29,8 @@ from loguru import logger
 from pipeline.config import BatchConfig
 from pipeline.database import redact
 from pipeline.datasets import Dataset, Table
-from pipeline.decide import Decision, decide
-from pipeline.dedup import STORED_KEYS_SCHEMA, StoredMatches, similar_to
+from pipeline.decide import Decision, decide_against
+from pipeline.dedup import STORED_KEYS_SCHEMA
 from pipeline.errors import DatabaseError, TransientDatabaseError
 from pipeline.faults import checkpoint
 from pipeline.plan import LoadPlan
@@ -362,9 +362,7 @@ class Loader:
                 return decision.result()
             except DatabaseError as exc:
                 logger.debug("the early lookup failed ({}); looking up again in the batch", exc)
-        keys, candidates = self._stored_rows(dataset.tables[0], plan)
-        similar = similar_to(plan.near, candidates, config.similarity_threshold)
-        return decide(dataset, plan, config, StoredMatches(keys, similar))
+        return decide_against(dataset, plan, config, *self._stored_rows(dataset.tables[0], plan))
 
     def _stored_rows(self, root: Table, plan: LoadPlan) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         """What stored rows say about a batch: per record, the id of a stored row with its
@@ -462,9 +460,9 @@ class Loader:
         if not rejects.is_empty():
             self._ingest("pipeline_rejects", _rejects_arrow(run_id, rejects))
 
-    def _ingest(self, name: str, data: pa.Table, mode: str = "append", temporary: bool = False) -> None:
+    def _ingest(self, name: str, data: pa.Table) -> None:
         with self.connection.cursor() as cursor:
-            cursor.adbc_ingest(name, data, mode=mode, temporary=temporary)
+            cursor.adbc_ingest(name, data, mode="append")
 
     @contextmanager
     def _transaction(self, doing: str) -> Iterator[None]:

@@ -26,9 +26,8 @@ from pipeline.autosize import BatchSizer, peak_rss_mb
 from pipeline.config import BatchConfig
 from pipeline.database import resolve_url
 from pipeline.datasets import Dataset, get_dataset
-from pipeline.decide import Decision, decide
+from pipeline.decide import Decision, decide_against
 from pipeline.decode import decode, type_errors
-from pipeline.dedup import StoredMatches, similar_to
 from pipeline.errors import ConfigError, DatabaseError, RunStopped, TransientDatabaseError
 from pipeline.faults import checkpoint
 from pipeline.loader import BatchOutcome, Loader
@@ -352,13 +351,13 @@ def _look_up_before_loading(
             lookup.reconnect()
         raise
     if previous is None:
-        decision = _decided(dataset, plan, config, keys, candidates, None)
+        decision = decide_against(dataset, plan, config, keys, candidates)
     else:
         # The previous lookup ran on this thread: its decision is done, or it failed and
         # the loader decides that batch itself.
         kept = None if previous.decision.exception() else previous.decision.result().kept
         if kept is not None:
-            decision = _decided(dataset, plan, config, keys, candidates, (previous.staged.plan, kept))
+            decision = decide_against(dataset, plan, config, keys, candidates, (previous.staged.plan, kept))
         waiting = perf_counter()
         outcome, _ = previous.loading.result()
         began += perf_counter() - waiting
@@ -366,29 +365,9 @@ def _look_up_before_loading(
         if not outcome.committed:
             loaded = loaded.clear()
         if kept is None or loaded.height != kept.height:
-            decision = _decided(dataset, plan, config, keys, candidates, (previous.staged.plan, loaded))
+            decision = decide_against(dataset, plan, config, keys, candidates, (previous.staged.plan, loaded))
     _add_seconds(stages, "lookup", perf_counter() - began)
     return decision
-
-
-def _decided(
-    dataset: Dataset,
-    plan: LoadPlan,
-    config: BatchConfig,
-    keys: pl.DataFrame,
-    candidates: pl.DataFrame | None,
-    earlier: tuple[LoadPlan, pl.DataFrame] | None,
-) -> Decision:
-    """``decide`` with stored ``keys`` and near-duplicate ``candidates``, and with the
-    ``earlier`` batch's rows (``record``, ``id``, ``content_hash``) taken as stored."""
-    if earlier is not None and candidates is not None:
-        earlier_plan, rows = earlier
-        memories = earlier_plan.near.batch.join(rows.select("record", candidate="id"), on="record")
-        candidates = pl.concat([candidates, memories.select(candidates.columns)]).unique("candidate")
-    found = StoredMatches(keys, similar_to(plan.near, candidates, config.similarity_threshold))
-    if earlier is not None:
-        found = found.with_rows(plan.records.select("record", "id", "content_hash"), earlier[1])
-    return decide(dataset, plan, config, found)
 
 
 def _fold_early(lookup: Loader, dataset: Dataset, stages: dict[str, float]) -> None:
