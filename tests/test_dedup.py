@@ -157,6 +157,8 @@ def test_a_later_run_adds_to_the_merge_notes_without_repeating_a_source(db_url, 
     c = record("C", "w1 w2 w3 w4 w5 y6", ["m3", "m1", "m9"], ["p1"])
     first = run(tmp_path, db_url, [a, b], name="first.jsonl")
     second = run(tmp_path, db_url, [c], name="second.jsonl")
+    for result in (first, second):
+        assert_invariant(result, db)
     assert (first.similar_merged, second.similar_merged) == (1, 1)
     meta = merge_notes(db, "A")
     assert meta["mergedWith"] == ["B", "C"]
