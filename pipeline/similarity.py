@@ -29,12 +29,17 @@ TERMS = ("words", "sources", "people")
 
 
 def comparable(frame: pl.DataFrame, key: str) -> pl.DataFrame:
-    """What a score needs of a memory: its normalized summary, words, sources and participant ids."""
+    """What a score needs of a memory: its normalized summary, words, sources and participant ids.
+
+    Words are kept as 64-bit hashes: they are only compared, and joins, groups and set
+    intersections on integers are several times cheaper than on strings (two different
+    words sharing a hash, odds about 2^-64 a pair, would count as one).
+    """
     normalized = pl.col("summary").str.strip_chars().str.to_lowercase()
     return frame.select(
         pl.col(key),
         text=normalized,
-        words=normalized.str.split(" "),
+        words=normalized.str.split(" ").list.eval(pl.element().hash()),
         sources="sourceMessageIds",
         people="people",
     )
@@ -86,7 +91,7 @@ def probe_keys(
     """
     on_offered = sources.join(offered, on="source", how="semi")
     probing = batch.join(on_offered.select("record").unique(), on="record", how="semi")
-    return prefix_words(probing, threshold).join(on_offered, on="record")
+    return prefix_words(probing, threshold).join(on_offered, on="record").with_columns(pair_key())
 
 
 def target_keys(targets: pl.DataFrame, probes: pl.DataFrame) -> pl.DataFrame:
@@ -105,7 +110,14 @@ def target_keys(targets: pl.DataFrame, probes: pl.DataFrame) -> pl.DataFrame:
         .join(wanted, on="word", how="semi")
         .explode("source")
         .drop_nulls()
+        .with_columns(pair_key())
     )
+
+
+def pair_key() -> pl.Expr:
+    """One 64-bit key for a (source, word) pair: probes and targets are joined on it, far
+    cheaper than on a string and a word. A collision only pairs more records to score."""
+    return pl.struct("source", "word").hash().alias("key")
 
 
 def candidate_pairs(
@@ -122,7 +134,7 @@ def candidate_pairs(
     earlier ones only.
     """
     shared = (
-        probes.join(keys, on=["source", "word"])
+        probes.join(keys.drop("source", "word"), on="key")
         .filter(pl.col("candidate") < pl.col("record") if earlier_only else pl.lit(True))
         .unique([*PAIR_KEYS, "word"])
     )
@@ -162,8 +174,8 @@ def similar_pairs(
 def _chunks(probes: pl.DataFrame, keys: pl.DataFrame) -> list[pl.DataFrame]:
     """``probes`` split by record into chunks joining about ``JOIN_ROWS_PER_CHUNK`` keys each;
     records joining none are left out."""
-    fanout = keys.group_by("source", "word").len()
-    joined = probes.join(fanout, on=["source", "word"]).group_by("record").agg(pl.col("len").sum())
+    fanout = keys.group_by("key").len()
+    joined = probes.join(fanout, on="key").group_by("record").agg(pl.col("len").sum())
     chunk = joined.sort("record").select("record", chunk=pl.col("len").cum_sum() // JOIN_ROWS_PER_CHUNK)
     return probes.join(chunk, on="record").partition_by("chunk", include_key=False)
 
