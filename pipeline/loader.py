@@ -33,6 +33,7 @@ from pipeline.decide import Decision, decide_against
 from pipeline.dedup import STORED_KEYS_SCHEMA
 from pipeline.errors import DatabaseError, TransientDatabaseError
 from pipeline.faults import checkpoint
+from pipeline.known import KnownKeys
 from pipeline.plan import LoadPlan
 from pipeline.rejects import REJECT_SCHEMA, reject_frame
 from pipeline.report import RejectCounts, similarity_bins
@@ -348,11 +349,20 @@ class Loader:
             .cast(STORED_KEYS_SCHEMA)
         )
 
-    def stored_rows(self, root: Table, plan: LoadPlan) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    def stored_rows(
+        self, root: Table, plan: LoadPlan, known: KnownKeys | None = None
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         """``_stored_rows`` in a transaction of its own, so another thread can look them up
         while the previous batch loads."""
         with self._transaction("looking up stored keys and near-duplicate candidates"):
-            return self._stored_rows(root, plan)
+            return self._stored_rows(root, plan, known)
+
+    def known_keys(self, root: Table) -> KnownKeys:
+        """The keys of every stored row of ``root``, read in Arrow batches as they stream in."""
+        table, key = quoted(root.name), quoted(root.key)
+        with self._transaction("reading the stored keys"), self.connection.cursor() as cursor:
+            cursor.execute(f"SELECT {key} AS id, content_hash::text AS content_hash FROM {table}")
+            return KnownKeys(pl.from_arrow(batch) for batch in cursor.fetch_record_batch())
 
     def _decision(
         self, dataset: Dataset, plan: LoadPlan, config: BatchConfig, decision: Future[Decision] | None
@@ -364,16 +374,19 @@ class Loader:
                 logger.debug("the early lookup failed ({}); looking up again in the batch", exc)
         return decide_against(dataset, plan, config, *self._stored_rows(dataset.tables[0], plan))
 
-    def _stored_rows(self, root: Table, plan: LoadPlan) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    def _stored_rows(
+        self, root: Table, plan: LoadPlan, known: KnownKeys | None = None
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         """What stored rows say about a batch: per record, the id of a stored row with its
         content hash and whether its key is taken (``dedup.StoredMatches.keys``); and, when
         near duplicates are looked for, the stored memories sharing a source with the batch
-        (a ``comparable`` frame keyed by ``candidate``, their ids)."""
+        (a ``comparable`` frame keyed by ``candidate``, their ids). With ``known``, only the
+        records it may hold are looked up by key."""
         # A batch's keys are a sliver of a table that grows all run: walk the indexes. The
         # planner, seeing thousands of keys, would read the whole table once per batch.
         for method in ("hashjoin", "mergejoin", "seqscan"):
             self.execute(f"SET LOCAL enable_{method} = off")
-        keys = self._stored_keys(root, plan.records)
+        keys = self._stored_keys(root, plan.records if known is None else known.maybe_stored(plan.records))
         # A near duplicate shares a source: a batch without sources has none.
         if plan.near is None or plan.near.sources.is_empty():
             return keys, None

@@ -30,6 +30,7 @@ from pipeline.decide import Decision, decide_against
 from pipeline.decode import decode, type_errors
 from pipeline.errors import ConfigError, DatabaseError, RunStopped, TransientDatabaseError
 from pipeline.faults import checkpoint
+from pipeline.known import KnownKeys
 from pipeline.loader import BatchOutcome, Loader
 from pipeline.plan import LoadPlan, loaded_records, plan_load
 from pipeline.report import RunResult
@@ -198,6 +199,7 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
         ThreadPoolExecutor(1, "lookup") as looker,
     ):
         task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
+        known = lookup.known_keys(dataset.tables[0])
         # Batches submitted to the loader and not yet accounted. Two may wait, so that the
         # next batch is read, validated and looked up while the loader copies; a run that
         # stops at the first failure (fail-fast, --max-errors) keeps one, so that no batch
@@ -240,7 +242,7 @@ def _run(loader, dataset, config, files, started_at, result) -> None:
                 staged = StagedBatch(number, plan, rejects, raw.frame.height, _ledger(raw.frame))
                 previous = pending[-1] if pending else None
                 decision = looker.submit(
-                    _look_up_before_loading, lookup, dataset, plan, config, previous, stages
+                    _look_up_before_loading, lookup, known, dataset, plan, config, previous, stages
                 )
                 if not config.continue_on_error and _failed_records(rejects):
                     while pending:
@@ -330,6 +332,7 @@ def _lookup_connection(url: str) -> Iterator[Loader]:
 
 def _look_up_before_loading(
     lookup: Loader,
+    known: KnownKeys,
     dataset: Dataset,
     plan: LoadPlan,
     config: BatchConfig,
@@ -341,14 +344,17 @@ def _look_up_before_loading(
     Against the rows committed now, and the records the previous batch keeps, taken as
     stored as soon as that batch is decided (while it copies them). Once it commits, a
     record its COPY refused turns out not stored after all: then the batch is decided
-    again without it. A row found twice (committed meanwhile) counts once.
+    again without it. A row found twice (committed meanwhile) counts once. The rows the
+    previous batch loaded join the ``known`` keys, for the batches after this one.
     """
     began = perf_counter()
     try:
-        keys, candidates = lookup.stored_rows(dataset.tables[0], plan)
+        keys, candidates = lookup.stored_rows(dataset.tables[0], plan, known)
     except DatabaseError:
         with suppress(DatabaseError):
             lookup.reconnect()
+        if previous is not None:
+            known.add(_loaded(previous))
         raise
     if previous is None:
         decision = decide_against(dataset, plan, config, keys, candidates)
@@ -359,15 +365,20 @@ def _look_up_before_loading(
         if kept is not None:
             decision = decide_against(dataset, plan, config, keys, candidates, (previous.staged.plan, kept))
         waiting = perf_counter()
-        outcome, _ = previous.loading.result()
+        loaded = _loaded(previous)
         began += perf_counter() - waiting
-        loaded = loaded_records(previous.staged.plan, outcome.rejects)
-        if not outcome.committed:
-            loaded = loaded.clear()
+        known.add(loaded)
         if kept is None or loaded.height != kept.height:
             decision = decide_against(dataset, plan, config, keys, candidates, (previous.staged.plan, loaded))
     _add_seconds(stages, "lookup", perf_counter() - began)
     return decision
+
+
+def _loaded(batch: InFlight) -> pl.DataFrame:
+    """``record``, ``id`` and ``content_hash`` of the records ``batch`` loaded, once it is done."""
+    outcome, _ = batch.loading.result()
+    loaded = loaded_records(batch.staged.plan, outcome.rejects)
+    return loaded if outcome.committed else loaded.clear()
 
 
 def _fold_early(lookup: Loader, dataset: Dataset, stages: dict[str, float]) -> None:

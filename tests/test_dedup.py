@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from pipeline import BatchConfig, DatabaseError, migrate, similarity
+from pipeline.known import KnownKeys
 from pipeline.loader import Loader
 from pipeline.plan import near_duplicate_input
 from pipeline.similarity import comparable, scores, similar_pairs
@@ -169,7 +170,7 @@ def test_a_later_run_adds_to_the_merge_notes_without_repeating_a_source(db_url, 
 def test_stored_rows_and_the_previous_batchs_count_whether_the_early_lookup_works_or_fails(
     db_url, db, tmp_path, monkeypatch, early_lookup
 ):
-    def broken(self, root, plan):
+    def broken(self, *args):
         raise DatabaseError("the lookup connection broke")
 
     if early_lookup == "fails":  # then each batch looks its matches up in its own transaction
@@ -186,6 +187,51 @@ def test_stored_rows_and_the_previous_batchs_count_whether_the_early_lookup_work
         5: ("unique_violation:memories_pkey", None),
     }
     assert merge_notes(db, "A")["mergedWith"] == ["B", "C"]
+
+
+def test_known_keys_hold_the_stored_ids_and_hashes_and_the_rows_added_since():
+    stored = pl.DataFrame({"id": ["A", "B"], "content_hash": ["h1", "h2"]})
+    known = KnownKeys([stored.head(1), stored.tail(1)])
+    known.add(pl.DataFrame({"id": ["C"], "content_hash": ["h3"]}))
+    batch = pl.DataFrame(
+        {
+            "record": [0, 1, 2, 3, 4],
+            "id": ["A", "x", "C", "y", "z"],
+            "content_hash": ["n0", "h2", "n2", "h3", "n4"],
+        }
+    )
+    assert known.maybe_stored(batch)["record"].to_list() == [0, 1, 2, 3]
+    assert KnownKeys().maybe_stored(batch).is_empty()
+
+
+@pytest.mark.parametrize(
+    ("threshold", "outcome"),
+    [
+        (0.7, ("similar_duplicate", "C", 1.0)),
+        (1.0, ("unique_violation:memories_content_hash_key", None, None)),
+    ],
+    ids=["near_duplicates_on", "exact_only"],
+)
+def test_a_duplicate_of_a_row_another_writer_stores_during_the_run_is_refused(
+    db_url, db, tmp_path, monkeypatch, threshold, outcome
+):
+    # The run knows the keys stored when it started and those it loads, not those another
+    # writer stores meanwhile: a copy of such a row is found among the near-duplicate
+    # candidates (read from the table), or else refused by the unique constraint.
+    a, b = record("A", "a words", ["a1"], ["p1"]), record("B", "b words", ["b1"], ["p2"])
+    c = record("C", "c words", ["c1"], ["p3"])
+    load_batch = Loader.load_batch
+
+    def other_writer_first(self, dataset, run_id, batch_no, *args, **kwargs):
+        monkeypatch.setattr(Loader, "load_batch", load_batch)
+        run(tmp_path, db_url, [c], name="other.jsonl")
+        return load_batch(self, dataset, run_id, batch_no, *args, **kwargs)
+
+    monkeypatch.setattr(Loader, "load_batch", other_writer_first)
+    result = run(tmp_path, db_url, [a, b, {**c, "id": "C2"}], batch_size=1, similarity_threshold=threshold)
+    assert_invariant(result, db)
+    assert outcomes(db, result.run_id) == {3: outcome}
+    assert sorted(r["id"] for r in rows(db, "SELECT id FROM memories")) == ["A", "B", "C"]
 
 
 def test_a_record_the_previous_batchs_copy_refused_is_not_stored_for_the_next_batch(db_url, db, tmp_path):
