@@ -111,12 +111,15 @@ def type_errors(records: pl.DataFrame, dtype: pl.Struct, skip: tuple[str, ...] =
         if dtype_at == pl.String or path in skip:
             continue
         parent, _, name = path.rpartition(".")
-        missing = field_expr(path).is_null() & pl.col("raw").str.contains(f'"{name}"', literal=True)
+        missing = field_expr(path).is_null()
         if parent:
             missing &= field_expr(parent).is_not_null()
+        # Most fields are present: only the texts of the records missing this one are searched.
         found.append(
-            indexed.lazy()
-            .filter(missing)
+            indexed.select("record", "raw", missing=missing)
+            .filter("missing")
+            .lazy()
+            .filter(pl.col("raw").str.contains(f'"{name}"', literal=True))
             .select(
                 "record",
                 field=pl.lit(path),
