@@ -6,8 +6,9 @@ The run reads the stored keys once when it starts and adds each batch's loaded r
 batch then looks up in the table only the records whose id or content hash it has met.
 Keys are 64-bit hashes, kept sorted (16 bytes a stored row). A collision only costs a
 lookup: what a record matches is always read from the table. Rows that another writer
-stores during the run are not known here; the table's unique constraints refuse their
-duplicates, which become database rejects (DESIGN: the unique constraint is the judge).
+stores during the run are not known here: their copies are found among the near-duplicate
+candidates (read from the table), or else refused by the unique constraints as database
+rejects (DESIGN: the unique constraint is the final judge of exact duplicates).
 """
 
 from __future__ import annotations
