@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/bench_core.py [--records 1000000] [--batch-size 20000]
-                                    [--seed 7] [--out benchmarks/out]
+                                    [--seed 7] [--repeat 1] [--out benchmarks/out]
 
 What it measures, on the embedded PostgreSQL (``./.pipeline/``):
 
@@ -21,6 +21,8 @@ What it measures, on the embedded PostgreSQL (``./.pipeline/``):
 
 ``ratio = ceiling seconds / pipeline wall seconds``: the fraction of raw COPY
 speed the whole pipeline reaches (target at least 0.5; peak RSS at most 1 GB).
+With ``--repeat N``, N such pairs run one after the other and the pair with the
+median ratio is reported; every pair's figures are kept under ``runs``.
 Results go to stdout as a markdown table and to ``OUT/core-results.json``.
 """
 
@@ -46,9 +48,33 @@ def main() -> int:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     source = generate(args.records, args.seed, args.out)
+    pairs = []
+    for _ in range(args.repeat):
+        pair = measure_pair(args, source)
+        if pair is None:
+            return 1
+        pairs.append(pair)
+    # The pair whose ratio is the median: a pipeline run and the ceiling measured right after it.
+    results = sorted(pairs, key=lambda pair: pair["ratio"])[len(pairs) // 2]
+    results["runs"] = [
+        {"pipeline_seconds": r["pipeline"]["wall_seconds"], "ceiling_seconds": r["ceiling"]["seconds"]}
+        | {"ratio": r["ratio"], "peak_rss_mb": r["pipeline"]["peak_rss_mb"]}
+        for r in pairs
+    ]
+    results["machine"] = machine()
+    results["targets_met"] = {
+        "ratio": results["ratio"] >= TARGET_RATIO,
+        "peak_rss": max(r["pipeline"]["peak_rss_mb"] for r in pairs) <= TARGET_RSS_MB,
+    }
+    name = "core-results.json" if args.similarity_threshold < 1 else "core-results-exact-dedup.json"
+    save_results(args.out, name, results)
+    print(markdown(results))
+    return 0
 
+
+def measure_pair(args: argparse.Namespace, source) -> dict | None:
+    """One pipeline run into a fresh database, then the ceiling on the rows it loaded."""
     urls = fresh_databases("bench_pipeline", "bench_ceiling")
-
     report_path = args.out / f"core-report-{args.records}.json"
     pipeline = run_pipeline(
         source,
@@ -60,12 +86,11 @@ def main() -> int:
     )
     if pipeline["exit_code"] != 0:
         print(f"pipeline migrate failed with exit code {pipeline['exit_code']}", file=sys.stderr)
-        return 1
-
+        return None
     tables = read_loaded_rows(urls["bench_pipeline"])
     ceiling_seconds = copy_ceiling(urls["bench_ceiling"], tables, args.batch_size)
     loaded = tables["memories"].num_rows
-    results = {
+    return {
         "records_in": args.records,
         "batch_size": args.batch_size,
         "similarity_threshold": args.similarity_threshold,
@@ -79,17 +104,8 @@ def main() -> int:
         },
         "ratio": round(ceiling_seconds / pipeline["wall_seconds"], 3),
         "ratio_report_seconds": round(ceiling_seconds / pipeline["seconds"], 3),
-        "machine": machine(),
         "versions": versions(urls["bench_pipeline"]),
     }
-    results["targets_met"] = {
-        "ratio": results["ratio"] >= TARGET_RATIO,
-        "peak_rss": max(pipeline["peak_rss_mb"], pipeline["peak_rss_mb_getrusage"]) <= TARGET_RSS_MB,
-    }
-    name = "core-results.json" if args.similarity_threshold < 1 else "core-results-exact-dedup.json"
-    save_results(args.out, name, results)
-    print(markdown(results))
-    return 0
 
 
 def parse_args() -> argparse.Namespace:
@@ -99,6 +115,13 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=BatchConfig().similarity_threshold,
         help="1 measures exact deduplication only (no near-duplicate detection)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure N pipeline/ceiling pairs and report the one with the median ratio "
+        "(a shared machine moves both by 10%% between runs); every pair is kept under 'runs'",
     )
     return parser.parse_args()
 
@@ -173,6 +196,13 @@ def markdown(r: dict) -> str:
         (
             f"peak RSS MB (report / getrusage), target <= {TARGET_RSS_MB}",
             f"{p['peak_rss_mb']:,.0f} / {p['peak_rss_mb_getrusage']:,.0f}",
+        ),
+        (
+            "every pair (pipeline s / ceiling s / ratio)",
+            "; ".join(
+                f"{x['pipeline_seconds']:.1f} / {x['ceiling_seconds']:.1f} / {x['ratio']:.3f}"
+                for x in r["runs"]
+            ),
         ),
         ("machine", f"{m['nproc']} CPUs, {m['cpu']}, {m['ram_gb']} GB RAM"),
         (
