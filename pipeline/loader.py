@@ -150,6 +150,12 @@ class Loader:
                 (run_id, started_at, json.dumps(config), json.dumps(inputs)),
             )
 
+    def record_inputs(self, run_id: str, inputs: list[dict]) -> None:
+        with self._transaction("recording the run's inputs"):
+            self.execute(
+                "UPDATE pipeline_runs SET inputs = $2::jsonb WHERE run_id = $1", (run_id, json.dumps(inputs))
+            )
+
     def run_record(self, run_id: str) -> dict | None:
         """A run's row (config and inputs decoded), or None when there is no such run."""
         with self._transaction("reading the run"):

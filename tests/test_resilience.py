@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +46,9 @@ def new_database(server_url: str, name: str) -> str:
     return re.sub(r"/postgres\?", f"/{name}?", server_url)
 
 
-def cli_migrate(db_url: str, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+def cli_migrate(
+    db_url: str, *args: str, kill_at: str | None = None, source: Path = SAMPLE
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PIPELINE_KILL_AT": kill_at or ""}
     return subprocess.run(
         [
@@ -52,7 +56,7 @@ def cli_migrate(db_url: str, *args: str, kill_at: str | None = None) -> subproce
             "-m",
             "pipeline",
             "migrate",
-            str(SAMPLE),
+            str(source),
             "--db",
             db_url,
             "--batch-size",
@@ -136,6 +140,21 @@ def test_sigkill_anywhere_then_resume_gives_the_clean_runs_result(server_url, cl
     assert clean_state["batches"]["n"] == clean_state["batches"]["d"] == 11
     assert clean_state["pending_merges"] == 0
     assert sum(bool(m[3]) for m in clean_state["memories"]) > 0
+
+
+def test_a_run_killed_in_its_first_batch_has_recorded_its_inputs(server_url, tmp_path):
+    # Inputs are hashed beside the start of the run; the hashes are recorded before the first
+    # batch loads, so a run killed inside it still refuses a changed input on resume.
+    url = new_database(server_url, "killed_first_batch")
+    source = tmp_path / "in.jsonl"
+    shutil.copy(SAMPLE, source)
+    killed = cli_migrate(url, "--run-id", "R", kill_at="copy:1", source=source)
+    assert killed.returncode == -9, killed.stderr
+    with source.open("a") as handle:
+        handle.write(json.dumps(memory(9999)) + "\n")
+    changed = cli_migrate(url, "--resume", "R", source=source)
+    assert changed.returncode == 2
+    assert "input files changed" in changed.stderr
 
 
 def test_resume_refuses_changed_input_or_settings(db_url, tmp_path):
