@@ -61,10 +61,10 @@ def decode(raw: pl.DataFrame, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.DataFr
 
 
 def _strictly_valid(lines: pl.Series, valid: pl.Series) -> pl.Series:
-    loose = valid & (lines.str.contains(TRAILING_COMMA) | lines.str.contains(NON_FINITE_LETTERS))
-    at = loose.arg_true()
+    trailing = lines.str.contains(TRAILING_COMMA)
+    at = (valid & (trailing | lines.str.contains(NON_FINITE_LETTERS))).arg_true()
     texts = lines.gather(at)
-    suspect = texts.str.contains(TRAILING_COMMA) | texts.str.contains(NON_FINITE)
+    suspect = trailing.gather(at) | texts.str.contains(NON_FINITE)
     if not suspect.any():
         return valid
     strict = texts.filter(suspect).str.json_path_match("$").is_not_null()
