@@ -221,15 +221,18 @@ def test_a_duplicate_of_a_row_another_writer_stores_during_the_run_is_refused(
     a, b = record("A", "a words", ["a1"], ["p1"]), record("B", "b words", ["b1"], ["p2"])
     c = record("C", "c words", ["c1"], ["p3"])
     load_batch = Loader.load_batch
+    others = []
 
     def other_writer_first(self, dataset, run_id, batch_no, *args, **kwargs):
         monkeypatch.setattr(Loader, "load_batch", load_batch)
-        run(tmp_path, db_url, [c], name="other.jsonl")
+        others.append(run(tmp_path, db_url, [c], name="other.jsonl"))
         return load_batch(self, dataset, run_id, batch_no, *args, **kwargs)
 
     monkeypatch.setattr(Loader, "load_batch", other_writer_first)
     result = run(tmp_path, db_url, [a, b, {**c, "id": "C2"}], batch_size=1, similarity_threshold=threshold)
-    assert_invariant(result, db)
+    assert len(others) == 1
+    for done in (*others, result):
+        assert_invariant(done, db)
     assert outcomes(db, result.run_id) == {3: outcome}
     assert sorted(r["id"] for r in rows(db, "SELECT id FROM memories")) == ["A", "B", "C"]
 
