@@ -4,7 +4,9 @@ Looking every record of a batch up in the table's indexes cost the server about 
 a batch of 20,000 against a million stored rows, to find the few hundred that are there.
 The run reads the stored keys once when it starts and adds each batch's loaded rows; a
 batch then looks up in the table only the records whose id or content hash it has met.
-Keys are 64-bit hashes, kept sorted (16 bytes a stored row). A collision only costs a
+Keys are 64-bit hashes (16 bytes a stored row), kept in sorted runs: a batch's keys form
+a run, and a run merges into the one before it once it is as long, so each key is merged
+a few times (log of the batches) instead of once per batch. A collision only costs a
 lookup: what a record matches is always read from the table. Rows that another writer
 stores during the run are not known here: their copies are found among the near-duplicate
 candidates (read from the table), or else refused by the unique constraints as database
@@ -21,31 +23,38 @@ KEY_COLUMNS = ("id", "content_hash")
 
 
 class KnownKeys:
-    """The ids and content hashes of the stored rows, as sorted 64-bit hashes."""
+    """The ids and content hashes of the stored rows, as runs of sorted 64-bit hashes."""
 
     def __init__(self, stored: Iterable[pl.DataFrame] = ()) -> None:
         """``stored``: frames of stored rows (``id``, ``content_hash``), hashed one by one so
         that a big table's keys never sit in memory as text."""
         hashed = [_hashed(rows) for rows in stored]
-        self._keys = {
-            column: pl.concat([pl.Series(column, [], pl.UInt64), *(h[column] for h in hashed)]).sort()
+        self._runs = {
+            column: [pl.concat([pl.Series(column, [], pl.UInt64), *(h[column] for h in hashed)]).sort()]
             for column in KEY_COLUMNS
         }
 
     def add(self, rows: pl.DataFrame) -> None:
         """Note ``rows`` (``id``, ``content_hash``) as stored."""
-        hashed = _hashed(rows)
-        self._keys = {
-            column: known.to_frame().merge_sorted(hashed[column].sort().to_frame(), key=column).to_series()
-            for column, known in self._keys.items()
-        }
+        for column, keys in _hashed(rows).items():
+            runs = self._runs[column]
+            runs.append(keys.sort())
+            while len(runs) > 1 and runs[-1].len() >= runs[-2].len():
+                last = runs.pop()
+                runs[-1] = runs[-1].to_frame().merge_sorted(last.to_frame(), key=column).to_series()
 
     def maybe_stored(self, records: pl.DataFrame) -> pl.DataFrame:
         """The ``records`` whose id or content hash may be stored."""
-        hashed, known = _hashed(records), self._keys
-        return records.filter(
-            _among(hashed["id"], known["id"]) | _among(hashed["content_hash"], known["content_hash"])
-        )
+        found = pl.repeat(False, records.height, eager=True)
+        for column, keys in _hashed(records).items():
+            # Sorted, the keys look runs up in order: about twice as fast in a big run.
+            order = keys.arg_sort()
+            wanted = keys.gather(order)
+            in_column = pl.repeat(False, records.height, eager=True)
+            for run in self._runs[column]:
+                in_column |= _among(wanted, run)
+            found = found.scatter(order.filter(in_column), True)
+        return records.filter(found)
 
 
 def _hashed(rows: pl.DataFrame) -> dict[str, pl.Series]:

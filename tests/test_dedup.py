@@ -204,6 +204,21 @@ def test_known_keys_hold_the_stored_ids_and_hashes_and_the_rows_added_since():
     assert KnownKeys().maybe_stored(batch).is_empty()
 
 
+def test_known_keys_find_every_row_added_however_their_runs_merged():
+    known = KnownKeys()
+    added = []
+    for number, size in enumerate([5, 3, 1, 1, 8, 2, 20, 1, 4, 40]):
+        rows = pl.DataFrame({"id": [f"id-{number}-{n}" for n in range(size)]}).with_columns(
+            content_hash=pl.col("id").str.replace("id", "hash")
+        )
+        known.add(rows)
+        added.append(rows)
+    stored = pl.concat(added).with_row_index("record")
+    strangers = stored.with_columns(pl.col("id", "content_hash") + "-new")
+    assert known.maybe_stored(stored.sample(fraction=1.0, shuffle=True, seed=3)).height == stored.height
+    assert known.maybe_stored(strangers).is_empty()
+
+
 @pytest.mark.parametrize(
     ("threshold", "outcome"),
     [
