@@ -39,71 +39,60 @@ def read_json_objects(lines: pl.Series, dtype: pl.Struct) -> tuple[pl.DataFrame,
 
 
 def _read_objects_sql(dtype: pl.Struct) -> str:
-    """One step per depth of nested objects, each reading the objects found by the one before.
+    """One ``json_transform`` of each object into ``dtype``'s nested structure, then each field
+    typed as strictly as Polars' reader.
 
-    The column named ``$`` holds the record, ``$.a`` its object ``a``, and so on; integers
-    and objects are read as raw JSON, so that their JSON type can be checked.
+    The column named ``$`` holds the record. Integers and booleans are read as raw JSON, so
+    that their JSON type can be checked. DuckDB reads a value that is no object into a
+    struct of nulls, as it reads ``{}``: only those structs are looked up again in the text.
     """
-    steps = [
-        "SELECT raw, json_valid(raw) AS valid FROM lines",
-        "SELECT *, valid AND regexp_matches(raw, '^\\s*\\{') AS object FROM step_0",
-        f'SELECT *, CASE WHEN object THEN {_transform("raw", dtype)} END AS "$" FROM step_1',
-    ]
-    objects = [("$", dtype)]
-    while objects := [
-        (f"{path}.{field.name}", field.dtype)
-        for path, struct in objects
-        for field in struct.fields
-        if isinstance(field.dtype, pl.Struct)
-    ]:
-        reads = []
-        for path, struct in objects:
-            parent, _, name = path.rpartition(".")
-            value = f"{_quote(parent)}.{_quote(name)}"
-            reads.append(
-                f"CASE WHEN json_type({value}) = 'OBJECT' "
-                f"THEN {_transform(value, struct)} END AS {_quote(path)}"
-            )
-        steps.append(f"SELECT *, {', '.join(reads)} FROM step_{len(steps) - 1}")
-    ctes = ", ".join(f"step_{n} AS ({sql})" for n, sql in enumerate(steps))
-    fields = ", ".join(f"{_typed('$', field)} AS {_quote(field.name)}" for field in dtype.fields)
-    return f"WITH {ctes} SELECT valid, object, {fields} FROM step_{len(steps) - 1}"
+    read = f"CASE WHEN object THEN json_transform(raw, '{_literal(_structure(dtype))}') END"
+    fields = ", ".join(
+        f"{_typed(_quote('$'), (field.name,), field)} AS {_quote(field.name)}" for field in dtype.fields
+    )
+    return (
+        "WITH checked AS (SELECT raw, json_valid(raw) AS valid FROM lines), "
+        "objects AS (SELECT *, valid AND regexp_matches(raw, '^\\s*\\{') AS object FROM checked), "
+        f'read AS (SELECT *, {read} AS "$" FROM objects) '
+        f"SELECT valid, object, {fields} FROM read"
+    )
 
 
 # JSON scalars read as raw JSON and cast only when their JSON type matches.
 _STRICT_SCALARS = {pl.Int64: ("BIGINT", "'BIGINT', 'UBIGINT'"), pl.Boolean: ("BOOLEAN", "'BOOLEAN'")}
 
 
-def _transform(value: str, struct: pl.Struct) -> str:
-    """SQL reading one object of ``struct``, its integers and objects left as JSON."""
-
-    def leaf(dtype: pl.DataType) -> str:
-        return '"JSON"' if isinstance(dtype, pl.Struct) or dtype in _STRICT_SCALARS else _structure(dtype)
-
-    structure = "{" + ",".join(json.dumps(f.name) + ":" + leaf(f.dtype) for f in struct.fields) + "}"
-    return f"json_transform({value}, '{_literal(structure)}')"
-
-
-def _structure(dtype: pl.DataType) -> str:
-    """``json_transform``'s structure for ``dtype`` (inside lists, DuckDB's casts apply)."""
+def _structure(dtype: pl.DataType, in_list: bool = False) -> str:
+    """``json_transform``'s structure for ``dtype``; outside lists, integers and booleans stay
+    JSON (inside lists, DuckDB's casts apply)."""
     if isinstance(dtype, pl.Struct):
-        return "{" + ",".join(f"{json.dumps(f.name)}:{_structure(f.dtype)}" for f in dtype.fields) + "}"
+        members = (f"{json.dumps(f.name)}:{_structure(f.dtype, in_list)}" for f in dtype.fields)
+        return "{" + ",".join(members) + "}"
     if isinstance(dtype, pl.List):
-        return f"[{_structure(dtype.inner)}]"
+        return f"[{_structure(dtype.inner, in_list=True)}]"
     if dtype == pl.String:
         return '"VARCHAR"'
     if dtype in _STRICT_SCALARS:
-        return f'"{_STRICT_SCALARS[dtype][0]}"'
+        return f'"{_STRICT_SCALARS[dtype][0]}"' if in_list else '"JSON"'
     raise TypeError(f"no JSON reading for {dtype}")
 
 
-def _typed(parent: str, field: pl.Field) -> str:
-    """The SQL of one field of the object read at ``parent``, as ``field.dtype``."""
-    path = f"{parent}.{field.name}"
-    value = f"{_quote(parent)}.{_quote(field.name)}"
+def _typed(parent: str, path: tuple[str, ...], field: pl.Field) -> str:
+    """The SQL of one field of the struct ``parent``, as ``field.dtype``; ``path`` leads to
+    it from the record."""
+    value = f"{parent}.{_quote(field.name)}"
     if isinstance(field.dtype, pl.Struct):
-        members = ", ".join(f"{_quote(f.name)} := {_typed(path, f)}" for f in field.dtype.fields)
-        return f"CASE WHEN {_quote(path)} IS NOT NULL THEN struct_pack({members}) END"
+        members = [_typed(value, (*path, f.name), f) for f in field.dtype.fields]
+        packed = ", ".join(
+            f"{_quote(f.name)} := {m}" for f, m in zip(field.dtype.fields, members, strict=True)
+        )
+        all_null = " AND ".join(f"{value}.{_quote(f.name)} IS NULL" for f in field.dtype.fields)
+        pointer = "/" + "/".join(name.replace("~", "~0").replace("/", "~1") for name in path)
+        return (
+            f"CASE WHEN {value} IS NULL OR ({all_null} "
+            f"AND json_type(raw, '{_literal(pointer)}') <> 'OBJECT') THEN NULL "
+            f"ELSE struct_pack({packed}) END"
+        )
     if field.dtype in _STRICT_SCALARS:
         sql_type, json_types = _STRICT_SCALARS[field.dtype]
         return f"TRY_CAST(CASE WHEN json_type({value}) IN ({json_types}) THEN {value} END AS {sql_type})"

@@ -74,6 +74,8 @@ def test_malformed_records_are_parse_rejects(line, reason):
         ({"extractedAt": "yesterday"}, "extractedAt:iso8601"),
         ({"emotionalContext": "happy"}, "emotionalContext:type(object)"),
         ({"emotionalContext": ["positive"]}, "emotionalContext:type(object)"),
+        ({"emotionalContext": 5}, "emotionalContext:type(object)"),
+        ({"relationshipDynamics": True}, "relationshipDynamics:type(object)"),
         (
             {"emotionalContext": {"primaryMood": "angry", "intensity": 3}},
             "emotionalContext.primaryMood:isin(positive,negative,neutral,mixed,ambiguous)",
@@ -109,6 +111,14 @@ def test_each_rule_rejects_the_record_with_its_reason_field_and_message(fields, 
     assert row["field"] == reason.split(":")[0]
     assert row["message"].startswith(row["field"] + " ")
     assert row["raw"] == json.dumps(memory(1, **fields), ensure_ascii=False)
+
+
+def test_an_empty_object_is_an_object_missing_its_fields_not_a_wrong_type():
+    _, rejects = stage(memory(1, emotionalContext={}), memory(2, relationshipDynamics={}))
+    assert reasons(rejects) == [
+        (1, "validation", "emotionalContext.intensity:required"),
+        (1, "validation", "emotionalContext.primaryMood:required"),
+    ]
 
 
 def test_a_record_failing_several_rules_gets_one_reject_row_each():
