@@ -50,7 +50,7 @@ def main() -> int:
     source = generate(args.records, args.seed, args.out)
     pairs = []
     for _ in range(args.repeat):
-        pair = measure_pair(args, source)
+        pair = measure_pair(args, source, args.similarity_threshold)
         if pair is None:
             return 1
         pairs.append(pair)
@@ -72,28 +72,31 @@ def main() -> int:
     return 0
 
 
-def measure_pair(args: argparse.Namespace, source) -> dict | None:
-    """One pipeline run into a fresh database, then the ceiling on the rows it loaded."""
-    urls = fresh_databases("bench_pipeline", "bench_ceiling")
-    report_path = args.out / f"core-report-{args.records}.json"
+def measure_pair(
+    args: argparse.Namespace, source, similarity_threshold: float, databases: str = "bench"
+) -> dict | None:
+    """One pipeline run into a fresh database ``<databases>_pipeline``, then the ceiling on
+    the rows it loaded in a fresh ``<databases>_ceiling``."""
+    urls = fresh_databases(f"{databases}_pipeline", f"{databases}_ceiling")
+    report_path = args.out / f"{databases}-report-{args.records}.json"
     pipeline = run_pipeline(
         source,
-        urls["bench_pipeline"],
+        urls[f"{databases}_pipeline"],
         args.batch_size,
         report_path,
         "--similarity-threshold",
-        str(args.similarity_threshold),
+        str(similarity_threshold),
     )
     if pipeline["exit_code"] != 0:
         print(f"pipeline migrate failed with exit code {pipeline['exit_code']}", file=sys.stderr)
         return None
-    tables = read_loaded_rows(urls["bench_pipeline"])
-    ceiling_seconds = copy_ceiling(urls["bench_ceiling"], tables, args.batch_size)
+    tables = read_loaded_rows(urls[f"{databases}_pipeline"])
+    ceiling_seconds = copy_ceiling(urls[f"{databases}_ceiling"], tables, args.batch_size)
     loaded = tables["memories"].num_rows
     return {
         "records_in": args.records,
         "batch_size": args.batch_size,
-        "similarity_threshold": args.similarity_threshold,
+        "similarity_threshold": similarity_threshold,
         "pipeline": pipeline,
         "ceiling": {
             "seconds": round(ceiling_seconds, 3),
@@ -104,7 +107,7 @@ def measure_pair(args: argparse.Namespace, source) -> dict | None:
         },
         "ratio": round(ceiling_seconds / pipeline["wall_seconds"], 3),
         "ratio_report_seconds": round(ceiling_seconds / pipeline["seconds"], 3),
-        "versions": versions(urls["bench_pipeline"]),
+        "versions": versions(urls[f"{databases}_pipeline"]),
     }
 
 
