@@ -44,7 +44,8 @@ def _read_objects_sql(dtype: pl.Struct) -> str:
 
     The column named ``$`` holds the record. Integers and booleans are read as raw JSON, so
     that their JSON type can be checked. DuckDB reads a value that is no object into a
-    struct of nulls, as it reads ``{}``: only those structs are looked up again in the text.
+    struct whose members are all null (nested structs too), as it reads ``{}``: only those
+    structs are looked up again in the text.
     """
     read = f"CASE WHEN object THEN json_transform(raw, '{_literal(_structure(dtype))}') END"
     fields = ", ".join(

@@ -200,3 +200,25 @@ def test_fields_are_read_by_name_whatever_characters_the_name_holds():
         {"valid": False, "object": False},
     ]
     assert records.row(0) == ("x", 3, {"a'b": 2})
+
+
+def test_a_nested_value_that_is_no_object_reads_as_null_at_any_depth():
+    inner = pl.Struct({"n": pl.Int64})
+    dtype = pl.Struct({"it's o": pl.Struct({"in/ner~x": inner, "s": pl.String})})
+    lines = [
+        {"it's o": {"in/ner~x": {"n": 5}, "s": "a"}},
+        {"it's o": {"in/ner~x": "text"}},
+        {"it's o": "text"},
+        {"it's o": {}},
+        {"it's o": {"in/ner~x": {}}},
+        {"it's o": [{"in/ner~x": {"n": 1}}]},
+    ]
+    _, records = duck.read_json_objects(pl.Series([json.dumps(line) for line in lines]), dtype)
+    assert records["it's o"].to_list() == [
+        {"in/ner~x": {"n": 5}, "s": "a"},
+        {"in/ner~x": None, "s": None},
+        None,
+        {"in/ner~x": None, "s": None},
+        {"in/ner~x": {"n": None}, "s": None},
+        None,
+    ]
