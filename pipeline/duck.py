@@ -83,9 +83,8 @@ def _typed(parent: str, path: tuple[str, ...], field: pl.Field) -> str:
     it from the record."""
     value = f"{parent}.{_quote(field.name)}"
     if isinstance(field.dtype, pl.Struct):
-        members = [_typed(value, (*path, f.name), f) for f in field.dtype.fields]
         packed = ", ".join(
-            f"{_quote(f.name)} := {m}" for f, m in zip(field.dtype.fields, members, strict=True)
+            f"{_quote(f.name)} := {_typed(value, (*path, f.name), f)}" for f in field.dtype.fields
         )
         all_null = " AND ".join(f"{value}.{_quote(f.name)} IS NULL" for f in field.dtype.fields)
         pointer = "/" + "/".join(name.replace("~", "~0").replace("/", "~1") for name in path)
