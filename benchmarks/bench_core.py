@@ -48,19 +48,12 @@ def main() -> int:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     source = generate(args.records, args.seed, args.out)
-    pairs = []
-    for _ in range(args.repeat):
-        pair = measure_pair(args, source, args.similarity_threshold)
-        if pair is None:
-            return 1
-        pairs.append(pair)
+    pairs = measure_pairs(args, source, args.similarity_threshold)
+    if pairs is None:
+        return 1
     # The pair whose ratio is the median: a pipeline run and the ceiling measured right after it.
     results = sorted(pairs, key=lambda pair: pair["ratio"])[len(pairs) // 2]
-    results["runs"] = [
-        {"pipeline_seconds": r["pipeline"]["wall_seconds"], "ceiling_seconds": r["ceiling"]["seconds"]}
-        | {"ratio": r["ratio"], "peak_rss_mb": r["pipeline"]["peak_rss_mb"]}
-        for r in pairs
-    ]
+    results["runs"] = pair_runs(pairs)
     results["machine"] = machine()
     results["targets_met"] = {
         "ratio": results["ratio"] >= TARGET_RATIO,
@@ -70,6 +63,28 @@ def main() -> int:
     save_results(args.out, name, results)
     print(markdown(results))
     return 0
+
+
+def measure_pairs(
+    args: argparse.Namespace, source, similarity_threshold: float, databases: str = "bench"
+) -> list[dict] | None:
+    """``args.repeat`` pairs (``measure_pair``), one after the other; None once a run fails."""
+    pairs = []
+    for _ in range(args.repeat):
+        pair = measure_pair(args, source, similarity_threshold, databases)
+        if pair is None:
+            return None
+        pairs.append(pair)
+    return pairs
+
+
+def pair_runs(pairs: list[dict]) -> list[dict]:
+    """Each pair's figures, for the results' ``runs``."""
+    return [
+        {"pipeline_seconds": r["pipeline"]["wall_seconds"], "ceiling_seconds": r["ceiling"]["seconds"]}
+        | {"ratio": r["ratio"], "peak_rss_mb": r["pipeline"]["peak_rss_mb"]}
+        for r in pairs
+    ]
 
 
 def measure_pair(

@@ -46,7 +46,7 @@ from time import perf_counter
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.csv as pacsv
-from bench_core import measure_pair
+from bench_core import measure_pairs, pair_runs
 from common import argument_parser, fresh_databases, generate, machine, save_results, versions
 
 from pipeline.config import BatchConfig
@@ -68,12 +68,9 @@ def main() -> int:
 
     # The peers are compared with the pipeline run of median seconds (a shared machine moves
     # one run by 10%); each run's ceiling is measured right after it.
-    pairs = []
-    for _ in range(args.repeat):
-        pair = measure_pair(args, source, BatchConfig().similarity_threshold, databases="peers")
-        if pair is None:
-            return 1
-        pairs.append(pair)
+    pairs = measure_pairs(args, source, BatchConfig().similarity_threshold, databases="peers")
+    if pairs is None:
+        return 1
     pair = sorted(pairs, key=lambda p: p["pipeline"]["wall_seconds"])[len(pairs) // 2]
     pipeline, ceiling = pair["pipeline"], pair["ceiling"]
     results["pipeline"] = {
@@ -89,10 +86,7 @@ def main() -> int:
         "loaded": ceiling["memories"],
         "what": f"ADBC COPY of the pipeline's final rows ({len(ceiling['rows'])} tables), no work",
     }
-    results["runs"] = [
-        {"pipeline_seconds": p["pipeline"]["wall_seconds"], "ceiling_seconds": p["ceiling"]["seconds"]}
-        for p in pairs
-    ]
+    results["runs"] = pair_runs(pairs)
     results["original"] = original_approach(source, urls["peers_original"], args.sample, args.records)
     results["dlt"] = (
         run_dlt(source, urls["peers_dlt"], args.out) if args.with_dlt else {"skipped": "use --with-dlt"}
