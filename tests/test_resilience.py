@@ -126,7 +126,13 @@ def clean_state(server_url):
     url = new_database(server_url, "resilience_clean")
     done = cli_migrate(url, "--run-id", "R")
     assert done.returncode == 0, done.stderr
-    return final_state(url)
+    state = final_state(url)
+    # The accounting invariant, for this run and so for every killed run that resumes to it.
+    totals = state["totals"]
+    not_loaded = totals["failed"] + totals["duplicates_skipped"] + totals["similar_merged"]
+    assert totals["processed"] == totals["successful"] + not_loaded
+    assert len({line for line, *_ in state["rejects"]}) == not_loaded
+    return state
 
 
 @pytest.mark.parametrize(("point", "nth"), KILL_POINTS, ids=[f"{p}-{n}" for p, n in KILL_POINTS])
