@@ -10,7 +10,11 @@ generated; only the small bookkeeping needed for duplicates is kept in memory.
 A record is one non-blank line. Kinds of records:
 
 * current   -- ``{"id", "summary", "confidence", "participants", "sourceMessageIds",
-  "extractedAt"?, "emotionalContext"?, "relationshipDynamics"?}``. Loaded.
+  "extractedAt"?, "emotionalContext"?, "relationshipDynamics"?}``. Loaded. Relationship
+  dynamics take the original's shapes: ``participantDynamics`` an array of
+  ``{"participants": [a, b], "dynamicType", "observations": [...]}`` (empty with one
+  participant), ``communicationPatterns`` an array of strings, ``overallDynamics`` and
+  ``interactionQuality`` (``{"quality", "indicators": [...]}``) objects.
 * legacy    -- about 12%: a subset of ``{"id", "content", "messages", "summary",
   "confidence"}`` without participants or sourceMessageIds. Loaded.
 
@@ -75,7 +79,7 @@ INVALID_REASONS = (
     "emotionalContext.intensity:type(integer)",
     "emotionalContext.themes:type(list)",
     "emotionalContext:type(object)",
-    "relationshipDynamics.overallDynamics:type(object)",
+    "relationshipDynamics.overallDynamics:type(object_or_list)",
 )
 MULTI_RULE_REASONS = (
     "confidence:in_range(1,10)",
@@ -299,7 +303,33 @@ MARKERS = ("laughter", "exclamation marks", "short replies", "heart emoji", "apo
 EVENTS = ("birthday", "job interview", "moving day", "vacation", "wedding", "exam", "breakup")
 TIMES_OF_DAY = ("morning", "afternoon", "evening", "late night")
 TONES = ("warm", "tense", "playful", "formal", "supportive")
-LEVELS = ("high", "medium", "low")
+DYNAMIC_TYPES = ("supportive", "playful", "tense", "protective", "competitive", "distant")
+OBSERVATIONS = (
+    "checks in after hard days",
+    "teases about old habits",
+    "avoids the topic of money",
+    "makes the plans",
+    "apologizes first",
+    "replies within minutes",
+    "shares photos without being asked",
+)
+COMMUNICATION_PATTERNS = (
+    "quick back-and-forth texting",
+    "long voice notes",
+    "late-night messages",
+    "emoji-heavy replies",
+    "short replies",
+    "plans made over video calls",
+)
+QUALITIES = ("warm", "strained", "neutral", "improving")
+INDICATORS = (
+    "mutual support",
+    "active listening",
+    "short replies",
+    "unresolved tension",
+    "shared humor",
+    "apologies exchanged",
+)
 OFFSETS = ("+02:00", "-05:00", "+05:30", "+00:00", "+01:00")
 DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
@@ -498,19 +528,23 @@ class RecordFactory:
 
     def relationship_dynamics(self, participants):
         rng = self.rng
+        ids = [p["id"] for p in participants]
+        pairs = [[a, b] for i, a in enumerate(ids) for b in ids[i + 1 :]]
+        # The original's shapes: participant dynamics and communication patterns are arrays.
         dynamics = {
             "overallDynamics": {"tone": rng.choice(TONES), "closeness": rng.randint(1, 10)},
-            "participantDynamics": {
-                p["id"]: {"engagement": rng.choice(LEVELS), "initiator": rng.random() < 0.5}
-                for p in participants
-            },
-            "communicationPatterns": {
-                "frequency": rng.choice(("daily", "weekly", "sporadic")),
-                "medium": rng.choice(("text", "voice", "video")),
-            },
+            "participantDynamics": [
+                {
+                    "participants": pair,
+                    "dynamicType": rng.choice(DYNAMIC_TYPES),
+                    "observations": rng.sample(OBSERVATIONS, rng.randint(1, 2)),
+                }
+                for pair in rng.sample(pairs, min(len(pairs), 3))
+            ],
+            "communicationPatterns": rng.sample(COMMUNICATION_PATTERNS, rng.randint(1, 3)),
             "interactionQuality": {
-                "score": rng.randint(1, 10),
-                "reciprocity": rng.choice(("balanced", "one-sided")),
+                "quality": rng.choice(QUALITIES),
+                "indicators": rng.sample(INDICATORS, rng.randint(1, 3)),
             },
         }
         if rng.random() < 0.3:

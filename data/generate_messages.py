@@ -13,6 +13,8 @@ Replying to, Subject, Text, Attachment, Attachment type. Loaded rows include quo
 multi-line text, emoji, commas and quotes, links (``http://``, ``https://``, ``www.``,
 the same link repeated in another case or form), attachments with and without text,
 and outgoing messages without a sender name (stored under the owner name, "Me").
+The content hash covers the Message Date, sender, Sender ID, Text and Attachment cells
+exactly as written, so padding one of them makes another message.
 
 Unless ``--clean`` is given, the export also holds (rates are of N; from 100 rows
 on, every kind appears at least once):
@@ -25,8 +27,11 @@ on, every kind appears at least once):
 * invalid date (~2%)     -- an unparsable Message, Delivered, Read or Edited Date, in turn.
   validation / ``<column>:datetime``.
 * one row with no date, no sender and no text: the three reasons above.
+* padded cells (~1%)     -- a message with spaces around some of the cells the hash
+  covers (Message Date, Sender Name, Sender ID, Text, Attachment). Loaded; its id comes
+  from the cells as written.
 * exact duplicates (~3.5%) -- a later copy of a loaded row: verbatim, or re-exported
-  (padded date, another status or read date: fields the content hash leaves out).
+  (another status, a padded read date: fields the content hash leaves out).
   deduplication / ``exact_duplicate`` with ``duplicate_of`` the original's id.
 
 ``--expected`` writes the ground truth: counts per category and reason, the links,
@@ -54,6 +59,7 @@ SPECIAL_RATES = {
     "missing_sender": 0.015,
     "empty": 0.015,
     "invalid_date": 0.02,
+    "padded": 0.01,
     "verbatim": 0.025,
     "reexport": 0.01,
 }
@@ -61,6 +67,8 @@ MIN_ROWS_FOR_ALL_KINDS = 100
 START = datetime(2023, 1, 1, 8, 0, 0)
 
 DATE_FIELDS = ("Message Date", "Delivered Date", "Read Date", "Edited Date")
+HASHED = ("Message Date", "Sender Name", "Sender ID", "Text", "Attachment")
+PADDINGS = (" {}", "{} ", "  {}  ", "\t{} ")
 INVALID_DATES = (
     "yesterday",
     "05/03/2024 18:22",
@@ -152,15 +160,11 @@ def timestamp_text(moment, rng):
 
 
 def content_hash(row, self_name=OWNER):
-    """The original system's hash of a row (see pipeline/datasets/messages.py)."""
-    sender = row["Sender Name"].strip() or (self_name if row["Type"].lower() == "outgoing" else "")
-    parts = (
-        row["Message Date"].strip(),
-        sender,
-        row["Sender ID"].strip(),
-        row["Text"],
-        row["Attachment"].strip(),
-    )
+    """The original system's hash of a row: its cells as written (see pipeline/datasets/messages.py)."""
+    sender = row["Sender Name"]
+    if not sender.strip():
+        sender = self_name if row["Type"].lower() == "outgoing" else ""
+    parts = (row["Message Date"], sender, row["Sender ID"], row["Text"], row["Attachment"])
     return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -293,6 +297,7 @@ class Export:
             "missing_sender": self.missing_sender,
             "empty": self.empty,
             "invalid_date": self.invalid_date,
+            "padded": self.padded,
             "multi": self.multi,
             "verbatim": self.verbatim,
             "reexport": self.reexport,
@@ -307,9 +312,20 @@ class Export:
 
     def message(self):
         row, links = self.factory.row()
+        return self.loaded(row, links)
+
+    def loaded(self, row, links):
         self.pool.offer(row)
         owner_named = row["Type"] == "Outgoing" and not row["Sender Name"]
         return row, ("loaded", (), None), links, bool(row["Attachment"]), owner_named
+
+    def padded(self):
+        """A message with spaces around some of its hashed cells; stored values are trimmed."""
+        row, links = self.factory.row()
+        filled = [name for name in HASHED if row[name]]
+        for name in self.rng.sample(filled, self.rng.randint(1, len(filled))):
+            row[name] = self.rng.choice(PADDINGS).format(row[name])
+        return self.loaded(row, links)
 
     def rejected(self, row, category, reasons, duplicate_of=None):
         return row, (category, reasons, duplicate_of), set(), False, False
@@ -354,12 +370,12 @@ class Export:
         return self.rejected(dict(original), "deduplication", ("exact_duplicate",), message_id(original))
 
     def reexport(self):
-        """The same message exported again: fields outside the hash differ, the date is padded."""
+        """The same message exported again: only fields outside the hash differ (a padded read date)."""
         original = self.pool.pick()
         row = dict(original)
-        row["Message Date"] = f" {original['Message Date']}  "
         row["Status"] = "Read" if original["Status"] != "Read" else "Delivered"
-        row["Read Date"] = original["Read Date"] or original["Delivered Date"] or original["Message Date"]
+        read = original["Read Date"] or original["Delivered Date"] or original["Message Date"].strip()
+        row["Read Date"] = f" {read.strip()}  "
         return self.rejected(row, "deduplication", ("exact_duplicate",), message_id(original))
 
 

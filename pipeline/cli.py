@@ -1,15 +1,19 @@
 """``pipeline`` command line: parse options, make one library call, map errors to exit codes.
 
 Exit codes: 0 the run completed (rejects are not failures), 1 it stopped
-(fail-fast, max errors, database failure), 2 usage errors. Errors are one line
-on stderr; no traceback reaches the user.
+(fail-fast, max errors, database failure), 2 usage errors, 130 interrupted.
+Errors are one line on stderr; no traceback reaches the user. Standard output
+carries only what was asked for (a summary, a table, JSON); progress and
+messages go to stderr.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from enum import StrEnum
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
@@ -20,23 +24,32 @@ from pipeline import bench as bench_sizes
 from pipeline import inspector
 from pipeline.config import BatchConfig
 from pipeline.database import redact, resolve_url, start_embedded, stop_embedded
-from pipeline.errors import PipelineError, RunStopped
+from pipeline.datasets import dataset_names
+from pipeline.errors import PipelineError, RunInterrupted, RunStopped
 from pipeline.replay import replay as replay_rejects
 from pipeline.runner import migrate as run_migration
+from pipeline.runner import recorded_config
 
+HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings=HELP,
     help="Migrate legacy memory exports into PostgreSQL, column-wise.",
 )
-db_app = typer.Typer(no_args_is_help=True, help="Manage the embedded PostgreSQL under ./.pipeline/.")
+db_app = typer.Typer(
+    no_args_is_help=True,
+    context_settings=HELP,
+    help="Manage the embedded PostgreSQL (its data lives in $PIPELINE_HOME, else the user data directory).",
+)
 app.add_typer(db_app, name="db")
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="postgresql:// URL (default: $PIPELINE_DB_URL, else embedded)"),
+    typer.Option("--db", help="postgresql:// URL (default: $PIPELINE_DB_URL, else the embedded server)"),
 ]
+Dataset = StrEnum("Dataset", {name: name for name in dataset_names()})
 
 
 class Mode(StrEnum):
@@ -44,67 +57,9 @@ class Mode(StrEnum):
     standard = "standard"
 
 
-@app.command()
-def migrate(
-    paths: Annotated[list[str], typer.Argument(help="input files or globs (.jsonl, .json, .csv, .parquet)")],
-    dataset: Annotated[str, typer.Option(help="dataset plug-in")] = "memories",
-    self_name: Annotated[
-        str, typer.Option(help="messages: sender of outgoing messages without a name")
-    ] = "Me",
-    db: DbOption = None,
-    batch_size: Annotated[
-        str, typer.Option(help="records per batch and transaction, or auto (chosen during the run)")
-    ] = "20000",
-    memory_limit: Annotated[
-        int, typer.Option(min=64, help="MB of memory --batch-size auto stays under")
-    ] = 1024,
-    mode: Annotated[
-        Mode, typer.Option(help="dedup: skip duplicates; standard: the database refuses them")
-    ] = Mode.dedup,
-    no_validate_first: Annotated[
-        bool, typer.Option("--no-validate-first", help="skip pandera; the database judges")
-    ] = False,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed record")] = False,
-    max_errors: Annotated[int | None, typer.Option(min=0, help="stop once more records failed")] = None,
-    similarity_threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.7,
-    run_id: Annotated[str | None, typer.Option(help="name the run (default: generated)")] = None,
-    resume: Annotated[
-        str | None, typer.Option(help="continue this stopped run after its last committed batch")
-    ] = None,
-    report: Annotated[Path | None, typer.Option(help="write the full JSON report here")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print errors only")] = False,
-) -> None:
-    """Migrate PATHS into the database and print a summary of the run."""
-    _configure_logging(quiet)
-    if fail_fast and max_errors is not None:
-        _fail("--fail-fast and --max-errors cannot be combined", 2)
-    try:
-        config = BatchConfig(
-            batch_size=_batch_size(batch_size),
-            memory_limit_mb=memory_limit,
-            continue_on_error=not fail_fast,
-            validate_first=not no_validate_first,
-            log_progress=not quiet,
-            mode=mode.value,
-            max_errors=max_errors,
-            similarity_threshold=similarity_threshold,
-            dataset=dataset,
-            self_name=self_name,
-        )
-    except PipelineError as exc:
-        _fail(str(exc), exc.exit_code)
-    _report_run(lambda: run_migration(paths, config, db_url=db, run_id=run_id, resume=resume), report, quiet)
-
-
-@app.command()
-def runs(db: DbOption = None) -> None:
-    """List runs with status, counts and duration."""
-    _configure_logging(quiet=True)
-    try:
-        table = inspector.list_runs(db)
-    except PipelineError as exc:
-        _fail(str(exc), exc.exit_code)
-    typer.echo(inspector.format_runs(table))
+class ReportFormat(StrEnum):
+    table = "table"
+    json = "json"
 
 
 class Format(StrEnum):
@@ -112,6 +67,132 @@ class Format(StrEnum):
     csv = "csv"
     json = "json"
     parquet = "parquet"
+
+
+class RunsFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"pipeline {version('memory-pipeline')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Migrate legacy memory exports into PostgreSQL, column-wise."""
+
+
+@app.command()
+def migrate(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="input files, directories or globs (.jsonl, .json, .csv, .parquet); "
+            "with --resume, the run's own when left out"
+        ),
+    ] = None,
+    dataset: Annotated[Dataset | None, typer.Option(help="dataset plug-in (default: memories)")] = None,
+    self_name: Annotated[
+        str | None, typer.Option(help="messages: sender of outgoing messages without a name (default: Me)")
+    ] = None,
+    db: DbOption = None,
+    batch_size: Annotated[
+        str | None,
+        typer.Option(
+            help="records per batch and transaction, or auto (chosen during the run) (default: 20000)"
+        ),
+    ] = None,
+    memory_limit: Annotated[
+        int | None, typer.Option(min=64, help="MB of memory --batch-size auto stays under (default: 1024)")
+    ] = None,
+    mode: Annotated[
+        Mode | None,
+        typer.Option(help="dedup: skip duplicates; standard: the database refuses them (default: dedup)"),
+    ] = None,
+    no_validate_first: Annotated[
+        bool, typer.Option("--no-validate-first", help="skip pandera; the database judges")
+    ] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed record")] = False,
+    max_errors: Annotated[int | None, typer.Option(min=0, help="stop once more records failed")] = None,
+    similarity_threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="near-duplicate score to merge above (default: 0.7)"),
+    ] = None,
+    run_id: Annotated[str | None, typer.Option(help="name the run (default: generated)")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="continue this stopped run after its last committed batch, with its own settings"),
+    ] = None,
+    report: Annotated[
+        str | None, typer.Option(help="write the full JSON report to this file (- for stdout)")
+    ] = None,
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", help="table: a summary; json: the full report on stdout")
+    ] = ReportFormat.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print errors only")] = False,
+) -> None:
+    """Migrate PATHS into the database and print a summary of the run.
+
+    Example: pipeline migrate data/sample.jsonl --report report.json
+    """
+    _configure_logging(quiet)
+    if fail_fast and max_errors is not None:
+        _fail("--fail-fast and --max-errors cannot be combined", 2)
+    if not paths and not resume:
+        _fail("name the files to migrate, e.g. `pipeline migrate data/sample.jsonl`", 2)
+    passed = {
+        "batch_size": None if batch_size is None else _batch_size(batch_size),
+        "memory_limit_mb": memory_limit,
+        "continue_on_error": False if fail_fast else None,
+        "validate_first": False if no_validate_first else None,
+        "mode": mode and mode.value,
+        "max_errors": max_errors,
+        "similarity_threshold": similarity_threshold,
+        "dataset": dataset and dataset.value,
+        "self_name": self_name,
+    }
+    passed = {name: value for name, value in passed.items() if value is not None}
+    json_out = fmt is ReportFormat.json or report == "-"
+
+    def run():
+        base = recorded_config(resume, db) if resume else BatchConfig()
+        config = replace(base, **passed, log_progress=not quiet and not json_out)
+        return run_migration(paths or [], config, db_url=db, run_id=run_id, resume=resume)
+
+    _report_run(run, report, quiet, json_out, db)
+
+
+@app.command()
+def runs(
+    db: DbOption = None,
+    fmt: Annotated[
+        RunsFormat, typer.Option("--format", help="table, csv or json on stdout")
+    ] = RunsFormat.table,
+) -> None:
+    """List runs with status, counts and duration.
+
+    Example: pipeline runs --format json
+    """
+    _configure_logging(quiet=True)
+    try:
+        url = resolve_url(db)
+        table = inspector.list_runs(url)
+    except PipelineError as exc:
+        _fail(str(exc), exc.exit_code)
+    if fmt is RunsFormat.json:
+        typer.echo(table.write_json())
+    elif fmt is RunsFormat.csv:
+        typer.echo(table.write_csv(), nl=False)
+    else:
+        typer.echo(f"database {redact(url)}\n{inspector.format_runs(table)}")
 
 
 OUTPUT_FORMATS = {".csv": Format.csv, ".json": Format.json, ".jsonl": Format.json, ".parquet": Format.parquet}
@@ -128,7 +209,7 @@ def rejects(
         typer.Option(help="DuckDB SQL over rejects, runs, batches and the data tables (memories, ...)"),
     ] = None,
     fmt: Annotated[
-        Format, typer.Option("--format", help="table on stdout; csv, json (lines) or parquet")
+        Format, typer.Option("--format", help="table on stdout; csv, json or parquet (with --sql)")
     ] = Format.table,
     output: Annotated[
         Path | None, typer.Option(help="write the --sql result here (the suffix picks the format)")
@@ -138,7 +219,10 @@ def rejects(
         typer.Option(help="write the rejected raw records (.jsonl, .csv or .parquet) to fix and replay"),
     ] = None,
 ) -> None:
-    """Summarize a run's rejects with what to fix, query them with DuckDB SQL, or export them."""
+    """Summarize a run's rejects with what to fix, query them with DuckDB SQL, or export them.
+
+    Example: pipeline rejects --sql "SELECT reason, count(*) FROM rejects GROUP BY 1"
+    """
     _configure_logging(quiet=True)
     if export is not None and (output is not None or fmt is not Format.table):
         _fail("--export FILE takes its format from FILE's suffix; leave out --format and --output", 2)
@@ -151,16 +235,20 @@ def rejects(
     if sql is None and export is None and fmt not in (Format.table, Format.json):
         _fail("the summary prints as a table or --format json; --format csv|parquet go with --sql", 2)
     try:
+        url = resolve_url(db)
         if export is not None:
-            done = inspector.export_rejects(export, db_url=db, run_id=run, sql=sql)
+            done = inspector.export_rejects(export, db_url=url, run_id=run, sql=sql)
             typer.echo(_exported(done))
         elif sql is None:
-            summary = inspector.summarize(db, run)
-            typer.echo(summary.text() if fmt is Format.table else json.dumps(summary.to_dict(), indent=2))
+            summary = inspector.summarize(url, run)
+            if fmt is Format.table:
+                typer.echo(f"database {redact(url)}\n{summary.text()}")
+            else:
+                typer.echo(json.dumps(summary.to_dict(), indent=2))
         elif fmt is Format.table:
-            typer.echo(inspector.format_table(inspector.query(sql, db, run)))
+            typer.echo(inspector.format_table(inspector.query(sql, url, run)))
         else:
-            inspector.write_query(sql, fmt.value, output, db, run)
+            inspector.write_query(sql, fmt.value, output, url, run)
     except PipelineError as exc:
         _fail(str(exc), exc.exit_code)
 
@@ -170,14 +258,19 @@ def replay(
     path: Annotated[Path, typer.Argument(help="fixed records: an export of `pipeline rejects --export`")],
     of: Annotated[str, typer.Option("--of", help="the run whose rejects they fix")],
     db: DbOption = None,
-    report: Annotated[Path | None, typer.Option(help="write the full JSON report here")] = None,
+    report: Annotated[
+        str | None, typer.Option(help="write the full JSON report to this file (- for stdout)")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print errors only")] = False,
 ) -> None:
-    """Migrate fixed rejects as a new run; the rejects they fix are marked resolved by it."""
+    """Migrate fixed rejects as a new run; the rejects they fix are marked resolved by it.
+
+    Example: pipeline replay fix.jsonl --of run-20240501-101500-1a2b3c
+    """
     _configure_logging(quiet)
-    _report_run(
-        lambda: replay_rejects(path, of, BatchConfig(log_progress=not quiet), db_url=db), report, quiet
-    )
+    json_out = report == "-"
+    config = BatchConfig(log_progress=not quiet and not json_out)
+    _report_run(lambda: replay_rejects(path, of, config, db_url=db), report, quiet, json_out, db)
 
 
 @app.command()
@@ -202,7 +295,10 @@ def bench(
         int, typer.Option(min=64, help="MB: the best size is the fastest whose peak RSS stays under it")
     ] = 1024,
 ) -> None:
-    """Migrate PATH once per batch size, each into a fresh database, and name the best size."""
+    """Migrate PATH once per batch size, each into a fresh database, and name the best size.
+
+    Example: pipeline bench data/sample.jsonl --batch-sizes 1000,20000,auto --plot sizes.png
+    """
     _configure_logging(quiet=True)
     sizes = [_batch_size(size) for size in batch_sizes.split(",") if size.strip()]
 
@@ -247,19 +343,28 @@ def _exported(done) -> str:
 
 @db_app.command("start")
 def db_start() -> None:
-    """Start the embedded server (it keeps running between commands)."""
+    """Start the embedded server (it keeps running between commands).
+
+    Example: PIPELINE_HOME=/data/pipeline pipeline db start
+    """
     _guarded(lambda: typer.echo(redact(start_embedded())))
 
 
 @db_app.command("stop")
 def db_stop() -> None:
-    """Stop the embedded server."""
+    """Stop the embedded server.
+
+    Example: pipeline db stop
+    """
     _guarded(lambda: typer.echo("stopped" if stop_embedded() else "not running"))
 
 
 @db_app.command("url")
 def db_url() -> None:
-    """Print the URL of the database the commands use (starting the embedded one if needed)."""
+    """Print the URL of the database the commands use (starting the embedded one if needed).
+
+    Example: psql "$(pipeline db url)"
+    """
     _guarded(lambda: typer.echo(redact(resolve_url())))
 
 
@@ -270,26 +375,32 @@ def _guarded(action) -> None:
         _fail(str(exc), exc.exit_code)
 
 
-def _report_run(run, report: Path | None, quiet: bool) -> None:
+def _report_run(run, report: str | None, quiet: bool, json_out: bool, db: str | None) -> None:
     """Run a migration; report it, or say in one line why it stopped (exit 1) or failed."""
     try:
         result = run()
     except RunStopped as stop:
-        _emit(stop.result, report, quiet)
+        _emit(stop.result, report, quiet, json_out)
         _fail(str(stop), 1)
+    except RunInterrupted as interrupted:
+        _emit(interrupted.result, report, quiet=True, json_out=json_out)
+        again = f"pipeline migrate --resume {interrupted.run_id}" + (f" --db '{db}'" if db else "")
+        _fail(f"{interrupted}; resume it with `{again}`", interrupted.exit_code)
     except PipelineError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted: batches committed so far stay in the database", 130)
-    _emit(result, report, quiet)
+        _fail("interrupted before the run started: nothing was written", 130)
+    _emit(result, report, quiet, json_out)
 
 
-def _emit(result, report: Path | None, quiet: bool) -> None:
+def _emit(result, report: str | None, quiet: bool, json_out: bool) -> None:
     if result is None:
         return
-    if report is not None:
-        result.write_json(report)
-    if not quiet:
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    if report is not None and report != "-":
+        result.write_json(Path(report))
+    if not quiet and not json_out:
         typer.echo(result.summary())
 
 
@@ -300,9 +411,24 @@ def _fail(message: str, code: int) -> None:
 
 def _configure_logging(quiet: bool) -> None:
     logger.remove()
-    logger.add(sys.stderr, level="ERROR" if quiet else "INFO", format="{time:HH:mm:ss} {level} {message}")
+    # Every line passes through ``redact``: no log line shows a password.
+    logger.add(
+        lambda line: sys.stderr.write(redact(line)),
+        level="ERROR" if quiet else "INFO",
+        format="{time:HH:mm:ss} {level} {message}",
+    )
     logger.enable("pipeline")
 
 
 def main() -> None:
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # an option typer refused: one line, like every other error
+        context = getattr(exc, "ctx", None)
+        if str(exc):  # no message: the help was printed instead
+            command = context.command_path if context else "pipeline"
+            typer.echo(f"error: {exc.format_message()} (see `{command} -h`)", err=True)
+        code = getattr(exc, "exit_code", 2)
+    except typer.Abort:
+        code = 130
+    sys.exit(code or 0)

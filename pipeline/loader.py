@@ -135,10 +135,11 @@ class Loader:
             cursor.execute(sql, parameters or None)
             return cursor.fetch_arrow_table() if cursor.description else None
 
-    def ensure_schema(self, dataset: Dataset) -> None:
-        """Create missing tables; safe to run on every start."""
+    def ensure_schema(self, dataset: Dataset | None = None) -> None:
+        """Create missing tables (the run ledger's, and ``dataset``'s); safe to run on every start."""
+        tables = dataset.tables if dataset else ()
         with self._transaction("creating tables"):
-            for statement in (*PIPELINE_DDL, *(s for t in dataset.tables for s in t.ddl)):
+            for statement in (*PIPELINE_DDL, *(s for t in tables for s in t.ddl)):
                 self.execute(statement)
 
     def start_run(self, run_id: str, started_at: datetime, config: dict, inputs: list[dict]) -> None:
@@ -585,8 +586,10 @@ def _row_rejects(records: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
 def _sorted_arrays(*columns: pl.Series) -> pa.RecordBatch:
     """Each column's distinct values in order, as array parameters ($1, $2…), bound as Arrow:
     with ``= ANY($1)`` the server walks an index once in key order instead of probing it value
-    by value."""
-    arrays = [pl.Series([c.drop_nulls().unique().sort()]).to_arrow() for c in columns]
+    by value. A text holding NUL is left out: the server can store none, so none matches, and
+    as a parameter it would fail the whole lookup."""
+    distinct = [c.drop_nulls().unique().sort() for c in columns]
+    arrays = [pl.Series([c.filter(~c.str.contains("\x00", literal=True))]).to_arrow() for c in distinct]
     return pa.RecordBatch.from_arrays(arrays, names=[f"p{n}" for n in range(1, len(arrays) + 1)])
 
 

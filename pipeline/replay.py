@@ -23,15 +23,22 @@ A record matched by none (say its id was changed and a line next to it deleted)
 still loads, but marks nothing; the result counts these. Replaying the same file
 again loads nothing (its records are duplicates now) and marks nothing: only
 unresolved rejects are candidates, and only records that loaded mark them.
+
+A record that is still the text of an ``invalid_utf8`` reject (U+FFFD where its bad
+bytes were) is skipped with a warning naming it: loading it would store that loss as
+if it were the record. The rest is replayed from ``FILE.replay.jsonl``, a copy with
+those lines blank, so every other line keeps its number; their rejects stay unresolved.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import polars as pl
+from loguru import logger
 
 from pipeline.config import BatchConfig
 from pipeline.errors import InputError
@@ -50,6 +57,8 @@ from pipeline.report import RunResult
 from pipeline.runner import migrate
 from pipeline.sources import RAW_SCHEMA, scan_batches
 
+# Skipped lossy records named one by one in the warning; more are counted.
+NAMED_SKIPS = 20
 # Settings a replay takes from the run it replays: the same rules judge the fixed records.
 INHERITED = ("dataset", "mode", "validate_first", "similarity_threshold", "self_name")
 KINDS = ("origin", "unchanged", "id", "position")
@@ -81,9 +90,13 @@ class ReplayResult:
     resolved: int
     matched: dict[str, int] = field(default_factory=dict)
     untraced_loaded: int = 0
+    skipped: int = 0
 
     def to_dict(self) -> dict:
         return {**{f.name: getattr(self, f.name) for f in fields(self)}, "run": self.run.to_dict()}
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def summary(self) -> str:
         traced = sum(self.matched.values())
@@ -94,6 +107,11 @@ class ReplayResult:
             + (f" ({how})" if how else ""),
             f"  resolved  {self.resolved:,} rejected records of {self.replay_of}",
         ]
+        if self.skipped:
+            lines.append(
+                f"  skipped   {self.skipped:,} still the text of invalid_utf8 rejects (U+FFFD where the "
+                "bad bytes were): those rejects stay unresolved"
+            )
         if self.untraced_loaded:
             lines.append(
                 f"  {self.untraced_loaded:,} loaded records match no reject of {self.replay_of} "
@@ -121,7 +139,13 @@ def replay(
     source, origins, sidecar = replay_input(path)
     records = read_records(source).join(origins, on="position", how="left")
     matches = match_origins(records, originals, of_run, sidecar)
-    _refuse_lossy(path, records, matches, originals)
+    lossy = lossy_records(records, matches, originals)
+    if not lossy.is_empty():
+        logger.warning(_skip_warning(path, source, lossy))
+        skipped = lossy["position"].implode()
+        records = records.filter(~pl.col("position").is_in(skipped))
+        matches = matches.filter(~pl.col("position").is_in(skipped))
+        source = _without_lines(source, lossy["line"], path.with_name(path.name + ".replay.jsonl"))
 
     inherited = {k: original["config"][k] for k in INHERITED if k in original["config"]}
     config = replace(config or BatchConfig(), **inherited, replay_of=of_run)
@@ -144,6 +168,7 @@ def replay(
         resolved=resolved,
         matched={kind: counts.get(kind, 0) for kind in KINDS},
         untraced_loaded=loaded.height - fixed.height,
+        skipped=lossy.height,
     )
 
 
@@ -268,20 +293,45 @@ def _pairs(
     return joined.select("position", *KEYS, matched_by=pl.lit(how)).cast(MATCH_SCHEMA)
 
 
-def _refuse_lossy(path: Path, records: pl.DataFrame, matches: pl.DataFrame, originals: pl.DataFrame) -> None:
-    """An ``invalid_utf8`` reject's raw text has U+FFFD where its bad bytes were: replaying
-    it unchanged would load that loss as if it were the record."""
-    lossy = (
+def lossy_records(records: pl.DataFrame, matches: pl.DataFrame, originals: pl.DataFrame) -> pl.DataFrame:
+    """The records still holding the text of an ``invalid_utf8`` reject: position, line, and
+    the reject's source_file and source_line, in line order. That text has U+FFFD where the
+    bad bytes were: replaying it unchanged would load the loss as if it were the record."""
+    return (
         matches.join(originals.filter(pl.col("reason") == "invalid_utf8"), on=KEYS)
         .join(records.select("position", "line", "raw"), on="position", suffix="_replayed")
         .filter(pl.col("raw") == pl.col("raw_replayed"))
+        .select("position", "line", *KEYS)
+        .unique("position")
+        .sort("line")
     )
-    if not lossy.is_empty():
-        raise InputError(
-            f"{path}:{lossy['line'].min()}: still the text of an invalid_utf8 reject, with U+FFFD where "
-            "its bad bytes were; restore the text from a UTF-8 copy of the source or delete the line",
-            path=str(path),
-        )
+
+
+def _skip_warning(path: Path, source: Path, lossy: pl.DataFrame) -> str:
+    """Which records are skipped: by line of ``path`` when it is the JSONL replayed, always by
+    the reject each repeats."""
+    reject = pl.format("{}:{}", *KEYS)
+    named = (
+        pl.format("line {} ({})", "line", reject) if source == path else pl.format("the row of {}", reject)
+    )
+    shown = lossy.head(NAMED_SKIPS).select(named.str.join(", ")).item()
+    more = f" and {lossy.height - NAMED_SKIPS:,} more" if lossy.height > NAMED_SKIPS else ""
+    records = "1 record" if lossy.height == 1 else f"{lossy.height:,} records"
+    return (
+        f"{path}: skipped {records} still holding the text of an invalid_utf8 reject, with U+FFFD "
+        f"where the bad bytes were: {shown}{more}; restore the text from a UTF-8 copy of the source "
+        "to replay it"
+    )
+
+
+def _without_lines(source: Path, lines: pl.Series, target: Path) -> Path:
+    """``source`` written to ``target`` with ``lines`` (1-based) blank: a blank line is no record,
+    and the others keep their numbers. The bytes of every other line are kept as they are."""
+    text = source.read_bytes().split(b"\n")
+    for line in lines:  # the few skipped lines, not the records
+        text[line - 1] = b""
+    target.write_bytes(b"\n".join(text))
+    return target
 
 
 def _mark_resolved(loader: Loader, of_run: str, run_id: str, fixed: pl.DataFrame) -> int:

@@ -42,6 +42,7 @@ class RunResult:
     mode: str = "dedup"
     batch_size: int | str = 0
     inputs: list[str] = field(default_factory=list)
+    database: str = ""
     processed: int = 0
     successful: int = 0
     parse_errors: int = 0
@@ -92,20 +93,21 @@ class RunResult:
         for reason, rows in counts.rows.items():
             self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + rows
 
-    @classmethod
-    def resumed(cls, run_id: str, batches: list[dict], counts: RejectCounts, **fields) -> RunResult:
-        """The counts of a run's committed batches, to go on from where it stopped."""
-        result = cls(run_id=run_id, **fields)
-        result.add_counts(counts)
+    def count_committed(self, batches: list[dict], counts: RejectCounts) -> None:
+        """Count exactly the committed batches (the ledger) and their rejects, replacing the
+        counts so far: to go on from where a run stopped, or to record where it stopped."""
+        self.processed = self.successful = self.parse_errors = self.validation_errors = 0
+        self.database_errors = self.duplicates_skipped = self.similar_merged = 0
+        self.errors_by_reason, self.similarity_histogram, self.batches = {}, {}, []
+        self.add_counts(counts)
         for batch in batches:
-            result.processed += batch["rows_in"]
-            result.successful += batch["loaded"]
-            result.batches.append(
+            self.processed += batch["rows_in"]
+            self.successful += batch["loaded"]
+            self.batches.append(
                 BatchReport(
                     batch["rows_in"], batch["loaded"], batch["rows_in"] - batch["loaded"], batch["seconds"]
                 )
             )
-        return result
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -128,6 +130,7 @@ class RunResult:
     def summary(self, top: int = 8) -> str:
         lines = [
             f"run {self.run_id}: {self.status}" + (f" ({self.stop_reason})" if self.stop_reason else ""),
+            f"  database  {self.database}",
             f"  processed {self.processed:,} records in {self.seconds:.1f}s "
             f"({self.rows_per_second:,.0f} rows/s, peak RSS {self.peak_rss_mb:,.0f} MB)",
             f"  loaded    {self.successful:,} ({self.success_rate}%)",

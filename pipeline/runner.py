@@ -9,39 +9,51 @@ second connection (a third thread), so both cores stay busy.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter, sleep
 
 import polars as pl
 from loguru import logger
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pipeline.autosize import BatchSizer, peak_rss_mb
 from pipeline.config import BatchConfig
-from pipeline.database import resolve_url
-from pipeline.datasets import Dataset, get_dataset
+from pipeline.database import redact, resolve_url
+from pipeline.datasets import Dataset, all_datasets, get_dataset
 from pipeline.decide import Decision, decide_against
 from pipeline.decode import decode, type_errors
-from pipeline.errors import ConfigError, DatabaseError, RunStopped, TransientDatabaseError
+from pipeline.errors import (
+    ConfigError,
+    DatabaseError,
+    InputError,
+    RunInterrupted,
+    RunStopped,
+    TransientDatabaseError,
+)
 from pipeline.faults import checkpoint
 from pipeline.known import KnownKeys
 from pipeline.loader import BatchOutcome, Loader
 from pipeline.plan import LoadPlan, loaded_records, plan_load
 from pipeline.report import RunResult
-from pipeline.sources import fingerprint, resolve_inputs, scan_batches
+from pipeline.sources import fingerprint, record_keys, resolve_inputs, scan_batches
 from pipeline.validate import failure_rejects
 
 # Settings that change what a run loads: a resumed run must keep them.
 RESULT_SETTINGS = ("dataset", "batch_size", "mode", "validate_first", "similarity_threshold", "self_name")
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+# How many records of each input are looked at to tell which dataset it holds.
+SNIFFED_RECORDS = 1_000
 
 
 @dataclass(frozen=True)
@@ -104,28 +116,39 @@ def migrate(
 ) -> RunResult:
     """Migrate the records of ``paths`` into the database and return the run's counts.
 
-    ``resume`` continues a run that stopped (killed, failed, aborted) after its last
-    committed batch, on the same inputs and settings. Raises ``RunStopped`` (carrying
-    the partial result) when fail-fast or ``max_errors`` stops the run; batches
-    committed before stay committed.
+    ``resume`` continues a run that stopped (killed, interrupted, failed, aborted) after its
+    last committed batch: on the run's recorded inputs when ``paths`` is empty, with its
+    recorded settings when ``config`` is None (``recorded_config``); other inputs, or a
+    setting that changes what is loaded, are refused. Raises ``RunStopped`` (carrying the
+    partial result) when fail-fast or ``max_errors`` stops the run and ``RunInterrupted``
+    on Ctrl-C; batches committed before stay committed.
     """
-    config = config or BatchConfig()
-    dataset = get_dataset(config.dataset)
-    files = resolve_inputs(paths)
     if resume and run_id and run_id != resume:
         raise ConfigError(f"--run-id {run_id} and --resume {resume} name different runs")
-    # Hashing the inputs keeps a core busy for a while (1.8 s for 2.7 GB): it runs beside the
-    # start of the run, and is recorded before the first batch loads (``_run``).
-    fingerprints = _fingerprints(files)
-    loader = Loader(resolve_url(db_url))
+    if not resume:
+        config = config or BatchConfig()
+        dataset = get_dataset(config.dataset)
+        files = resolve_inputs(paths)
+        refuse_foreign_inputs(files, dataset)
+    url = resolve_url(db_url)
+    loader = Loader(url)
     result: RunResult | None = None
     try:
+        if resume:
+            run = _resumable(loader, resume)
+            config = _resumed_config(run, config)
+            dataset = get_dataset(config.dataset)
+            files = _resumed_inputs(run, paths)
+        # Hashing the inputs keeps a core busy for a while (1.8 s for 2.7 GB): it runs beside the
+        # start of the run, and is recorded before the first batch loads (``_run``).
+        fingerprints = _fingerprints(files)
         loader.ensure_schema(dataset)
         if resume:
-            started_at, result = _resumed(loader, resume, config, fingerprints.result(), dataset)
+            started_at, result = _resumed(loader, run, fingerprints.result(), config, dataset)
         else:
             started_at = datetime.now(UTC)
             run_id = run_id or f"run-{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+            _refuse_taken_run_id(loader, run_id)
             result = RunResult(
                 run_id,
                 dataset=dataset.name,
@@ -133,6 +156,7 @@ def migrate(
                 batch_size=config.batch_size,
                 inputs=[str(f) for f in files],
             )
+        result.database = redact(url)
         inputs = [{"path": str(f), "size": f.stat().st_size} for f in files]
         loader.start_run(result.run_id, started_at, config.to_dict(), inputs)
         _run(loader, dataset, config, files, started_at, result, fingerprints)
@@ -140,6 +164,16 @@ def migrate(
     except RunStopped as stop:
         _finish(loader, dataset, result, "aborted", str(stop))
         raise
+    except KeyboardInterrupt:
+        if result is None:
+            raise
+        _finish(loader, dataset, result, "interrupted", "interrupted")
+        raise RunInterrupted(
+            f"run {result.run_id} interrupted; its {len(result.batches):,} committed batches "
+            f"({result.processed:,} records) stay in the database",
+            run_id=result.run_id,
+            result=result,
+        ) from None
     except BaseException as exc:
         if result is not None:
             _finish(loader, dataset, result, "failed", f"{type(exc).__name__}: {exc}")
@@ -151,42 +185,115 @@ def migrate(
     return result
 
 
-def _resumed(
-    loader: Loader, run_id: str, config: BatchConfig, inputs: list[dict], dataset: Dataset
-) -> tuple[datetime, RunResult]:
-    """The stopped run's start time and counts so far, after checking it can go on unchanged."""
+def recorded_config(run_id: str, db_url: str | None = None) -> BatchConfig:
+    """The settings run ``run_id`` recorded, to resume it with (``dataclasses.replace`` them
+    with the settings a user passes again)."""
+    loader = Loader(resolve_url(db_url))
+    try:
+        loader.ensure_schema()
+        return _run_settings(_resumable(loader, run_id))
+    finally:
+        loader.close()
+
+
+def _run_settings(run: dict) -> BatchConfig:
+    """What a run recorded, but its stop rules: they belong to the command that stopped it, and
+    a resumed run would stop again where it stopped."""
+    return replace(BatchConfig.from_dict(run["config"]), continue_on_error=True, max_errors=None)
+
+
+def refuse_foreign_inputs(files: list[Path], dataset: Dataset) -> None:
+    """Refuse, before anything is written, a file none of whose first records has a field of
+    ``dataset``: it was meant for another dataset (or is no export at all)."""
+    for path in files:
+        keys = record_keys(path, SNIFFED_RECORDS)
+        if not keys or keys & dataset.fields:
+            continue
+        fits = [d.name for d in all_datasets() if keys & d.fields]
+        hint = (
+            f"it looks like {' or '.join(fits)} data: add --dataset {fits[0]}"
+            if fits
+            else (f"the {dataset.name} dataset reads {', '.join(sorted(dataset.fields))}")
+        )
+        raise InputError(
+            f"{path}: no field of the {dataset.name} dataset in its first records "
+            f"(it has {', '.join(sorted(keys)[:8])}); {hint}",
+            path=str(path),
+        )
+
+
+def _resumable(loader: Loader, run_id: str) -> dict:
     run = loader.run_record(run_id)
     if run is None:
         raise ConfigError(f"there is no run {run_id} to resume; `pipeline runs` lists the runs")
     if run["status"] == "completed":
         raise ConfigError(f"run {run_id} completed; there is nothing to resume")
+    return run
+
+
+def _resumed_config(run: dict, config: BatchConfig | None) -> BatchConfig:
+    """The run's own settings, or ``config`` when it changes none that decide what is loaded."""
+    recorded = _run_settings(run)
+    if config is None:
+        return recorded
+    changed = [
+        f"{name} was {getattr(recorded, name)!r}, now {getattr(config, name)!r}"
+        for name in RESULT_SETTINGS
+        if getattr(recorded, name) != getattr(config, name)
+    ]
+    if changed:
+        raise ConfigError(
+            f"cannot resume {run['run_id']} with other settings ({'; '.join(changed)}); "
+            "leave them out to take the run's own"
+        )
+    return config
+
+
+def _resumed_inputs(run: dict, paths: Sequence[str]) -> list[Path]:
+    """The run's recorded inputs; ``paths``, when given, must name the same files."""
+    recorded = [i["path"] for i in run["inputs"]]
+    if paths and [os.path.normpath(p) for p in map(str, resolve_inputs(paths))] != [
+        os.path.normpath(p) for p in recorded
+    ]:
+        raise ConfigError(
+            f"cannot resume {run['run_id']}: its input files changed since it started (it read "
+            f"{', '.join(recorded)}; now {', '.join(map(str, paths))}); start a new run instead"
+        )
+    return resolve_inputs(recorded)
+
+
+def _refuse_taken_run_id(loader: Loader, run_id: str) -> None:
+    taken = loader.run_record(run_id)
+    if taken is None:
+        return
+    go_on = "" if taken["status"] == "completed" else f", or continue it with `--resume {run_id}`"
+    raise ConfigError(f"run {run_id} exists already ({taken['status']}); choose another --run-id{go_on}")
+
+
+def _resumed(
+    loader: Loader, run: dict, inputs: list[dict], config: BatchConfig, dataset: Dataset
+) -> tuple[datetime, RunResult]:
+    """The stopped run's start time and counts so far, after checking its inputs are unchanged."""
+    run_id = run["run_id"]
     # A run records its inputs' SHA-256 before its first batch loads: without them, it loaded
-    # nothing that the inputs must match.
-    before = [(i["size"], i["sha256"]) for i in run["inputs"] if "sha256" in i]
-    if before and before != [(i["size"], i["sha256"]) for i in inputs]:
+    # nothing that the inputs must match, and their paths and sizes are compared.
+    before = [(i["path"], i["size"], i.get("sha256")) for i in run["inputs"]]
+    now = [(i["path"], i["size"], i["sha256"] if before and before[0][2] else None) for i in inputs]
+    if before != now:
         raise ConfigError(
             f"cannot resume {run_id}: its input files changed since it started (it read "
             f"{', '.join(i['path'] for i in run['inputs'])}); start a new run instead"
         )
-    changed = [
-        f"{name} was {run['config'].get(name)!r}, now {getattr(config, name)!r}"
-        for name in RESULT_SETTINGS
-        if run["config"].get(name) != getattr(config, name)
-    ]
-    if changed:
-        raise ConfigError(f"cannot resume {run_id} with other settings ({'; '.join(changed)}); use its own")
-    batches, counts = loader.run_history(run_id)
-    result = RunResult.resumed(
+    result = RunResult(
         run_id,
-        batches,
-        counts,
         dataset=dataset.name,
         mode=config.mode,
         batch_size=config.batch_size,
         inputs=[i["path"] for i in inputs],
     )
+    result.count_committed(*loader.run_history(run_id))
     result.seconds = sum(b.seconds for b in result.batches)
-    logger.info("resuming {} after batch {}", run_id, len(batches))
+    logger.info("resuming {} after batch {}", run_id, len(result.batches))
     return run["started_at"], result
 
 
@@ -200,6 +307,7 @@ def _run(loader, dataset, config, files, started_at, result, fingerprints) -> No
     stages = result.stage_seconds
     # The lookup connection closes after the threads that use it have finished.
     with (
+        _stop_on_ctrl_c() as stop,
         _lookup_connection(loader.url) as lookup,
         _progress(config.log_progress) as progress,
         ThreadPoolExecutor(1, "loader") as worker,
@@ -230,8 +338,12 @@ def _run(loader, dataset, config, files, started_at, result, fingerprints) -> No
             last_commit = now
             _show(progress, task, result)
 
+        read_from: set[str] = set()
         try:
             for number, raw in enumerate(batches, 1):
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                read_from.add(raw.frame["source_file"][0])
                 sizer.note(sizer.size)
                 if number <= done:
                     sizer.skipped(number)
@@ -274,6 +386,9 @@ def _run(loader, dataset, config, files, started_at, result, fingerprints) -> No
                 looker.submit(_fold_early, lookup, dataset, stages)
             while pending:
                 account_oldest()
+            for path in files:
+                if str(path) not in read_from:
+                    logger.warning("no records in {}", path)
         except BaseException:
             # Batches not started yet are not loaded; one already loading finishes (and a
             # resume counts it from the ledger).
@@ -322,7 +437,7 @@ def _load(
             if delay is None:
                 raise DatabaseError(
                     f"batch {staged.number}: the database kept failing for {sum(RETRY_DELAYS):.0f}s "
-                    f"({exc}); once it is back, resume with `pipeline migrate ... --resume {run_id}`",
+                    f"({exc}); once it is back, resume with `pipeline migrate --resume {run_id}`",
                     sqlstate=exc.sqlstate,
                 ) from exc
             logger.warning("batch {}: {}; retrying in {}s", staged.number, exc, delay)
@@ -343,6 +458,33 @@ def _fingerprints(files: list[Path]) -> Future[list[dict]]:
 
     threading.Thread(target=run, name="fingerprint", daemon=True).start()
     return future
+
+
+@contextmanager
+def _stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """Ctrl-C asks the run to stop before its next batch (raised there as ``KeyboardInterrupt``):
+    interrupting Polars, DuckDB or pandera mid-call would surface as their own errors. A second
+    Ctrl-C stops at once. Where SIGINT is ignored (a background job) or handled by the caller,
+    nothing changes."""
+    stop = threading.Event()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield stop
+        return
+
+    def request(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        logger.warning("stopping after the batches in hand (Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, request)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextmanager
@@ -463,14 +605,19 @@ def _fail_fast_message(run_id: str, number: int) -> str:
     return (
         f"stopped at batch {number} (--fail-fast): a record failed and the batch was rolled back; "
         f"earlier batches are committed. To record this batch's rejects and go on, resume without "
-        f"--fail-fast: `pipeline migrate ... --resume {run_id}`"
+        f"--fail-fast: `pipeline migrate --resume {run_id}`"
     )
 
 
 def _finish(loader: Loader, dataset: Dataset, result: RunResult, status: str, reason: str | None) -> None:
-    """Fold the run's merge notes into the kept rows and record how the run ended."""
+    """Fold the run's merge notes into the kept rows and record how the run ended.
+
+    A run that did not complete is counted from its ledger: batches that committed while it
+    stopped count, the one rolled back does not."""
     result.status, result.stop_reason = status, reason
     try:
+        if status != "completed":
+            result.count_committed(*loader.run_history(result.run_id))
         if dataset.near_duplicates:
             folding = perf_counter()
             loader.fold_merges(dataset.tables[0])
@@ -493,6 +640,7 @@ def _ledger(frame: pl.DataFrame) -> dict:
 
 
 def _progress(enabled: bool) -> Progress:
+    """One progress display, on stderr: standard output carries only the report."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -502,6 +650,7 @@ def _progress(enabled: bool) -> Progress:
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
         disable=not enabled,
         transient=False,
     )

@@ -4,7 +4,8 @@ Every format becomes the same frame: ``source_file``, ``source_line`` (1-based;
 the physical line where the record starts for JSONL and CSV, the record number
 otherwise), ``raw`` (the record's text, JSON for every format) and
 ``parse_error`` (a reason code when the record could not even be read).
-Batches hold ``batch_size`` records and never the whole file.
+Batches hold ``batch_size`` records and never the whole file. A UTF-8 byte-order
+mark at the start of a file (as Windows tools write it) is skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import glob
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,23 +33,39 @@ RAW_SCHEMA = {
     "raw": pl.String,
     "parse_error": pl.String,
 }
+# Each frame read from a file carries, per record, the byte offset in the file where the
+# record ends (an estimate where the text is not the file's own); the batch's last one is
+# how far into the file the batch reaches.
+END = "_end"
 
 
 @dataclass(frozen=True)
 class RawBatch:
-    """One batch of raw records and how far into the inputs it reaches (for progress)."""
+    """One batch of raw records and how far into the inputs it reaches (for progress).
+
+    ``bytes_done`` counts the input bytes of the records read so far, over all files: it
+    grows with the records and equals the sum of the file sizes after a file's last batch.
+    """
 
     frame: pl.DataFrame
     bytes_done: int
 
 
 def resolve_inputs(patterns: Iterable[str]) -> list[Path]:
-    """Expand globs; every pattern must name at least one readable file of a known format."""
+    """Expand globs and directories (their files of a known format, in name order); every
+    pattern must name at least one readable file of a known format."""
     paths: list[Path] = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise InputError(f"{pattern}: no file matches this pattern", path=pattern)
+        if Path(pattern).is_dir():
+            matches = sorted(str(f) for f in Path(pattern).iterdir() if f.is_file() and input_format(f))
+            if not matches:
+                raise InputError(
+                    f"{pattern}: a directory without .jsonl/.ndjson, .json, .csv or .parquet files",
+                    path=pattern,
+                )
         for match in matches:
             path = Path(match)
             if not path.is_file():
@@ -91,21 +109,19 @@ def scan_batches(
     done = 0
     for path in paths:
         size = path.stat().st_size
-        frames = _file_frames(path, sizes(), frozenset(csv_json_columns))
-        for frame, fraction in _rebatch(frames, sizes):
-            yield RawBatch(frame, done + int(size * fraction))
+        frames = _ending_at(_file_frames(path, sizes(), frozenset(csv_json_columns)), size)
+        for frame in _rebatch(frames, sizes):
+            yield RawBatch(frame.drop(END), done + frame[END][-1])
         done += size
 
 
-def _file_frames(
-    path: Path, batch_size: int, csv_json_columns: frozenset[str]
-) -> Iterator[tuple[pl.DataFrame, float]]:
+def _file_frames(path: Path, batch_size: int, csv_json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
     fmt = input_format(path)
     try:
         if fmt == "lines":
             yield from _line_frames(path)
         elif fmt == "json_array":
-            yield _json_array_frame(path), 1.0
+            yield _json_array_frame(path)
         elif fmt == "csv":
             yield from _csv_frames(path, batch_size, csv_json_columns)
         else:
@@ -116,54 +132,80 @@ def _file_frames(
         ) from exc
 
 
-def _rebatch(
-    frames: Iterator[tuple[pl.DataFrame, float]], sizes: Callable[[], int]
-) -> Iterator[tuple[pl.DataFrame, float]]:
+def _ending_at(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
+    """The frames holding records, the file's last record ending at ``size``: the bytes after
+    it (blank lines, a last newline) and any shortfall of an estimate belong to it."""
+    held = None
+    for frame in frames:
+        if frame.height:
+            if held is not None:
+                yield held
+            held = frame
+    if held is not None:
+        last = pl.int_range(pl.len()) == pl.len() - 1
+        yield held.with_columns(pl.when(last).then(size).otherwise(pl.col(END)).alias(END))
+
+
+def _rebatch(frames: Iterator[pl.DataFrame], sizes: Callable[[], int]) -> Iterator[pl.DataFrame]:
     """Cut a stream of frames of any size into frames of exactly ``sizes()`` rows."""
     pending: list[pl.DataFrame] = []
     rows = 0
-    fraction = 0.0
-    for frame, fraction in frames:
+    for frame in frames:
         pending.append(frame)
         rows += frame.height
         while rows >= (batch_size := sizes()):
             merged = pl.concat(pending, rechunk=False)
-            yield merged.head(batch_size), fraction
+            yield merged.head(batch_size)
             rest = merged.slice(batch_size)
             pending, rows = [rest], rest.height
     if rows:
-        yield pl.concat(pending), fraction
+        yield pl.concat(pending)
 
 
-def _line_frames(path: Path) -> Iterator[tuple[pl.DataFrame, float]]:
+def _line_frames(path: Path) -> Iterator[pl.DataFrame]:
     """JSONL: blocks of whole lines; a line is a record unless it is blank."""
-    size = max(path.stat().st_size, 1)
-    first_line, consumed, pending = 1, 0, b""
+    first_line, offset, pending = 1, 0, b""
     with path.open("rb") as handle:
-        while block := handle.read(BLOCK_BYTES):
+        block = handle.read(BLOCK_BYTES)
+        if block.startswith(codecs.BOM_UTF8):
+            block, offset = block[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
+        while block:
             data = pending + block
             cut = data.rfind(b"\n") + 1
             pending = data[cut:]
             if cut:
-                consumed += cut
-                frame = _lines_to_frame(data[:cut], first_line, str(path))
+                frame = _lines_to_frame(data[:cut], first_line, str(path), offset)
                 first_line += data.count(b"\n", 0, cut)
-                yield frame, consumed / size
+                offset += cut
+                yield frame
+            block = handle.read(BLOCK_BYTES)
         if pending:
-            yield _lines_to_frame(pending, first_line, str(path)), 1.0
+            yield _lines_to_frame(pending, first_line, str(path), offset)
 
 
-def _lines_to_frame(chunk: bytes, first_line: int, source: str) -> pl.DataFrame:
+def _lines_to_frame(chunk: bytes, first_line: int, source: str, offset: int) -> pl.DataFrame:
+    """The records of a chunk of whole lines that starts at byte ``offset`` of the file."""
     bad_lines = _invalid_utf8_lines(chunk)
     lines = pl.read_lines(_with_replacement_characters(chunk, bad_lines), name="raw").with_row_index("index")
+    # Where each line ends: its bytes and a newline (a bad line's U+FFFD are longer than its
+    # bytes, a CRLF line's shorter: an estimate, kept inside the chunk).
+    lengths = pl.col("raw").str.len_bytes().cast(pl.Int64) + 1
+    ends = pl.min_horizontal(offset + lengths.cum_sum(), offset + len(chunk))
     # A regex stops at the first non-blank character; stripping would copy every line.
-    return lines.filter(~pl.col("raw").str.contains(r"^\s*$")).select(
-        source_file=pl.lit(source),
-        source_line=pl.col("index").cast(pl.Int64) + first_line,
-        raw=pl.col("raw"),
-        parse_error=pl.when(pl.col("index").is_in([line for line, _, _ in bad_lines]))
-        .then(pl.lit("invalid_utf8"))
-        .otherwise(pl.lit(None, pl.String)),
+    return (
+        lines.lazy()
+        .with_columns(ends.alias(END))
+        .filter(~pl.col("raw").str.contains(r"^\s*$"))
+        .select(
+            source_file=pl.lit(source),
+            source_line=pl.col("index").cast(pl.Int64) + first_line,
+            raw=pl.col("raw"),
+            parse_error=pl.when(pl.col("index").is_in([line for line, _, _ in bad_lines]))
+            .then(pl.lit("invalid_utf8"))
+            .otherwise(pl.lit(None, pl.String)),
+            **{END: pl.col(END)},
+        )
+        .collect()
     )
 
 
@@ -203,7 +245,7 @@ def _with_replacement_characters(chunk: bytes, bad_lines: list[tuple[int, int, i
 
 def _json_array_frame(path: Path) -> pl.DataFrame:
     """A JSON array file: one record per element (the file is parsed whole)."""
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
     try:
         elements = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -215,34 +257,66 @@ def _json_array_frame(path: Path) -> pl.DataFrame:
 
 
 def _raw_frame(source: str, lines: list[int], raws: list[str], error: str | None) -> pl.DataFrame:
-    return pl.DataFrame(
+    """Records whose ends share out the file by their length (the texts are re-encoded)."""
+    frame = pl.DataFrame(
         {"source_file": source, "source_line": lines, "raw": raws, "parse_error": error},
         schema=RAW_SCHEMA,
     )
+    size = Path(source).stat().st_size
+    lengths = pl.col("raw").str.len_bytes().cast(pl.Int64) + 1
+    return frame.with_columns((lengths.cum_sum() * (size / lengths.sum())).cast(pl.Int64).alias(END))
 
 
-def _csv_frames(
-    path: Path, batch_size: int, json_columns: frozenset[str]
-) -> Iterator[tuple[pl.DataFrame, float]]:
-    """CSV: each row becomes a JSON object; cells of nested or numeric fields hold JSON text."""
+def _csv_frames(path: Path, batch_size: int, json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
+    """CSV: each row becomes a JSON object; cells of nested or numeric fields hold JSON text.
+
+    Polars skips a byte-order mark before the header. A row's end is estimated from its
+    cells (``_csv_row_bytes``).
+    """
     lazy = pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
     columns = lazy.collect_schema().names()
-    newlines = pl.sum_horizontal(pl.col(c).fill_null("").str.count_matches("\n") for c in columns)
+    # Null cells count nothing: the sums skip them.
+    newlines = pl.sum_horizontal(pl.col(c).str.count_matches("\n", literal=True) for c in columns)
+    counts = "_newlines"
+    while counts in columns:  # a name no header takes
+        counts = f"_{counts}"
     next_line = 2
-    size = max(path.stat().st_size, 1)
-    consumed = 0
+    offset = _header_bytes(path)
+    size = path.stat().st_size
     for batch in lazy.collect_batches(chunk_size=batch_size):
-        frame = batch.select(
+        if not batch.height:
+            continue
+        counted = batch.with_columns(newlines.alias(counts))
+        frame = counted.select(
             source_file=pl.lit(str(path)),
             source_line=next_line
             + pl.int_range(pl.len(), dtype=pl.Int64)
-            + newlines.cum_sum().shift(1, fill_value=0),
+            + pl.col(counts).cum_sum().shift(1, fill_value=0),
             raw=_json_object(columns, json_columns),
             parse_error=pl.lit(None, pl.String),
+            **{END: pl.min_horizontal(offset + _csv_row_bytes(columns, pl.col(counts)).cum_sum(), size)},
         )
-        next_line += batch.height + int(batch.select(newlines.sum()).item())
-        consumed += int(frame["raw"].str.len_bytes().sum())
-        yield frame, min(consumed / size, 1.0)
+        next_line = frame["source_line"][-1] + 1 + counted[counts][-1]
+        offset = frame[END][-1]
+        yield frame
+
+
+def _csv_row_bytes(columns: list[str], newlines: pl.Expr) -> pl.Expr:
+    """About the bytes of a row in the file: its cells, a separator or newline after each,
+    for a cell holding quotes its two quotes and the doubled ones, and the two quotes of the
+    cell holding the row's line breaks. (A cell quoted for a separator alone is missed.)"""
+    quotes = [pl.col(c).str.count_matches('"', literal=True) for c in columns]
+    return (
+        pl.sum_horizontal(pl.col(c).str.len_bytes() for c in columns).cast(pl.Int64)
+        + len(columns)
+        + pl.sum_horizontal(q + 2 * (q > 0) for q in quotes)
+        + 2 * (newlines > 0)
+    )
+
+
+def _header_bytes(path: Path) -> int:
+    with path.open("rb") as handle:
+        return len(handle.readline())
 
 
 def _json_object(columns: list[str], json_columns: frozenset[str]) -> pl.Expr:
@@ -263,21 +337,45 @@ def _json_object(columns: list[str], json_columns: frozenset[str]) -> pl.Expr:
     return pl.lit("{") + pl.concat_str(members, separator=",", ignore_nulls=True) + pl.lit("}")
 
 
-def _parquet_frames(path: Path, batch_size: int) -> Iterator[tuple[pl.DataFrame, float]]:
+def _parquet_frames(path: Path, batch_size: int) -> Iterator[pl.DataFrame]:
+    """Parquet: a row's end shares out the file by rows (its bytes are compressed by column)."""
     lazy = pl.scan_parquet(path)
     total = max(lazy.select(pl.len()).collect().item(), 1)
+    size = path.stat().st_size
     done = 0
     for batch in lazy.collect_batches(chunk_size=batch_size):
+        rows = done + 1 + pl.int_range(pl.len(), dtype=pl.Int64)
         frame = batch.select(
             source_file=pl.lit(str(path)),
-            source_line=done + 1 + pl.int_range(pl.len(), dtype=pl.Int64),
+            source_line=rows,
             raw=pl.struct(pl.all()).struct.json_encode(),
             parse_error=pl.lit(None, pl.String),
+            **{END: (rows * (size / total)).cast(pl.Int64)},
         )
         done += batch.height
-        yield frame, done / total
+        yield frame
 
 
 def _first_byte(path: Path) -> bytes:
     with path.open("rb") as handle:
-        return handle.read(64).lstrip()[:1]
+        return handle.read(64).removeprefix(codecs.BOM_UTF8).lstrip()[:1]
+
+
+def record_keys(path: Path, limit: int) -> frozenset[str]:
+    """The top-level keys of the JSON objects among the first ``limit`` records of ``path``
+    (for a CSV, the headers of its filled cells): what the file holds, before a run starts.
+
+    A look at a thousand records, once per file: plain ``json`` is quicker here than
+    starting a columnar reader."""
+    frames = _file_frames(path, limit, frozenset())
+    first = next(frames, None)
+    frames.close()
+    if first is None:
+        return frozenset()
+    keys: set[str] = set()
+    for text in first["raw"].head(limit):
+        with suppress(ValueError):
+            record = json.loads(text)
+            if isinstance(record, dict):
+                keys.update(record)
+    return frozenset(keys)

@@ -51,15 +51,6 @@ def items_not_null() -> pa.Check:
     return expr_check("items_not_null", lambda col: col.list.eval(pl.element().is_not_null()).list.all())
 
 
-def json_object() -> pa.Check:
-    """The field was decoded as JSON text; an object's text starts with a brace."""
-    return expr_check("type(object)", lambda col: col.str.strip_chars_start().str.starts_with("{"))
-
-
-def json_object_or_list() -> pa.Check:
-    return expr_check("type(object_or_list)", lambda col: col.str.strip_chars_start().str.contains(r"^[\[{]"))
-
-
 def iso8601() -> pa.Check:
     """Optional timestamps: a missing one passes, a present one must parse."""
     return expr_check("iso8601", lambda col: col.is_null() | parse_iso8601(col).is_not_null())

@@ -1,9 +1,13 @@
-"""A memory's emotional context (optional; one per memory)."""
+"""A memory's emotional context (optional; one per memory).
+
+Temporal patterns are JSON text, stored as given; that they are an object or a list is
+checked with the other JSON types, when records are decoded (``decode.structure_errors``).
+"""
 
 import pandera.polars as pa
 import polars as pl
 
-from schemas.checks import in_range, isin, items_not_null, json_object
+from schemas.checks import in_range, isin, items_not_null
 
 MOODS = ("positive", "negative", "neutral", "mixed", "ambiguous")
 
@@ -14,7 +18,7 @@ EMOTIONAL_CONTEXT = pa.DataFrameSchema(
         "emotionalContext.themes": pa.Column(pl.List(pl.String), items_not_null()),
         "emotionalContext.emotionalMarkers": pa.Column(pl.List(pl.String), items_not_null()),
         "emotionalContext.contextualEvents": pa.Column(pl.List(pl.String), items_not_null()),
-        "emotionalContext.temporalPatterns": pa.Column(pl.String, json_object()),
+        "emotionalContext.temporalPatterns": pa.Column(pl.String),
     },
     name="emotional_context",
 )

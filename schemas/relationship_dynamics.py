@@ -1,21 +1,17 @@
 """A memory's relationship dynamics (optional; one per memory).
 
-Communication patterns may be an object or a list; the other parts are objects.
+Each part is JSON text the original stored as given: an object or a list (participant
+dynamics and communication patterns are lists there, the other parts objects). That a part
+is an object or a list is checked with the other JSON types, when records are decoded
+(``decode.structure_errors``); a part left out is ``{}``.
 """
 
 import pandera.polars as pa
 import polars as pl
 
-from schemas.checks import json_object, json_object_or_list
-
 PARTS = ("overallDynamics", "participantDynamics", "communicationPatterns", "interactionQuality")
 
 RELATIONSHIP_DYNAMICS = pa.DataFrameSchema(
-    {
-        f"relationshipDynamics.{part}": pa.Column(
-            pl.String, json_object_or_list() if part == "communicationPatterns" else json_object()
-        )
-        for part in PARTS
-    },
+    {f"relationshipDynamics.{part}": pa.Column(pl.String) for part in PARTS},
     name="relationship_dynamics",
 )

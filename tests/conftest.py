@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from pathlib import Path
@@ -14,6 +15,20 @@ from pipeline.database import start_embedded, stop_embedded
 from pipeline.loader import Loader
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pipeline_home(tmp_path_factory: pytest.TempPathFactory):
+    """Commands run without ``--db`` use an embedded server of the test session, never the user's."""
+    home = tmp_path_factory.mktemp("pipeline-home")
+    before = os.environ.get("PIPELINE_HOME")
+    os.environ["PIPELINE_HOME"] = str(home)
+    yield home
+    stop_embedded(home)
+    if before is None:
+        del os.environ["PIPELINE_HOME"]
+    else:
+        os.environ["PIPELINE_HOME"] = before
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ def test_quiet_prints_nothing_on_success(db_url, tmp_path):
         (["migrate", "missing.jsonl"], "error: missing.jsonl: no such file"),
         (["migrate", "data/sample.jsonl", "--db", "mysql://x"], "is not a postgresql:// URL"),
         (["migrate", "data/sample.jsonl", "--fail-fast", "--max-errors", "3"], "cannot be combined"),
-        (["migrate", "data/sample.jsonl", "--dataset", "nope"], "unknown dataset 'nope'"),
+        (["migrate", "data/sample.jsonl", "--dataset", "nope"], "'nope' is not one of 'memories'"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line_and_no_traceback(args, message):
@@ -103,17 +103,3 @@ def test_runs_lists_each_run(db_url, tmp_path):
     done = cli("runs", "--db", db_url)
     assert done.returncode == 0
     assert "first-run  completed" in done.stdout
-
-
-def test_embedded_database_lives_under_dot_pipeline_and_survives_runs(tmp_path):
-    path = write_jsonl(tmp_path / "in.jsonl", [memory(1)])
-    env = {"PIPELINE_DB_URL": ""}
-    first = cli("migrate", path, "--quiet", cwd=tmp_path, env=env)
-    second = cli("migrate", path, "--report", tmp_path / "r.json", "--quiet", cwd=tmp_path, env=env)
-    try:
-        assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
-        assert (tmp_path / ".pipeline" / "pgdata" / "PG_VERSION").exists()
-        assert json.loads((tmp_path / "r.json").read_text())["duplicates_skipped"] == 1
-        assert "host=" in cli("db", "url", cwd=tmp_path, env=env).stdout
-    finally:
-        assert cli("db", "stop", cwd=tmp_path).stdout.strip() == "stopped"

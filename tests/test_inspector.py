@@ -1,6 +1,7 @@
 """Rejects as a user inspects, exports and replays them, on the sample and a real PostgreSQL."""
 
 import json
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -46,7 +47,7 @@ def fix(line: str, n: int) -> str:
         record["confidence"] = 5
     if record.get("id") == "":
         record["id"] = f"fixed-{n}"
-    if record.get("extractedAt") in ("yesterday", "never", "last Tuesday"):
+    if record.get("extractedAt") in ("yesterday", "never", "last Tuesday", "31/12/2023"):
         record["extractedAt"] = "2024-01-01T00:00:00Z"
     return json.dumps(record, ensure_ascii=False)
 
@@ -379,12 +380,94 @@ def test_replay_of_an_edited_table_follows_each_rows_origin(db_url, db, sample_r
     assert_invariant(result.run, db)
 
 
+def lossy_lines(path) -> list[int]:
+    """The lines of a JSONL export still holding the U+FFFD of an invalid_utf8 reject."""
+    return [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if "\ufffd" in line]
+
+
+def invalid_utf8_lines(db, run_id) -> set[int]:
+    found = rows(
+        db,
+        "SELECT source_line FROM pipeline_rejects WHERE run_id = $1 AND reason = 'invalid_utf8'",
+        run_id,
+    )
+    return {r["source_line"] for r in found}
+
+
+def stored_with_replacement_characters(db) -> int:
+    return count(
+        db,
+        "SELECT count(*) AS n FROM memories WHERE strpos(id || summary || participants::text, $1) > 0",
+        "\ufffd",
+    )
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-def test_replay_refuses_the_lossy_text_of_an_invalid_utf8_reject(db_url, sample_run, tmp_path, suffix):
+def test_replay_skips_the_lossy_text_of_invalid_utf8_rejects_and_replays_the_rest(
+    db_url, db, sample_run, tmp_path, suffix
+):
     path = tmp_path / f"fix{suffix}"
     insp.export_rejects(path, db_url)
-    with pytest.raises(insp.PipelineError, match=r"still the text of an invalid_utf8 reject"):
-        replay(path, sample_run.run_id, BatchConfig(log_progress=False), db_url=db_url)
+    keep_lossy = lambda raw, n: raw if "\ufffd" in raw else fix(raw, n)  # noqa: E731
+    if suffix == ".jsonl":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        path.write_text("".join(keep_lossy(line, n) + "\n" for n, line in enumerate(lines)), encoding="utf-8")
+    else:
+        read = pl.read_csv(path, infer_schema=False)
+        fixed = pl.col("raw").map_elements(lambda raw: keep_lossy(raw, hash(raw) % 10**6), pl.String)
+        read.with_columns(fixed).write_csv(path)
+    bad = invalid_utf8_lines(db, sample_run.run_id)
+    fixable = fixable_records(db, sample_run.run_id)
+    assert bad and fixable
+
+    result = replay(path, sample_run.run_id, BatchConfig(log_progress=False), db_url=db_url)
+    assert_invariant(sample_run, db)
+    assert_invariant(result.run, db)
+    assert result.run.status == "completed"
+    assert result.skipped == len(bad)
+    assert result.run.processed == result.records == sample_run.processed - sample_run.successful - len(bad)
+    assert result.loaded == result.resolved == len(fixable)
+    assert resolved(db, sample_run.run_id) == dict.fromkeys(fixable, result.run.run_id)
+    assert stored_with_replacement_characters(db) == 0
+    assert "skipped   " in result.summary()
+
+
+def test_cli_replay_of_an_unchanged_export_warns_of_the_invalid_utf8_lines_it_skips(
+    db_url, db, sample_run, tmp_path
+):
+    path = tmp_path / "fix.jsonl"
+    exported = cli("rejects", "--db", db_url, "--export", path)
+    assert exported.returncode == 0, exported.stderr
+    skipped = lossy_lines(path)
+    bad = invalid_utf8_lines(db, sample_run.run_id)
+    assert len(skipped) == len(bad) > 0
+
+    report = tmp_path / "replay.json"
+    done = cli("replay", path, "--of", sample_run.run_id, "--db", db_url, "--report", report)
+    assert done.returncode == 0, done.stderr
+    [warning] = [line for line in done.stderr.splitlines() if "WARNING" in line]
+    records = "1 record" if len(bad) == 1 else f"{len(bad)} records"
+    assert f"{path}: skipped {records} still holding the text of an invalid_utf8 reject" in warning
+    for line, reject in zip(skipped, sorted(bad), strict=True):
+        assert f"line {line} ({SAMPLE}:{reject})" in warning
+
+    result = json.loads(report.read_text())
+    run = SimpleNamespace(**result["run"])
+    assert_invariant(sample_run, db)
+    assert_invariant(run, db)
+    assert result["skipped"] == len(bad)
+    # every other record of the export was replayed: unchanged, each is rejected again
+    records = len(path.read_text(encoding="utf-8").splitlines())
+    assert run.processed == result["records"] == records - len(bad)
+    again = rows(db, "SELECT DISTINCT source_line FROM pipeline_rejects WHERE run_id = $1", run.run_id)
+    assert {r["source_line"] for r in again} == set(range(1, records + 1)) - set(skipped)
+    assert count(
+        db,
+        "SELECT count(*) AS n FROM pipeline_rejects WHERE run_id = $1 AND reason = 'invalid_utf8'"
+        " AND resolved_by IS NULL",
+        sample_run.run_id,
+    ) == len(bad)
+    assert stored_with_replacement_characters(db) == 0
 
 
 def test_replay_of_an_unknown_run_loads_nothing(db_url, db, sample_run, tmp_path):
@@ -468,8 +551,8 @@ def test_cli_summary_sql_export_and_replay(db_url, db, sample_run, tmp_path):
 
     listing = cli("runs", "--db", db_url)
     assert listing.returncode == 0
-    assert f"replay of {sample_run.run_id}" in listing.stdout
-    assert "completed" in listing.stdout.splitlines()[2]
+    [replay_row] = [line for line in listing.stdout.splitlines() if f"replay of {sample_run.run_id}" in line]
+    assert replay_row.split()[1] == "completed"
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import adbc_driver_manager
 import pytest
 
 from pipeline import BatchConfig, migrate
-from pipeline.datasets.messages import HEADERS
+from pipeline.datasets.messages import DATASET, HEADERS
 from tests.conftest import ROOT, assert_invariant, rows
 from tests.test_cli import cli
 
@@ -48,19 +48,19 @@ def count(db, table: str) -> int:
     return rows(db, f"SELECT count(*) AS n FROM {table}")[0]["n"]
 
 
+def original_hash(row: dict, self_name: str = "Me") -> str:
+    """The original importer's hash, computed independently of the pipeline's expressions:
+    every cell exactly as written; the owner for an outgoing row without a Sender Name."""
+    cell = lambda name: row.get(name, "")  # noqa: E731
+    sender = cell("Sender Name")
+    if not sender.strip():
+        sender = self_name if cell("Type").strip().lower() == "outgoing" else ""
+    text = "|".join((cell("Message Date"), sender, cell("Sender ID"), cell("Text"), cell("Attachment")))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def expected_id(row: dict, self_name: str = "Me") -> str:
-    """The content-hash contract, computed independently of the pipeline's expressions."""
-    sender = row["Sender Name"].strip() or (self_name if row["Type"].lower() == "outgoing" else "")
-    text = "|".join(
-        (
-            row["Message Date"].strip(),
-            sender,
-            row["Sender ID"].strip(),
-            row["Text"],
-            row["Attachment"].strip(),
-        )
-    )
-    return "msg-" + hashlib.sha256(text.encode()).hexdigest()[:24]
+    return "msg-" + original_hash(row, self_name)[:24]
 
 
 def sample_rows() -> dict[int, dict]:
@@ -120,9 +120,61 @@ def test_stored_messages_match_an_independent_reading_of_the_csv(db_url, db):
         assert got["sent_at"] == (sent_at if sent_at.tzinfo else sent_at.replace(tzinfo=UTC))
         assert got["text"] == (row["Text"] or None)
         assert (got["direction"], got["chat_session"]) == (row["Type"].lower(), row["Chat Session"])
-        assert got["sender"] == (row["Sender Name"] or "Me")
+        assert got["sender"] == (row["Sender Name"].strip() or "Me")
         multi_line += "\n" in row["Text"]
     assert multi_line == EXPECTED["multi_line"] > 0
+
+
+def padded_messages() -> list[dict]:
+    """One message as exported, then again with spaces around each cell the hash covers."""
+    plain = message(Attachment="IMG_0001.HEIC", **{"Attachment type": "image/heic"})
+    return [
+        plain,
+        {**plain, "Message Date": " 2024-03-05 18:22:10  "},
+        {**plain, "Sender Name": "Sam Carter\t"},
+        {**plain, "Sender ID": "  +15550100231"},
+        {**plain, "Text": " hello "},
+        {**plain, "Attachment": "IMG_0001.HEIC "},
+        {**plain, "Type": "Outgoing", "Sender Name": " ", "Sender ID": " ", "Text": "sent by the owner"},
+    ]
+
+
+def test_the_hash_covers_each_cell_as_written_and_stored_values_are_trimmed(db_url, db, tmp_path):
+    messages = padded_messages()
+    result = run([write_csv(tmp_path / "padded.csv", messages)], db_url)
+    assert_invariant(result, db)
+    assert (result.successful, result.duplicates_skipped, result.failed) == (len(messages), 0, 0)
+    stored = rows(
+        db,
+        "SELECT m.id, m.content_hash, m.sent_at, m.sender, m.sender_id, m.text, a.filename"
+        " FROM messages m JOIN message_assets a ON a.message_id = m.id",
+    )
+    assert {(r["id"], r["content_hash"]) for r in stored} == {
+        (expected_id(m), original_hash(m)) for m in messages
+    }
+    assert {r["sent_at"] for r in stored} == {datetime(2024, 3, 5, 18, 22, 10, tzinfo=UTC)}
+    assert {(r["sender"], r["sender_id"]) for r in stored} == {("Sam Carter", "+15550100231"), ("Me", None)}
+    assert {r["filename"] for r in stored} == {"IMG_0001.HEIC"}
+    assert {r["text"] for r in stored} == {"hello", " hello ", "sent by the owner"}
+
+
+def test_rows_the_original_stored_with_padded_cells_are_not_loaded_again(db_url, db, tmp_path):
+    messages = padded_messages()
+    db.ensure_schema(DATASET)
+    for n, row in enumerate(messages):
+        db.execute(
+            "INSERT INTO messages (id, sent_at, sender, direction, content_hash)"
+            " VALUES ($1, now(), 'stored by the original', 'incoming', $2)",
+            (f"original-{n}", original_hash(row)),
+        )
+    result = run([write_csv(tmp_path / "padded.csv", messages)], db_url)
+    assert_invariant(result, db)
+    assert (result.successful, result.duplicates_skipped) == (0, len(messages))
+    assert count(db, "messages") == len(messages)
+    duplicates = rows(db, "SELECT source_line, reason, duplicate_of FROM pipeline_rejects ORDER BY 1")
+    assert [(r["reason"], r["duplicate_of"]) for r in duplicates] == [
+        ("exact_duplicate", f"original-{n}") for n in range(len(messages))
+    ]
 
 
 def test_links_are_normalized_and_unique_per_message_ignoring_case(db_url, db, tmp_path):
@@ -135,7 +187,7 @@ def test_links_are_normalized_and_unique_per_message_ignoring_case(db_url, db, t
     assert_invariant(result, db)
     assert result.successful == 2
     links = rows(db, "SELECT id, message_id, url FROM message_links ORDER BY id")
-    message_id = expected_id({**message(Text=text), "Attachment": ""})
+    message_id = expected_id(message(Text=text))
     assert links == [
         {"id": f"{message_id}-l1", "message_id": message_id, "url": "https://www.Example.org/a"},
         {"id": f"{message_id}-l2", "message_id": message_id, "url": "https://example.org/a"},

@@ -352,6 +352,11 @@ def test_each_constraint_class_rejects_only_the_offending_rows(
         (b"", (0, 0, 0)),
         (b"\n\n  \n", (0, 0, 0)),
         (b'{"id": "a", "summary": "x\x00y"}\n' + json.dumps(memory(1)).encode() + b"\n", (2, 1, 1)),
+        (
+            (json.dumps(memory(1, sourceMessageIds=["s\u0000"])) + "\n" + json.dumps(memory(2))).encode(),
+            (2, 1, 1),
+        ),
+        ((json.dumps(memory(1, id="a\u0000")) + "\n" + json.dumps(memory(2))).encode(), (2, 1, 1)),
         (json.dumps(memory(1, summary="z" * 10_000_000)).encode() + b"\n", (1, 1, 0)),
         (json.dumps(memory(1, extra={"nested": [1, 2]}, unknown="kept in raw")).encode() + b"\n", (1, 1, 0)),
         (
@@ -362,7 +367,16 @@ def test_each_constraint_class_rejects_only_the_offending_rows(
             (1, 1, 0),
         ),
     ],
-    ids=["empty_file", "only_blank_lines", "nul_byte", "ten_mb_field", "unknown_fields", "sql_lookalike"],
+    ids=[
+        "empty_file",
+        "only_blank_lines",
+        "nul_byte",
+        "nul_in_a_source_id",
+        "nul_in_an_id",
+        "ten_mb_field",
+        "unknown_fields",
+        "sql_lookalike",
+    ],
 )
 def test_bad_input_never_crashes_the_run(db_url, db, tmp_path, content, expected):
     path = tmp_path / "in.jsonl"

@@ -95,11 +95,11 @@ def test_malformed_records_are_parse_rejects(line, reason):
         ),
         (
             {"emotionalContext": {"primaryMood": "mixed", "intensity": 2, "temporalPatterns": "evening"}},
-            "emotionalContext.temporalPatterns:type(object)",
+            "emotionalContext.temporalPatterns:type(object_or_list)",
         ),
         (
             {"relationshipDynamics": {"overallDynamics": 5}},
-            "relationshipDynamics.overallDynamics:type(object)",
+            "relationshipDynamics.overallDynamics:type(object_or_list)",
         ),
     ],
 )

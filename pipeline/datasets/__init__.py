@@ -54,11 +54,24 @@ class Dataset:
     # and participants, and the prepared frame summary, sourceMessageIds and participants.
     near_duplicates: bool = False
 
+    @property
+    def fields(self) -> frozenset[str]:
+        """The top-level fields of a record (JSON keys, CSV headers)."""
+        return frozenset(self.input_dtype.to_schema())
 
-def get_dataset(name: str) -> Dataset:
+
+def all_datasets() -> tuple[Dataset, ...]:
     from pipeline.datasets import memories, messages
 
-    registry = {d.name: d for d in (memories.DATASET, messages.DATASET)}
+    return memories.DATASET, messages.DATASET
+
+
+def dataset_names() -> list[str]:
+    return [d.name for d in all_datasets()]
+
+
+def get_dataset(name: str) -> Dataset:
+    registry = {d.name: d for d in all_datasets()}
     if name not in registry:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(registry))}")
     return registry[name]

@@ -8,6 +8,7 @@ import polars as pl
 
 from pipeline.config import BatchConfig
 from pipeline.datasets import Dataset, Table
+from pipeline.decode import structure_errors
 from pipeline.expressions import json_text, sha256_hex
 from pipeline.validate import combine, schema_failures
 from schemas.checks import parse_iso8601
@@ -43,6 +44,8 @@ INPUT = pl.Struct(
     }
 )
 LEGACY_PARTICIPANT = {"id": "legacy-user", "name": "Legacy User", "role": "unknown"}
+# Parts held as JSON: an object or a list, stored as given.
+STRUCTURES = ("emotionalContext.temporalPatterns", *(f"relationshipDynamics.{part}" for part in PARTS))
 # Parts of an emotional context or relationship dynamics that may be left out.
 PART_DEFAULTS = {
     "themes": [],
@@ -56,6 +59,7 @@ PART_DEFAULTS = {
 def prepare(
     records: pl.DataFrame, type_errors: pl.DataFrame, config: BatchConfig, started_at: datetime
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    type_errors = pl.concat([type_errors, structure_errors(records, STRUCTURES)])
     current = transform_legacy(records.with_row_index("record"), type_errors).with_columns(
         content_hash=content_hash(),
         extracted_at=pl.when(pl.col("extractedAt").is_null())

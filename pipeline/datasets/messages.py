@@ -76,13 +76,17 @@ def _trimmed(name: str) -> pl.Expr:
 
 
 def content_hash() -> pl.Expr:
-    """The original system's hash: SHA-256 of ``date|sender|sender_id|text|attachment``.
+    """The original importer's hash: SHA-256 of ``Message Date|sender|Sender ID|Text|Attachment``.
 
-    Missing values are empty strings; the date is the export's text, trimmed; the sender
-    is the one stored (the owner name for an outgoing message without one).
+    Every cell exactly as the export wrote it, padding included (an empty cell is an
+    empty string), so that a row the original stored has the same hash here. The sender
+    is the Sender Name as written; for a row without one (empty or blank), the sender
+    stored: the owner name for an outgoing message, else nothing.
     """
-    parts = ("date_text", "sender", "sender_id", "Text", "attachment")
-    return sha256_hex(pl.concat_str([pl.col(p).fill_null("") for p in parts], separator="|"))
+    written_name = pl.when(_trimmed("Sender Name").is_not_null()).then(pl.col("Sender Name"))
+    sender = pl.coalesce(written_name, "sender")
+    parts = [pl.col("Message Date"), sender, pl.col("Sender ID"), pl.col("Text"), pl.col("Attachment")]
+    return sha256_hex(pl.concat_str([part.fill_null("") for part in parts], separator="|"))
 
 
 def validation_frame(current: pl.DataFrame) -> pl.DataFrame:
