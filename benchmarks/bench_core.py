@@ -38,7 +38,8 @@ from common import argument_parser, fresh_databases, generate, machine, run_pipe
 
 from pipeline.config import BatchConfig
 from pipeline.datasets.memories import DATASET
-from pipeline.loader import Loader
+from pipeline.load.connection import Connection
+from pipeline.load.ledger import ensure_schema
 
 TARGET_RATIO = 0.5
 TARGET_RSS_MB = 1024
@@ -146,7 +147,7 @@ def parse_args() -> argparse.Namespace:
 
 def read_loaded_rows(url: str) -> dict[str, pa.Table]:
     """Every loaded row of the dataset's tables, shaped as the pipeline sends them."""
-    loader = Loader(url)
+    loader = Connection(url)
     tables = {}
     for table in DATASET.tables:
         columns = loader.execute(f"SELECT * FROM {table.name} LIMIT 0").schema.names
@@ -166,8 +167,8 @@ def read_loaded_rows(url: str) -> dict[str, pa.Table]:
 
 def copy_ceiling(url: str, tables: dict[str, pa.Table], batch_size: int) -> float:
     """Seconds to COPY the rows in batches of ``batch_size`` memories plus their children."""
-    loader = Loader(url)
-    loader.ensure_schema(DATASET)
+    loader = Connection(url)
+    ensure_schema(loader, DATASET)
     memories, *children = (tables[t.name] for t in DATASET.tables)
     batches = []
     for start in range(0, memories.num_rows, batch_size):
@@ -184,7 +185,7 @@ def copy_ceiling(url: str, tables: dict[str, pa.Table], batch_size: int) -> floa
     for batch in batches:
         loader.execute("BEGIN")
         for name, rows in zip(names, batch, strict=True):
-            loader._ingest(name, rows)
+            loader.ingest(name, rows)
         loader.execute("COMMIT")
     seconds = perf_counter() - began
     loader.close()

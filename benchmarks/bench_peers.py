@@ -12,7 +12,7 @@ a. ceiling: plain ADBC COPY of exactly the rows the pipeline loaded, into the sa
 b. this pipeline: ``pipeline migrate`` as a subprocess (as ``bench_core``); with
    ``--repeat N``, N pipeline runs each followed by its ceiling, and the peers compared
    with the run of median seconds;
-c. the original's approach, one record at a time in plain Python over the Loader's
+c. the original's approach, one record at a time in plain Python over the pipeline's
    connection: parse, legacy transform, validate, hash, look up the exact hash and
    the stored memories sharing a source id (GIN index) and score them, then INSERT
    the memory and its parts (or the reject) in one transaction per record. Timed on
@@ -51,7 +51,8 @@ from common import argument_parser, fresh_databases, generate, machine, save_res
 
 from pipeline.config import BatchConfig
 from pipeline.datasets.memories import DATASET
-from pipeline.loader import Loader
+from pipeline.load.connection import Connection
+from pipeline.load.ledger import ensure_schema
 
 DBS = ("peers_pipeline", "peers_ceiling", "peers_original", "peers_dlt", "peers_pgloader")
 MOODS = {"positive", "negative", "neutral", "mixed", "ambiguous"}
@@ -126,8 +127,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def original_approach(source: Path, url: str, sample: int, records: int) -> dict:
-    loader = Loader(url)
-    loader.ensure_schema(DATASET)
+    loader = Connection(url)
+    ensure_schema(loader, DATASET)
     # The original's lookup by shared source id, given the index that serves it best.
     loader.execute("CREATE INDEX IF NOT EXISTS memories_gin ON memories USING gin (source_message_ids)")
     run_id = "original-approach"
@@ -158,7 +159,9 @@ def original_approach(source: Path, url: str, sample: int, records: int) -> dict
     }
 
 
-def one_record(loader: Loader, run_id: str, source: str, line_no: int, raw: str, started: datetime) -> str:
+def one_record(
+    loader: Connection, run_id: str, source: str, line_no: int, raw: str, started: datetime
+) -> str:
     try:
         record = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -264,7 +267,7 @@ def content_hash(m: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def most_similar(loader: Loader, m: dict) -> str | None:
+def most_similar(loader: Connection, m: dict) -> str | None:
     """The stored memory sharing a source id that scores above the threshold, as the original scored."""
     if not m["sourceMessageIds"]:
         return None
@@ -296,7 +299,7 @@ def share(a: list, b: list) -> float:
     return sum(1 for item in a if item in found) / longest
 
 
-def insert(loader: Loader, m: dict, digest: str, started: datetime) -> None:
+def insert(loader: Connection, m: dict, digest: str, started: datetime) -> None:
     compact = {"separators": (",", ":"), "ensure_ascii": False}
     extracted = m.get("extractedAt") or started.isoformat()
     loader.execute(
@@ -453,10 +456,10 @@ def run_pgloader(pipeline_url: str, url: str, out: Path, records: int) -> dict:
             if done.returncode != 0:
                 return {"failed": f"{' '.join(step)} exited {done.returncode}: {done.stderr.strip()[-400:]}"}
     version = subprocess.run(["pgloader", "--version"], capture_output=True, text=True).stdout.strip()
-    target = Loader(url)
-    target.ensure_schema(DATASET)
+    target = Connection(url)
+    ensure_schema(target, DATASET)
     target.close()
-    source = Loader(pipeline_url)
+    source = Connection(pipeline_url)
     seconds, csv_rows = 0.0, {}
     for table in DATASET.tables:
         names = source.execute(f"SELECT * FROM {table.name} LIMIT 0").schema.names
@@ -483,7 +486,7 @@ def run_pgloader(pipeline_url: str, url: str, out: Path, records: int) -> dict:
             }
         csv_rows[table.name] = rows.num_rows
     source.close()
-    check = Loader(url)
+    check = Connection(url)
     count = "SELECT count(*) AS n FROM {}"
     loaded = {t.name: check.execute(count.format(t.name)).to_pylist()[0]["n"] for t in DATASET.tables}
     check.close()

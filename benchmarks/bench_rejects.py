@@ -32,11 +32,13 @@ from time import perf_counter
 import polars as pl
 from common import ROOT, argument_parser, machine, save_results, versions
 
-from pipeline import inspector
-from pipeline.autosize import peak_rss_mb
-from pipeline.database import start_embedded
+from pipeline import inspect as inspector
 from pipeline.datasets.memories import DATASET
-from pipeline.loader import Loader
+from pipeline.load.connection import Connection
+from pipeline.load.databases import fresh_database
+from pipeline.load.ledger import ensure_schema
+from pipeline.load.server import start_embedded
+from pipeline.run.autosize import peak_rss_mb
 
 RUN_ID = "bench-rejects"
 DATABASE = "bench_rejects"
@@ -76,12 +78,7 @@ def main() -> int:
     if args.step:
         return run_step(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    server_url = start_embedded(ROOT / ".pipeline")
-    admin = Loader(server_url)
-    admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    admin.execute(f"CREATE DATABASE {DATABASE}")
-    admin.close()
-    url = server_url.replace("/postgres?", f"/{DATABASE}?", 1)
+    url = fresh_database(start_embedded(ROOT / ".pipeline"), DATABASE)
 
     began = perf_counter()
     records = fill(url, args.rows)
@@ -111,13 +108,13 @@ def parse_args() -> argparse.Namespace:
 
 def fill(url: str, rows: int) -> int:
     """A run with ``rows`` reject rows, written in chunks straight into ``pipeline_rejects``."""
-    loader = Loader(url)
-    loader.ensure_schema(DATASET)
+    loader = Connection(url)
+    ensure_schema(loader, DATASET)
     loader.start_run(RUN_ID, datetime.now(UTC), {"dataset": "memories", "batch_size": 25_000}, [])
     frame = synthetic_rejects(rows)
     for start in range(0, frame.height, CHUNK):
         loader.execute("BEGIN")
-        loader._ingest("pipeline_rejects", frame.slice(start, CHUNK).to_arrow())
+        loader.ingest("pipeline_rejects", frame.slice(start, CHUNK).to_arrow())
         loader.execute("COMMIT")
     loader.execute("ANALYZE pipeline_rejects")
     loader.finish_run(RUN_ID, "completed", {"processed": frame["source_line"].n_unique()})

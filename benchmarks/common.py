@@ -10,15 +10,16 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from time import perf_counter
 
 import adbc_driver_postgresql
 import polars as pl
 import pyarrow as pa
 
+from pipeline.bench import measured_run
 from pipeline.config import BatchConfig
-from pipeline.database import start_embedded
-from pipeline.loader import Loader
+from pipeline.load.connection import Connection
+from pipeline.load.databases import fresh_database
+from pipeline.load.server import start_embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,18 +44,11 @@ def save_results(out: Path, name: str, results: dict) -> None:
 def fresh_databases(*names: str) -> dict[str, str]:
     """Drop and create databases on the embedded server; their URLs by name."""
     server_url = start_embedded(ROOT / ".pipeline")
-    admin = Loader(server_url)
-    urls = {}
-    for name in names:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-        urls[name] = server_url.replace("/postgres?", f"/{name}?", 1)
-    admin.close()
-    return urls
+    return {name: fresh_database(server_url, name) for name in names}
 
 
 def postgres_version(url: str) -> str:
-    loader = Loader(url)
+    loader = Connection(url)
     version = loader.execute("SELECT version()").column(0)[0].as_py()
     loader.close()
     return version
@@ -74,7 +68,8 @@ def versions(url: str) -> dict:
 def generate(records: int, seed: int, out: Path, *options: str) -> Path:
     """``data/generate.py`` output, cached per size, seed, options and generator version."""
     generator = ROOT / "data" / "generate.py"
-    version = hashlib.sha256(generator.read_bytes()).hexdigest()[:8]
+    sources = (generator, ROOT / "data" / "generation.py")
+    version = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:8]
     suffix = "".join(options).replace("-", "")
     path = out / f"memories-{records}-seed{seed}{suffix}-{version}.jsonl"
     if not path.exists():
@@ -116,19 +111,15 @@ def run_pipeline(source: Path, url: str, batch_size: int, report: Path, *options
         *options,
     ]
     report.unlink(missing_ok=True)
-    began = perf_counter()
     # This child's own usage: RUSAGE_CHILDREN would also hold the generator's peak.
-    _, status, usage = os.wait4(subprocess.Popen(command, cwd=ROOT).pid, 0)
-    wall_seconds = perf_counter() - began
-    exit_code = os.waitstatus_to_exitcode(status)
-    peak_kb = usage.ru_maxrss
+    exit_code, wall_seconds, peak_mb, _ = measured_run(command, report.with_suffix(".err"), cwd=ROOT)
     result = {"exit_code": exit_code, "wall_seconds": round(wall_seconds, 3)}
     if exit_code == 0:
         fields = ("processed", "successful", "seconds", "rows_per_second", "peak_rss_mb")
         data = json.loads(report.read_text())
         result |= {key: data[key] for key in fields}
         result["wall_rows_per_second"] = round(data["processed"] / wall_seconds, 1)
-        result["peak_rss_mb_getrusage"] = round(peak_kb / 1024, 1)
+        result["peak_rss_mb_getrusage"] = round(peak_mb, 1)
     return result
 
 

@@ -40,13 +40,13 @@ Unless ``--clean`` is given, the export also holds (rates are of N; from
 reason, and every rejected (1-based, physical) line with its category and reasons.
 """
 
-import argparse
 import hashlib
 import json
 import math
 import random
-from collections import Counter
-from pathlib import Path
+
+import generation
+from generation import LOADED, Reservoir
 
 LEGACY_RATE = 0.12
 SPECIAL_RATES = {
@@ -58,8 +58,6 @@ SPECIAL_RATES = {
     "malformed": 0.005,
 }
 BLANK_LINE_RATE = 0.003
-MIN_RECORDS_FOR_ALL_KINDS = 100
-POOL_CAPACITY = 10_000
 
 MOODS = ("positive", "negative", "neutral", "mixed", "ambiguous")
 ROLES = ("friend", "family", "coworker", "partner", "self")
@@ -333,8 +331,6 @@ INDICATORS = (
 OFFSETS = ("+02:00", "-05:00", "+05:30", "+00:00", "+01:00")
 DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
-LOADED = ("loaded", (), None)
-
 
 def _set(key, *values):
     def mutate(rec, rng):
@@ -393,37 +389,6 @@ MUTATIONS = dict(
 
 def dumps(rec):
     return json.dumps(rec, ensure_ascii=False)
-
-
-class Reservoir:
-    """A bounded, uniformly sampled pool of earlier records (reservoir sampling)."""
-
-    def __init__(self, rng, capacity=POOL_CAPACITY):
-        self.rng = rng
-        self.capacity = capacity
-        self.items = []
-        self.seen = 0
-
-    def __len__(self):
-        return len(self.items)
-
-    def offer(self, item):
-        self.seen += 1
-        if len(self.items) < self.capacity:
-            self.items.append(item)
-            return
-        slot = self.rng.randrange(self.seen)
-        if slot < self.capacity:
-            self.items[slot] = item
-
-    def pick(self):
-        return self.rng.choice(self.items)
-
-    def take(self):
-        """Remove and return a random item, so it is never picked again."""
-        index = self.rng.randrange(len(self.items))
-        self.items[index], self.items[-1] = self.items[-1], self.items[index]
-        return self.items.pop()
 
 
 class RecordFactory:
@@ -821,19 +786,15 @@ class NearDuplicates:
         return None
 
 
-class Ledger:
-    """Ground truth: counts per pipeline stage and every rejected line."""
-
-    CATEGORIES = ("loaded", "parse", "validation", "deduplication", "database")
+class Ledger(generation.Ledger):
+    """Ground truth: counts per pipeline stage, near duplicates and every rejected line."""
 
     def __init__(self):
-        self.counts = dict.fromkeys(self.CATEGORIES, 0)
+        super().__init__()
         self.near_duplicates = 0
-        self.by_reason = Counter()
-        self.lines = {}
         self.similar = NearDuplicates()
 
-    def add(self, line_number, kind, outcome, line):
+    def add(self, line_number, kind, line, outcome):
         if outcome == LOADED:
             record = json.loads(line)
             if "id" not in record:  # the pipeline derives it from the record's text
@@ -841,34 +802,18 @@ class Ledger:
             match = self.similar.best_match(record)
             if match is not None:
                 outcome = ("deduplication", ("similar_duplicate",), match[0])
-        category, reasons, duplicate_of = outcome
-        self.counts[category] += 1
         if kind == "near":
             self.near_duplicates += 1
-        if category == "loaded":
-            return
-        self.by_reason.update(reasons)
-        entry = {"category": category, "reasons": list(reasons)}
-        if duplicate_of is not None:
-            entry["duplicate_of"] = duplicate_of
-        self.lines[str(line_number)] = entry
+        self.count(line_number, outcome)
 
-    def to_json(self):
-        return {
-            "records": sum(self.counts.values()),
-            **self.counts,
-            "near_duplicates": self.near_duplicates,
-            "by_reason": dict(sorted(self.by_reason.items())),
-            "lines": self.lines,
-        }
+    def more_counts(self):
+        return {"near_duplicates": self.near_duplicates}
 
 
 def special_counts(n):
     """How many records of each non-plain kind an export of n records holds."""
-    counts = {kind: round(rate * n) for kind, rate in SPECIAL_RATES.items()}
-    if n >= MIN_RECORDS_FOR_ALL_KINDS:
-        minimums = {"invalid": len(INVALID_REASONS) + 1, "malformed": len(MALFORMED_REASONS)}
-        counts = {kind: max(count, minimums.get(kind, 1)) for kind, count in counts.items()}
+    minimums = {"invalid": len(INVALID_REASONS) + 1, "malformed": len(MALFORMED_REASONS)}
+    counts = generation.special_counts(n, SPECIAL_RATES, minimums)
     counts["multi"] = min(counts["invalid"], 1)
     counts["invalid"] -= counts["multi"]
     return counts
@@ -882,10 +827,7 @@ def plan_kinds(n, clean, rng):
     counts = {"legacy": round(LEGACY_RATE * n)}
     if not clean:
         counts.update(special_counts(n))
-    counts["current"] = n - len(tail) - sum(counts.values())
-    plan = [kind for kind, count in counts.items() for _ in range(count)]
-    rng.shuffle(plan)
-    return plan + tail
+    return generation.shuffled_plan(n - len(tail), counts, "current", rng) + tail
 
 
 def blank_line_positions(n, clean, rng):
@@ -896,55 +838,40 @@ def blank_line_positions(n, clean, rng):
     return set(rng.sample(range(1, n), count))
 
 
-def buildable_kind(plan, index, export):
-    """Swap a kind that needs an earlier original with a later plain record
-    while no original exists yet."""
-    kind = plan[index]
-    if export.can_build(kind):
-        return kind
-    for later in range(index + 1, len(plan)):
-        if plan[later] == "current":
-            plan[index], plan[later] = plan[later], kind
-            return "current"
-    return "current"
+class LineWriter:
+    """Writes each line's bytes, a blank line first before the records of ``blanks``."""
+
+    def __init__(self, out, blanks):
+        self.out = out
+        self.blanks = blanks
+        self.line_number = 0
+
+    def __call__(self, index, line):
+        if index in self.blanks:
+            self.out.write(b"\n")
+            self.line_number += 1
+        self.out.write(line)
+        self.line_number += 1
+        return self.line_number
 
 
 def generate(n, seed, clean, out_path):
     rng = random.Random(seed)
     plan = plan_kinds(n, clean, rng)
     blanks = blank_line_positions(n, clean, rng)
-    export = Export(rng)
-    ledger = Ledger()
-    line_number = 0
     with out_path.open("wb") as out:
-        for index in range(len(plan)):
-            if index in blanks:
-                out.write(b"\n")
-                line_number += 1
-            kind = buildable_kind(plan, index, export)
-            line, outcome = export.build(kind)
-            out.write(line)
-            line_number += 1
-            ledger.add(line_number, kind, outcome, line)
-    return ledger
-
-
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, required=True, help="number of records (non-blank lines)")
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
-    parser.add_argument("--out", type=Path, required=True, help="JSONL file to write")
-    parser.add_argument("--expected", type=Path, help="also write the ground truth JSON here")
-    parser.add_argument("--clean", action="store_true", help="only valid, unique records")
-    return parser.parse_args()
+        return generation.write_all(plan, Export(rng), Ledger(), LineWriter(out, blanks), "current")
 
 
 def main():
-    args = parse_args()
-    ledger = generate(args.records, args.seed, args.clean, args.out)
-    if args.expected:
-        text = json.dumps(ledger.to_json(), ensure_ascii=False, indent=2) + "\n"
-        args.expected.write_text(text, encoding="utf-8")
+    generation.main(
+        __doc__,
+        generate,
+        unit="records",
+        unit_help="number of records (non-blank lines)",
+        file_kind="JSONL",
+        clean_items="records",
+    )
 
 
 if __name__ == "__main__":

@@ -39,16 +39,13 @@ assets and owner-named messages that load, and every rejected row's (1-based,
 physical) first line with its category and reasons.
 """
 
-import argparse
 import csv
 import hashlib
-import json
 import random
-from collections import Counter
 from datetime import datetime, timedelta
-from pathlib import Path
 
-from generate import Reservoir  # data/generate.py, beside this file
+import generation
+from generation import LOADED, Reservoir
 
 from pipeline.datasets.messages import HEADERS
 
@@ -63,7 +60,6 @@ SPECIAL_RATES = {
     "verbatim": 0.025,
     "reexport": 0.01,
 }
-MIN_ROWS_FOR_ALL_KINDS = 100
 START = datetime(2023, 1, 1, 8, 0, 0)
 
 DATE_FIELDS = ("Message Date", "Delivered Date", "Read Date", "Edited Date")
@@ -317,7 +313,7 @@ class Export:
     def loaded(self, row, links):
         self.pool.offer(row)
         owner_named = row["Type"] == "Outgoing" and not row["Sender Name"]
-        return row, ("loaded", (), None), links, bool(row["Attachment"]), owner_named
+        return row, LOADED, links, bool(row["Attachment"]), owner_named
 
     def padded(self):
         """A message with spaces around some of its hashed cells; stored values are trimmed."""
@@ -379,110 +375,74 @@ class Export:
         return self.rejected(row, "deduplication", ("exact_duplicate",), message_id(original))
 
 
-class Ledger:
+class Ledger(generation.Ledger):
     """Ground truth: counts per category and reason, stored links and assets, rejected lines."""
 
-    CATEGORIES = ("loaded", "parse", "validation", "deduplication", "database")
-
     def __init__(self):
-        self.counts = dict.fromkeys(self.CATEGORIES, 0)
-        self.by_reason = Counter()
+        super().__init__()
         self.links = 0
         self.assets = 0
         self.owner_named = 0
         self.multi_line = 0
-        self.lines = {}
 
-    def add(self, line_number, row, outcome, links, attachment, owner_named):
-        category, reasons, duplicate_of = outcome
-        self.counts[category] += 1
-        if category == "loaded":
+    def add(self, line_number, kind, row, outcome, links, attachment, owner_named):
+        if self.count(line_number, outcome):
             self.links += len(links)
             self.assets += attachment
             self.owner_named += owner_named
             self.multi_line += "\n" in row["Text"]
-            return
-        self.by_reason.update(reasons)
-        entry = {"category": category, "reasons": list(reasons)}
-        if duplicate_of is not None:
-            entry["duplicate_of"] = duplicate_of
-        self.lines[str(line_number)] = entry
 
-    def to_json(self):
+    def loaded_totals(self):
         return {
-            "records": sum(self.counts.values()),
-            **self.counts,
-            "by_reason": dict(sorted(self.by_reason.items())),
             "links": self.links,
             "assets": self.assets,
             "owner_named": self.owner_named,
             "multi_line": self.multi_line,
-            "lines": self.lines,
         }
 
 
 def special_counts(n):
-    counts = {kind: round(rate * n) for kind, rate in SPECIAL_RATES.items()}
-    if n >= MIN_ROWS_FOR_ALL_KINDS:
-        minimums = {"invalid_date": len(DATE_FIELDS)}
-        counts = {kind: max(count, minimums.get(kind, 1)) for kind, count in counts.items()}
+    counts = generation.special_counts(n, SPECIAL_RATES, {"invalid_date": len(DATE_FIELDS)})
+    if n >= generation.MIN_FOR_ALL_KINDS:
         counts["multi"] = 1
     return counts
 
 
 def plan_kinds(n, clean, rng):
-    counts = {} if clean else special_counts(n)
-    counts["message"] = max(n - sum(counts.values()), 0)
-    plan = [kind for kind, count in counts.items() for _ in range(count)]
-    rng.shuffle(plan)
-    return plan[:n]
+    return generation.shuffled_plan(n, {} if clean else special_counts(n), "message", rng)
 
 
-def buildable_kind(plan, index, export):
-    """Swap a duplicate planned before any original exists with a later plain message."""
-    kind = plan[index]
-    if export.can_build(kind):
-        return kind
-    for later in range(index + 1, len(plan)):
-        if plan[later] == "message":
-            plan[index], plan[later] = plan[later], kind
-            return "message"
-    return "message"
+class RowWriter:
+    """Writes the header, then each row; a row's cells may hold line breaks."""
+
+    def __init__(self, out):
+        self.writer = csv.DictWriter(out, HEADERS, lineterminator="\n")
+        self.writer.writeheader()
+        self.line_number = 2  # line 1 is the header
+
+    def __call__(self, index, row):
+        self.writer.writerow(row)
+        line_number = self.line_number
+        self.line_number += 1 + sum(value.count("\n") for value in row.values())
+        return line_number
 
 
 def generate(n, seed, clean, out_path):
     rng = random.Random(seed)
     plan = plan_kinds(n, clean, rng)
-    export = Export(rng)
-    ledger = Ledger()
-    line_number = 2  # line 1 is the header
     with out_path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, HEADERS, lineterminator="\n")
-        writer.writeheader()
-        for index in range(len(plan)):
-            row, *outcome = export.build(buildable_kind(plan, index, export))
-            writer.writerow(row)
-            ledger.add(line_number, row, *outcome)
-            line_number += 1 + sum(value.count("\n") for value in row.values())
-    return ledger
-
-
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, required=True, help="number of messages (CSV rows)")
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
-    parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
-    parser.add_argument("--expected", type=Path, help="also write the ground truth JSON here")
-    parser.add_argument("--clean", action="store_true", help="only valid, unique messages")
-    return parser.parse_args()
+        return generation.write_all(plan, Export(rng), Ledger(), RowWriter(out), "message")
 
 
 def main():
-    args = parse_args()
-    ledger = generate(args.rows, args.seed, args.clean, args.out)
-    if args.expected:
-        text = json.dumps(ledger.to_json(), ensure_ascii=False, indent=2) + "\n"
-        args.expected.write_text(text, encoding="utf-8")
+    generation.main(
+        __doc__,
+        generate,
+        unit="rows",
+        unit_help="number of messages (CSV rows)",
+        file_kind="CSV",
+        clean_items="messages",
+    )
 
 
 if __name__ == "__main__":

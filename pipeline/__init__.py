@@ -3,59 +3,53 @@
     from pipeline import BatchConfig, migrate
     result = migrate(["export.jsonl"], BatchConfig(batch_size=50_000), db_url="postgresql://...")
 
-The library logs through loguru but stays quiet until ``logger.enable("pipeline")``.
+Importing ``pipeline`` only defines names: each is imported from its module when first used.
+The library logs through loguru under the name ``pipeline`` and stays quiet until
+``logger.enable("pipeline")``. The pipeline runs its own threads over frames of one batch
+each; set ``POLARS_MAX_THREADS=1`` before Polars is imported for the best throughput (the
+``pipeline`` command does).
 """
 
-import os
-
-# The pipeline keeps both cores busy with threads of its own (reading, looking up, loading)
-# over frames of one batch each; Polars splitting such small frames across its own pool
-# costs more CPU than it wins (1M records: 1.3 s faster with one Polars thread). Set before
-# Polars is first imported; an explicit POLARS_MAX_THREADS wins.
-os.environ.setdefault("POLARS_MAX_THREADS", "1")
+from importlib import import_module
 
 from loguru import logger
 
-from pipeline.config import BatchConfig
-from pipeline.database import resolve_url, start_embedded, stop_embedded
-from pipeline.duck import QueryError
-from pipeline.errors import ConfigError, DatabaseError, InputError, PipelineError, RunStopped
-from pipeline.inspector import (
-    RejectSummary,
-    UnknownRunError,
-    export_rejects,
-    list_runs,
-    query,
-    summarize,
-    write_query,
-)
-from pipeline.replay import ReplayResult, replay
-from pipeline.report import RunResult
-from pipeline.runner import migrate, stage_batch
+_HOMES = {
+    "BatchConfig": "pipeline.config",
+    "ConfigError": "pipeline.errors",
+    "DatabaseError": "pipeline.errors",
+    "InputError": "pipeline.errors",
+    "PipelineError": "pipeline.errors",
+    "RunInterrupted": "pipeline.errors",
+    "RunStopped": "pipeline.errors",
+    "QueryError": "pipeline.inspect",
+    "RejectSummary": "pipeline.inspect",
+    "UnknownRunError": "pipeline.inspect",
+    "export_rejects": "pipeline.inspect",
+    "list_runs": "pipeline.inspect",
+    "query": "pipeline.inspect",
+    "summarize": "pipeline.inspect",
+    "write_query": "pipeline.inspect",
+    "ReplayResult": "pipeline.replay",
+    "replay": "pipeline.replay",
+    "RunResult": "pipeline.run.report",
+    "migrate": "pipeline.run.migrate",
+    "recorded_config": "pipeline.run.migrate",
+    "stage_batch": "pipeline.normalize.stage",
+    "resolve_url": "pipeline.load.server",
+    "start_embedded": "pipeline.load.server",
+    "stop_embedded": "pipeline.load.server",
+}
+__all__ = sorted(_HOMES)
 
 logger.disable("pipeline")
 
-__all__ = [
-    "BatchConfig",
-    "ConfigError",
-    "DatabaseError",
-    "InputError",
-    "PipelineError",
-    "QueryError",
-    "RejectSummary",
-    "ReplayResult",
-    "RunResult",
-    "RunStopped",
-    "UnknownRunError",
-    "export_rejects",
-    "list_runs",
-    "migrate",
-    "query",
-    "replay",
-    "resolve_url",
-    "stage_batch",
-    "start_embedded",
-    "stop_embedded",
-    "summarize",
-    "write_query",
-]
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    return getattr(import_module(_HOMES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

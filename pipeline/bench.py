@@ -21,13 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.config import AUTO, BatchConfig
-from pipeline.database import redact, resolve_url
-from pipeline.errors import ConfigError, DatabaseError
-from pipeline.loader import Loader
-from pipeline.sources import resolve_inputs
+from pipeline.errors import ConfigError
+from pipeline.extract import resolve_inputs
+from pipeline.load.databases import drop_database, fresh_database
+from pipeline.load.server import redact, resolve_url
 
 DEFAULT_BATCH_SIZES = (1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 200_000)
 STAGES = ("read", "parse", "validate", "plan", "lookup", "load")
@@ -172,27 +171,11 @@ def bench(
 
 def _one_size(source: Path, server: str, size: int | str, memory_limit_mb: int, scratch: Path) -> SizeResult:
     name = f"bench_{size}"
-    admin = Loader(server)
+    url = fresh_database(server, name)
     try:
-        _create_database(admin, server, name)
-        try:
-            return _migrate(source, database_url(server, name), size, memory_limit_mb, scratch / name)
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return _migrate(source, url, size, memory_limit_mb, scratch / name)
     finally:
-        admin.close()
-
-
-def _create_database(admin: Loader, server: str, name: str) -> None:
-    try:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # a driver error (only the loader imports the driver): translated here
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DatabaseError(
-            f"cannot create the database {name} on {redact(server)} ({redact(first)}); "
-            "pipeline bench needs a user allowed to CREATE DATABASE"
-        ) from exc
+        drop_database(server, name)
 
 
 def _migrate(source: Path, url: str, size: int | str, memory_limit_mb: int, scratch: Path) -> SizeResult:
@@ -201,7 +184,7 @@ def _migrate(source: Path, url: str, size: int | str, memory_limit_mb: int, scra
     command = [sys.executable, "-m", "pipeline", "migrate", str(source), "--db", url]
     command += ["--batch-size", str(size), "--memory-limit", str(memory_limit_mb)]
     command += ["--report", str(report), "--quiet"]
-    exit_code, wall, peak_mb, stderr = _measured(command, scratch.with_suffix(".err"))
+    exit_code, wall, peak_mb, stderr = measured_run(command, scratch.with_suffix(".err"))
     if exit_code != 0:
         return SizeResult(size, exit_code, wall_seconds=wall, error=redact(stderr.strip()[-300:]))
     data = json.loads(report.read_text())
@@ -220,22 +203,17 @@ def _migrate(source: Path, url: str, size: int | str, memory_limit_mb: int, scra
     )
 
 
-def _measured(command: list[str], stderr_path: Path) -> tuple[int, float, float, str]:
-    """Run ``command``; its exit code, wall seconds, its own peak RSS (MB) and its stderr."""
+def measured_run(command: list, stderr_path: Path, cwd: Path | None = None) -> tuple[int, float, float, str]:
+    """Run ``command``; its exit code, wall seconds, its own peak RSS (MB, ``ru_maxrss``: carried
+    over exec, so it also holds this process's peak when that was higher) and its stderr."""
     with stderr_path.open("w+") as stderr:
         began = perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=cwd)
         _, status, usage = os.wait4(process.pid, 0)
         wall = perf_counter() - began
         process.returncode = os.waitstatus_to_exitcode(status)
         stderr.seek(0)
         return process.returncode, wall, usage.ru_maxrss / 1024, stderr.read()
-
-
-def database_url(server: str, name: str) -> str:
-    """``server``'s URL with the database ``name`` (the query string, e.g. a socket host, kept)."""
-    parts = urlsplit(server)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def _best(results: list[SizeResult], memory_limit_mb: int) -> int | str | None:

@@ -21,14 +21,14 @@ import typer
 from loguru import logger
 
 from pipeline import bench as bench_sizes
-from pipeline import inspector
+from pipeline import inspect as inspector
 from pipeline.config import BatchConfig
-from pipeline.database import redact, resolve_url, start_embedded, stop_embedded
 from pipeline.datasets import dataset_names
 from pipeline.errors import PipelineError, RunInterrupted, RunStopped
+from pipeline.load.server import redact, resolve_url, start_embedded, stop_embedded
 from pipeline.replay import replay as replay_rejects
-from pipeline.runner import migrate as run_migration
-from pipeline.runner import recorded_config
+from pipeline.run.migrate import migrate as run_migration
+from pipeline.run.migrate import recorded_config
 
 HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(

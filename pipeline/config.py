@@ -16,8 +16,8 @@ class BatchConfig:
     """How a migration runs (the original's ``BatchProcessingConfig``, plus our knobs).
 
     batch_size: records read, validated and committed together, or ``"auto"``: the
-        runner picks the size during the run from measured throughput and memory
-        (``pipeline.autosize``), within ``memory_limit_mb``.
+        run picks the size during the run from measured throughput and memory
+        (``pipeline.run.autosize``), within ``memory_limit_mb``.
     continue_on_error: keep going past rejected records (the default); when off,
         the run stops at the first failed record (``--fail-fast``).
     validate_first: run the pandera validation stage before loading; when off,

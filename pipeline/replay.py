@@ -42,20 +42,14 @@ from loguru import logger
 
 from pipeline.config import BatchConfig
 from pipeline.errors import InputError
-from pipeline.inspector import (
-    EXPORT_SQL,
-    _connected,
-    _literal,
-    _reading,
-    _stream,
-    export_format,
-    origin_path,
-    resolve_run,
-)
-from pipeline.loader import Loader
-from pipeline.report import RunResult
-from pipeline.runner import migrate
-from pipeline.sources import RAW_SCHEMA, scan_batches
+from pipeline.extract import RAW_SCHEMA, scan_batches
+from pipeline.inspect.export import EXPORT_SQL, export_format, origin_path
+from pipeline.inspect.runs import resolve_run
+from pipeline.load.connection import Connection, connected
+from pipeline.load.server import resolve_url
+from pipeline.run.migrate import migrate
+from pipeline.run.report import RunResult
+from pipeline.sqltext import literal
 
 # Skipped lossy records named one by one in the warning; more are counted.
 NAMED_SKIPS = 20
@@ -131,10 +125,10 @@ def replay(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file", path=str(path))
-    with _connected(db_url) as loader:
+    with connected(resolve_url(db_url)) as loader:
         original = resolve_run(loader, of_run)
-        with _reading(loader, f"reading the rejects of {of_run}"):
-            batches = (pl.from_arrow(b) for b in _stream(loader, EXPORT_SQL.format(run=_literal(of_run))))
+        with loader.transaction(f"reading the rejects of {of_run}"):
+            batches = (pl.from_arrow(b) for b in loader.stream(EXPORT_SQL.format(run=literal(of_run))))
             originals = _concat(batches, ORIGINALS_SCHEMA).with_columns(_record_id())
     source, origins, sidecar = replay_input(path)
     records = read_records(source).join(origins, on="position", how="left")
@@ -151,7 +145,10 @@ def replay(
     config = replace(config or BatchConfig(), **inherited, replay_of=of_run)
     run = migrate([glob.escape(str(source))], config, db_url=db_url, run_id=run_id)
 
-    with _connected(db_url) as loader, _reading(loader, f"resolving the rejects of {of_run}"):
+    with (
+        connected(resolve_url(db_url)) as loader,
+        loader.transaction(f"resolving the rejects of {of_run}"),
+    ):
         rejected = loader.execute(
             "SELECT DISTINCT source_line FROM pipeline_rejects WHERE run_id = $1", (run.run_id,)
         ).column(0)
@@ -334,7 +331,7 @@ def _without_lines(source: Path, lines: pl.Series, target: Path) -> Path:
     return target
 
 
-def _mark_resolved(loader: Loader, of_run: str, run_id: str, fixed: pl.DataFrame) -> int:
+def _mark_resolved(loader: Connection, of_run: str, run_id: str, fixed: pl.DataFrame) -> int:
     """Mark the reject rows of the ``fixed`` records resolved; rows already resolved stay as they are."""
     if fixed.is_empty():
         return 0

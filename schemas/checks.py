@@ -2,8 +2,8 @@
 
 A check's name is the second half of a reject's stable ``reason`` code
 (``<field>:<check>``, e.g. ``confidence:in_range(1,10)``), so names never contain
-spaces and never depend on the pandera version. ``HINTS`` says what each check
-wants, for the human-readable reject message.
+spaces and never depend on the pandera version. Each check carries its hint (pandera's
+``description``): what it wants, for the human-readable reject message.
 """
 
 from __future__ import annotations
@@ -11,49 +11,55 @@ from __future__ import annotations
 import pandera.polars as pa
 import polars as pl
 
-HINTS: dict[str, str] = {
-    "required": "is required and was missing or null",
-    "not_empty": "must be a non-empty string",
-    "not_blank": "must contain at least one non-whitespace character",
-    "items_not_null": "must be a list of strings without nulls",
-    "iso8601": "must be an ISO-8601 timestamp such as 2024-03-05T18:22:10Z",
-    "type(object)": "must be a JSON object",
-    "type(object_or_list)": "must be a JSON object or list",
-}
 
-
-def expr_check(name: str, expr_of) -> pa.Check:
-    """A named check from a function of the column expression."""
-    return pa.Check(lambda data: data.lazyframe.select(expr_of(pl.col(data.key))), name=name)
+def expr_check(name: str, expr_of, hint: str) -> pa.Check:
+    """A named check from a function of the column expression, with its hint."""
+    return pa.Check(
+        lambda data: data.lazyframe.select(expr_of(pl.col(data.key))), name=name, description=hint
+    )
 
 
 def not_empty() -> pa.Check:
-    return expr_check("not_empty", lambda col: col.str.len_chars() > 0)
+    return expr_check("not_empty", lambda col: col.str.len_chars() > 0, "must be a non-empty string")
 
 
 def not_blank() -> pa.Check:
-    return expr_check("not_blank", lambda col: col.str.strip_chars().str.len_chars() > 0)
+    return expr_check(
+        "not_blank",
+        lambda col: col.str.strip_chars().str.len_chars() > 0,
+        "must contain at least one non-whitespace character",
+    )
 
 
 def in_range(low: int, high: int) -> pa.Check:
-    name = f"in_range({low},{high})"
-    HINTS[name] = f"must be an integer from {low} to {high}"
-    return expr_check(name, lambda col: col.is_between(low, high))
+    return expr_check(
+        f"in_range({low},{high})",
+        lambda col: col.is_between(low, high),
+        f"must be an integer from {low} to {high}",
+    )
 
 
 def isin(values: tuple[str, ...]) -> pa.Check:
-    name = f"isin({','.join(values)})"
-    HINTS[name] = f"must be one of {', '.join(values)}"
-    return expr_check(name, lambda col: col.is_in(values))
+    return expr_check(
+        f"isin({','.join(values)})", lambda col: col.is_in(values), f"must be one of {', '.join(values)}"
+    )
 
 
 def items_not_null() -> pa.Check:
-    return expr_check("items_not_null", lambda col: col.list.eval(pl.element().is_not_null()).list.all())
+    return expr_check(
+        "items_not_null",
+        lambda col: col.list.eval(pl.element().is_not_null()).list.all(),
+        "must be a list of strings without nulls",
+    )
 
 
 def iso8601() -> pa.Check:
     """Optional timestamps: a missing one passes, a present one must parse."""
-    return expr_check("iso8601", lambda col: col.is_null() | parse_iso8601(col).is_not_null())
+    return expr_check(
+        "iso8601",
+        lambda col: col.is_null() | parse_iso8601(col).is_not_null(),
+        "must be an ISO-8601 timestamp such as 2024-03-05T18:22:10Z",
+    )
 
 
 def parse_iso8601(col: pl.Expr) -> pl.Expr:

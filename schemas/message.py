@@ -9,16 +9,10 @@ an empty string), so ``Text:empty_message`` marks a row with neither.
 import pandera.polars as pa
 import polars as pl
 
-from schemas.checks import HINTS, expr_check, isin
+from schemas.checks import expr_check, isin
 
 DIRECTIONS = ("incoming", "outgoing")
 DATE_FIELDS = ("Message Date", "Delivered Date", "Read Date", "Edited Date")
-
-HINTS["datetime"] = (
-    "must be a date and time such as 2024-03-05 18:22:10 or 2024-03-05T18:22:10+02:00"
-    " (without an offset it is read as UTC)"
-)
-HINTS["empty_message"] = "is empty and the row has no Attachment either; a message needs one of them"
 
 
 def parse_export_datetime(col: pl.Expr) -> pl.Expr:
@@ -37,11 +31,20 @@ def parse_export_datetime(col: pl.Expr) -> pl.Expr:
 
 def export_datetime() -> pa.Check:
     """A present timestamp must parse (a missing one is left to ``required``/``nullable``)."""
-    return expr_check("datetime", lambda col: col.is_null() | parse_export_datetime(col).is_not_null())
+    return expr_check(
+        "datetime",
+        lambda col: col.is_null() | parse_export_datetime(col).is_not_null(),
+        "must be a date and time such as 2024-03-05 18:22:10 or 2024-03-05T18:22:10+02:00"
+        " (without an offset it is read as UTC)",
+    )
 
 
 def not_empty_message() -> pa.Check:
-    return expr_check("empty_message", lambda col: col.str.len_chars() > 0)
+    return expr_check(
+        "empty_message",
+        lambda col: col.str.len_chars() > 0,
+        "is empty and the row has no Attachment either; a message needs one of them",
+    )
 
 
 MESSAGE = pa.DataFrameSchema(

@@ -9,12 +9,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from pipeline import BatchConfig, RunStopped, autosize, migrate
-from pipeline.autosize import AutoBatchSize
-from pipeline.bench import bench, database_url
+from pipeline import BatchConfig, RunStopped, migrate
+from pipeline.bench import bench
 from pipeline.errors import ConfigError, DatabaseError
-from pipeline.loader import Loader
-from pipeline.sources import scan_batches
+from pipeline.extract import scan_batches
+from pipeline.load.connection import Connection
+from pipeline.load.databases import database_url
+from pipeline.run import autosize
+from pipeline.run.autosize import AutoBatchSize
 from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
 from tests.test_cli import cli
 
@@ -39,7 +41,7 @@ def test_bench_compares_two_sizes_writes_csv_and_png_and_names_the_best(server_u
 
 
 def rows_of(url: str, sql: str) -> list[dict]:
-    loader = Loader(url)
+    loader = Connection(url)
     try:
         return rows(loader, sql)
     finally:
@@ -70,7 +72,7 @@ def test_bench_without_matplotlib_says_how_to_install_it_before_migrating(tmp_pa
 
 
 def test_bench_says_when_it_may_not_create_databases(server_url, tmp_path):
-    admin = Loader(server_url)
+    admin = Connection(server_url)
     admin.execute("DROP ROLE IF EXISTS bench_nocreate")
     admin.execute("CREATE ROLE bench_nocreate LOGIN")
     admin.close()
@@ -207,7 +209,7 @@ def test_peak_rss_is_the_process_own_not_the_peak_of_the_process_that_started_it
     script = (
         "import os, subprocess, sys\n"
         "ballast = bytearray(400 * 2**20)\n"
-        "probe = 'from pipeline.autosize import peak_rss_mb; print(peak_rss_mb())'\n"
+        "probe = 'from pipeline.run.autosize import peak_rss_mb; print(peak_rss_mb())'\n"
         "print(subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True).stdout)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)

@@ -1,12 +1,10 @@
 """The command line as a user meets it: exit codes, one-line errors, no secrets, help everywhere."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from pipeline.testing import cli
 from tests.conftest import ROOT, memory, rows, write_jsonl
 
 COMMANDS = [
@@ -21,17 +19,6 @@ COMMANDS = [
     ["db", "stop"],
     ["db", "url"],
 ]
-
-
-def cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

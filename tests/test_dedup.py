@@ -6,11 +6,12 @@ import math
 import polars as pl
 import pytest
 
-from pipeline import BatchConfig, DatabaseError, migrate, similarity
-from pipeline.known import KnownKeys
-from pipeline.loader import Loader
-from pipeline.plan import near_duplicate_input
-from pipeline.similarity import comparable, scores, similar_pairs
+from pipeline import DatabaseError, testing
+from pipeline.dedup import similarity
+from pipeline.dedup.known import KnownKeys
+from pipeline.dedup.plan import near_duplicate_input
+from pipeline.dedup.similarity import comparable, scores, similar_pairs
+from pipeline.run import pipelining, retry
 from tests.conftest import assert_invariant, rows, write_jsonl
 
 
@@ -75,9 +76,8 @@ def test_exactly_point_seven_is_decided_by_the_originals_order_of_addition():
     assert at == 0.7
 
 
-def run(tmp_path, db_url, records, name="in.jsonl", **config):
-    config.setdefault("log_progress", False)
-    return migrate([str(write_jsonl(tmp_path / name, records))], BatchConfig(**config), db_url=db_url)
+def run(tmp_path, db_url, records, name="in.jsonl", **settings):
+    return testing.run([write_jsonl(tmp_path / name, records)], db_url, **settings)
 
 
 def outcomes(db, run_id):
@@ -170,11 +170,11 @@ def test_a_later_run_adds_to_the_merge_notes_without_repeating_a_source(db_url, 
 def test_stored_rows_and_the_previous_batchs_count_whether_the_early_lookup_works_or_fails(
     db_url, db, tmp_path, monkeypatch, early_lookup
 ):
-    def broken(self, *args):
+    def broken(*args):
         raise DatabaseError("the lookup connection broke")
 
     if early_lookup == "fails":  # then each batch looks its matches up in its own transaction
-        monkeypatch.setattr(Loader, "stored_rows", broken)
+        monkeypatch.setattr(pipelining, "stored_rows", broken)
     a = record("A", "w1 w2 w3 w4 w5 w6", ["m1", "m2"], ["p1"])
     b = record("B", "w1 w2 w3 w4 w5 x6", ["m2", "m3"], ["p1"])
     c = record("C", "w1 w2 w3 w4 w5 y6", ["m1"], ["p1"])
@@ -235,15 +235,15 @@ def test_a_duplicate_of_a_row_another_writer_stores_during_the_run_is_refused(
     # candidates (read from the table), or else refused by the unique constraint.
     a, b = record("A", "a words", ["a1"], ["p1"]), record("B", "b words", ["b1"], ["p2"])
     c = record("C", "c words", ["c1"], ["p3"])
-    load_batch = Loader.load_batch
+    load_batch = retry.load_batch
     others = []
 
-    def other_writer_first(self, dataset, run_id, batch_no, *args, **kwargs):
-        monkeypatch.setattr(Loader, "load_batch", load_batch)
+    def other_writer_first(*args, **kwargs):
+        monkeypatch.setattr(retry, "load_batch", load_batch)
         others.append(run(tmp_path, db_url, [c], name="other.jsonl"))
-        return load_batch(self, dataset, run_id, batch_no, *args, **kwargs)
+        return load_batch(*args, **kwargs)
 
-    monkeypatch.setattr(Loader, "load_batch", other_writer_first)
+    monkeypatch.setattr(retry, "load_batch", other_writer_first)
     result = run(tmp_path, db_url, [a, b, {**c, "id": "C2"}], batch_size=1, similarity_threshold=threshold)
     assert len(others) == 1
     for done in (*others, result):

@@ -1,11 +1,11 @@
-"""The content hash contract, on examples written out by hand from DESIGN.md."""
+"""The content hash contract, on examples written out by hand from docs/design.md."""
 
 import hashlib
 from datetime import UTC, datetime
 
 from pipeline.config import BatchConfig
 from pipeline.datasets import get_dataset
-from pipeline.runner import stage_batch
+from pipeline.normalize.stage import stage_batch
 from tests.conftest import raw_frame
 
 

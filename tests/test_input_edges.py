@@ -5,15 +5,10 @@ import json
 
 import pytest
 
-from pipeline import BatchConfig, migrate
+from pipeline.testing import run
 from tests.conftest import assert_invariant, memory, rows
 
 BOM = codecs.BOM_UTF8
-
-
-def run(paths, db_url, **config):
-    config.setdefault("log_progress", False)
-    return migrate([str(p) for p in paths], BatchConfig(**config), db_url=db_url)
 
 
 def stored_ids(db) -> list[str]:

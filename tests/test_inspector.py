@@ -7,12 +7,14 @@ import polars as pl
 import pytest
 
 from pipeline import BatchConfig, QueryError, UnknownRunError, migrate
-from pipeline import inspector as insp
-from pipeline.duck import columns_read
-from pipeline.loader import Loader
+from pipeline import inspect as insp
+from pipeline.errors import ConfigError
+from pipeline.inspect.duck import columns_read
+from pipeline.inspect.query import read_tables
+from pipeline.load.connection import Connection
 from pipeline.replay import match_origins, replay
+from pipeline.testing import cli
 from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
-from tests.test_cli import cli
 
 SAMPLE = ROOT / "data" / "sample.jsonl"
 EXPECTED = json.loads((ROOT / "data" / "sample.expected.json").read_text())
@@ -173,12 +175,12 @@ def test_sql_sees_runs_batches_and_json_columns(db_url, sample_run):
 
 
 def test_sql_reads_only_the_tables_and_columns_it_needs(db_url, sample_run):
-    loader = Loader(db_url)
+    loader = Connection(db_url)
     try:
-        tables = insp._read_tables(
+        tables = read_tables(
             loader, "SELECT reason, count(*) FROM rejects WHERE category = 'parse' GROUP BY 1", None
         )
-        counted = insp._read_tables(loader, "SELECT count(*) FROM memories", None)
+        counted = read_tables(loader, "SELECT count(*) FROM memories", None)
     finally:
         loader.close()
     assert {name: t.column_names for name, t in tables.items()} == {"rejects": ["category", "reason"]}
@@ -219,12 +221,6 @@ def test_statements_duckdb_cannot_serialize_still_find_their_tables(db_url, samp
     assert "raw" in [r["column_name"] for r in described]
     pivoted = insp.query("PIVOT (SELECT category FROM rejects) ON category USING count(*)", db_url)
     assert set(pivoted.column_names) == {"parse", "validation", "deduplication", "database"}
-
-
-def test_only_duck_imports_duckdb():
-    from tests.test_api import PACKAGE, imported_modules
-
-    assert {p.name for p in PACKAGE.rglob("*.py") if "duckdb" in imported_modules(p)} == {"duck.py"}
 
 
 @pytest.mark.parametrize(
@@ -283,7 +279,7 @@ def test_export_of_a_query_keeps_one_row_per_record(db_url, db, sample_run, tmp_
 
 
 def test_export_needs_a_known_suffix(db_url, sample_run, tmp_path):
-    with pytest.raises(insp.ConfigError, match=r"export to \.jsonl, \.csv or \.parquet"):
+    with pytest.raises(ConfigError, match=r"export to \.jsonl, \.csv or \.parquet"):
         insp.export_rejects(tmp_path / "fix.txt", db_url)
 
 

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import adbc_driver_manager
 import pytest
 
-from pipeline import BatchConfig, migrate
+from pipeline import testing
 from pipeline.datasets.messages import DATASET, HEADERS
+from pipeline.load.ledger import ensure_schema
 from tests.conftest import ROOT, assert_invariant, rows
 from tests.test_cli import cli
 
@@ -17,10 +18,8 @@ SAMPLE = ROOT / "data" / "messages_sample.csv"
 EXPECTED = json.loads((ROOT / "data" / "messages_sample.expected.json").read_text())
 
 
-def run(paths, db_url, **config):
-    config.setdefault("log_progress", False)
-    config.setdefault("dataset", "messages")
-    return migrate([str(p) for p in paths], BatchConfig(**config), db_url=db_url)
+def run(paths, db_url, **settings):
+    return testing.run(paths, db_url, **{"dataset": "messages", **settings})
 
 
 def write_csv(path, messages: list[dict]):
@@ -160,7 +159,7 @@ def test_the_hash_covers_each_cell_as_written_and_stored_values_are_trimmed(db_u
 
 def test_rows_the_original_stored_with_padded_cells_are_not_loaded_again(db_url, db, tmp_path):
     messages = padded_messages()
-    db.ensure_schema(DATASET)
+    ensure_schema(db, DATASET)
     for n, row in enumerate(messages):
         db.execute(
             "INSERT INTO messages (id, sent_at, sender, direction, content_hash)"

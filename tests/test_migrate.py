@@ -4,16 +4,12 @@ import json
 
 import pytest
 
-from pipeline import BatchConfig, RunStopped, migrate
-from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
+from pipeline import RunStopped
+from pipeline.testing import run
+from tests.conftest import ROOT, TOTALS, assert_invariant, memory, rows, write_jsonl
 
 SAMPLE = ROOT / "data" / "sample.jsonl"
 EXPECTED = json.loads((ROOT / "data" / "sample.expected.json").read_text())
-
-
-def run(paths, db_url, **config):
-    config.setdefault("log_progress", False)
-    return migrate([str(p) for p in paths], BatchConfig(**config), db_url=db_url)
 
 
 @pytest.mark.parametrize("batch_size", [97, 10_000])
@@ -204,14 +200,7 @@ def test_report_has_the_contract_fields(db_url, tmp_path):
     for key in (
         "run_id",
         "status",
-        "processed",
-        "successful",
-        "failed",
-        "parse_errors",
-        "validation_errors",
-        "database_errors",
-        "duplicates_skipped",
-        "similar_merged",
+        *TOTALS,
         "success_rate",
         "deduplication_rate",
         "seconds",
@@ -219,7 +208,6 @@ def test_report_has_the_contract_fields(db_url, tmp_path):
         "peak_rss_mb",
         "batch_size",
         "batches",
-        "errors_by_reason",
     ):
         assert key in report
     assert [b["rows_in"] for b in report["batches"]] == [400, 400, EXPECTED["records"] - 800]

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import BatchConfig, migrate
 from pipeline.datasets import get_dataset
-from pipeline.runner import stage_batch
+from pipeline.normalize.stage import stage_batch
 from tests import reference
 from tests.conftest import ROOT, assert_invariant, memory, raw_frame, rows, write_jsonl
 

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from pipeline import BatchConfig, DatabaseError, migrate
-from pipeline.database import start_embedded, stop_embedded
 from pipeline.datasets import get_dataset
-from pipeline.loader import Loader
-from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
+from pipeline.load.connection import Connection
+from pipeline.load.databases import fresh_database
+from pipeline.load.ledger import ensure_schema
+from pipeline.load.server import start_embedded, stop_embedded
+from tests.conftest import ROOT, TOTALS, assert_invariant, memory, rows, write_jsonl
 
 SAMPLE = ROOT / "data" / "sample.jsonl"
 BATCH = "97"
@@ -36,14 +38,6 @@ KILL_POINTS = [
     ("accounted", 7),  # after the runner counted a batch
     ("finish", 1),  # every batch committed, the run not yet marked completed
 ]
-
-
-def new_database(server_url: str, name: str) -> str:
-    admin = Loader(server_url)
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    return re.sub(r"/postgres\?", f"/{name}?", server_url)
 
 
 def cli_migrate(
@@ -73,7 +67,7 @@ def cli_migrate(
 
 def final_state(url: str) -> dict:
     """Everything a run leaves, by content: loaded rows by hash, rejects by position, totals."""
-    db = Loader(url)
+    db = Connection(url)
     try:
         result = json.loads(rows(db, "SELECT result::text AS r FROM pipeline_runs")[0]["r"])
         return {
@@ -98,20 +92,7 @@ def final_state(url: str) -> dict:
                 (r["source_line"], r["category"], r["reason"], r["duplicate_of"] or "")
                 for r in rows(db, "SELECT source_line, category, reason, duplicate_of FROM pipeline_rejects")
             ),
-            "totals": {
-                k: result[k]
-                for k in (
-                    "processed",
-                    "successful",
-                    "failed",
-                    "parse_errors",
-                    "validation_errors",
-                    "database_errors",
-                    "duplicates_skipped",
-                    "similar_merged",
-                    "errors_by_reason",
-                )
-            },
+            "totals": {k: result[k] for k in TOTALS},
             "status": rows(db, "SELECT status FROM pipeline_runs")[0]["status"],
             "batches": rows(db, "SELECT count(*) AS n, count(DISTINCT batch_no) AS d FROM pipeline_batches")[
                 0
@@ -123,7 +104,7 @@ def final_state(url: str) -> dict:
 
 @pytest.fixture(scope="module")
 def clean_state(server_url):
-    url = new_database(server_url, "resilience_clean")
+    url = fresh_database(server_url, "resilience_clean")
     done = cli_migrate(url, "--run-id", "R")
     assert done.returncode == 0, done.stderr
     state = final_state(url)
@@ -137,7 +118,7 @@ def clean_state(server_url):
 
 @pytest.mark.parametrize(("point", "nth"), KILL_POINTS, ids=[f"{p}-{n}" for p, n in KILL_POINTS])
 def test_sigkill_anywhere_then_resume_gives_the_clean_runs_result(server_url, clean_state, point, nth):
-    url = new_database(server_url, f"killed_{point}_{nth}")
+    url = fresh_database(server_url, f"killed_{point}_{nth}")
     killed = cli_migrate(url, "--run-id", "R", kill_at=f"{point}:{nth}")
     assert killed.returncode == -9, killed.stderr
     resumed = cli_migrate(url, "--resume", "R")
@@ -151,7 +132,7 @@ def test_sigkill_anywhere_then_resume_gives_the_clean_runs_result(server_url, cl
 def test_a_run_killed_in_its_first_batch_has_recorded_its_inputs(server_url, tmp_path):
     # Inputs are hashed beside the start of the run; the hashes are recorded before the first
     # batch loads, so a run killed inside it still refuses a changed input on resume.
-    url = new_database(server_url, "killed_first_batch")
+    url = fresh_database(server_url, "killed_first_batch")
     source = tmp_path / "in.jsonl"
     shutil.copy(SAMPLE, source)
     killed = cli_migrate(url, "--run-id", "R", kill_at="copy:1", source=source)
@@ -215,7 +196,7 @@ def test_server_stopped_and_restarted_mid_run_the_run_completes(tmp_path):
 
     worker = threading.Thread(target=run)
     worker.start()
-    watcher = Loader(url)
+    watcher = Connection(url)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         ledger = watcher.execute("SELECT to_regclass('pipeline_batches') IS NOT NULL AS ready").to_pylist()
@@ -233,7 +214,7 @@ def test_server_stopped_and_restarted_mid_run_the_run_completes(tmp_path):
         worker.join(timeout=120)
         assert "error" not in outcome, outcome.get("error")
         result = outcome["result"]
-        db = Loader(url)
+        db = Connection(url)
         assert_invariant(result, db)
         assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == result.successful
         assert rows(db, "SELECT count(*) AS n, count(DISTINCT batch_no) AS d FROM pipeline_batches")[0] == {
@@ -252,7 +233,7 @@ def test_unreachable_server_fails_with_one_clear_error(tmp_path):
 
 
 def test_the_password_never_shows_in_output_reports_or_tables(server_url, tmp_path):
-    url = new_database(server_url, "secrets")
+    url = fresh_database(server_url, "secrets")
     secret_url = url.replace("postgresql://postgres:@", "postgresql://postgres:Sup3rS3cret@")
     path = write_jsonl(tmp_path / "in.jsonl", [memory(1), memory(2, confidence=0)])
     report = tmp_path / "report.json"
@@ -269,7 +250,7 @@ def test_the_password_never_shows_in_output_reports_or_tables(server_url, tmp_pa
         timeout=300,
     )
     assert done.returncode == 0 and failed.returncode == 1
-    db = Loader(url)
+    db = Connection(url)
     stored = json.dumps(rows(db, "SELECT config::text, inputs::text, result::text FROM pipeline_runs"))
     stored += json.dumps(rows(db, "SELECT message, raw FROM pipeline_rejects"))
     db.close()
@@ -278,8 +259,8 @@ def test_the_password_never_shows_in_output_reports_or_tables(server_url, tmp_pa
 
 
 def loaded_with_constraint(db_url: str, tmp_path, alteration: list[str], records: list[dict]):
-    db = Loader(db_url)
-    db.ensure_schema(get_dataset("memories"))
+    db = Connection(db_url)
+    ensure_schema(db, get_dataset("memories"))
     for statement in alteration:
         db.execute(statement)
     result = migrate(
@@ -395,7 +376,7 @@ def test_csv_with_only_a_header_is_an_empty_run(db_url, db, tmp_path):
 
 
 def test_a_serialization_failure_is_retried_and_the_batch_loads_once(db_url, db, tmp_path):
-    db.ensure_schema(get_dataset("memories"))
+    ensure_schema(db, get_dataset("memories"))
     for statement in (
         "CREATE SEQUENCE flaky_calls",
         """CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql AS $$

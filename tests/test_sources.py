@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.sources import resolve_inputs, scan_batches
+from pipeline.extract import resolve_inputs, scan_batches
 
 
 def records(path: Path, batch_size: int = 1000) -> list[dict]:
@@ -31,7 +31,7 @@ def test_jsonl_lines_keep_physical_numbers_and_flag_invalid_utf8(tmp_path):
 
 
 def test_batches_hold_batch_size_records_across_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr("pipeline.sources.BLOCK_BYTES", 64)
+    monkeypatch.setattr("pipeline.extract.readers.BLOCK_BYTES", 64)
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(25)))
     batches = [b.frame for b in scan_batches([path], 10)]
@@ -135,7 +135,7 @@ def test_jsonl_progress_follows_the_records_read_within_a_block(tmp_path):
 
 
 def test_jsonl_progress_across_blocks_and_crlf_lines(tmp_path, monkeypatch):
-    monkeypatch.setattr("pipeline.sources.BLOCK_BYTES", 1000)
+    monkeypatch.setattr("pipeline.extract.readers.BLOCK_BYTES", 1000)
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps(uniform_record(i)) + "\r\n" for i in range(1000)), newline="")
     assert_honest(progress([path], 70), path.stat().st_size, 1000)

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from pipeline import duck
 from pipeline.config import BatchConfig
 from pipeline.datasets import get_dataset
-from pipeline.runner import stage_batch
+from pipeline.normalize import duckjson as duck
+from pipeline.normalize.stage import stage_batch
 from tests.conftest import memory, raw_frame
 
 STARTED = datetime(2026, 1, 2, tzinfo=UTC)

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
+from pipeline.testing import cli
 from tests.conftest import ROOT, memory, rows, write_jsonl
-from tests.test_cli import cli
 
 SAMPLE = ROOT / "data" / "sample.jsonl"
 CHATS = ROOT / "data" / "messages_sample.csv"

@@ -7,10 +7,10 @@ from datetime import datetime
 import polars as pl
 
 from pipeline.config import BatchConfig
-from pipeline.datasets import Dataset, Table
-from pipeline.decode import structure_errors
+from pipeline.datasets.base import Dataset, NearDuplicates, Table
 from pipeline.expressions import json_text, sha256_hex
-from pipeline.validate import combine, schema_failures
+from pipeline.normalize.decode import structure_errors
+from pipeline.normalize.validate import combine, schema_failures
 from schemas.checks import parse_iso8601
 from schemas.emotional_context import EMOTIONAL_CONTEXT
 from schemas.memory import MEMORY, PARTICIPANT
@@ -123,7 +123,7 @@ def transform_legacy(records: pl.DataFrame, type_errors: pl.DataFrame) -> pl.Dat
 
 
 def content_hash() -> pl.Expr:
-    """The original system's hash (DESIGN.md, content hash contract), column-wise."""
+    """The original system's hash (the content hash contract of docs/design.md), column-wise."""
     person = pl.element().struct
     participants = (
         pl.col("participants")
@@ -304,6 +304,47 @@ RELATIONSHIP_DYNAMICS_TABLE = Table(
     ),
 )
 
+
+# Stored memories citing one of a batch's sources: the near-duplicate candidates. A GIN index
+# on memories.source_message_ids answers one source fast, but a batch asks for tens of
+# thousands at once; memory_sources' btree joins them in one pass.
+CANDIDATES_SQL = """
+SELECT m.id AS candidate, m.summary, m.source_message_ids AS "sourceMessageIds",
+       ARRAY(SELECT p->>'id' FROM jsonb_array_elements(m.participants) p) AS people
+FROM memories m WHERE m.id IN (SELECT memory_id FROM memory_sources WHERE source_id = ANY($1))"""
+
+# Merged ids are appended in order (merge time, batch, position in the batch), and a source
+# already noted on the row is not noted again, so folding in steps gives what one fold would.
+NOTED_SOURCES = "COALESCE(m.deduplication_metadata->'mergedSourceMessageIds', '[]')"
+FOLD_MERGES_SQL = f"""
+WITH ids AS (
+    SELECT kept_id, max(merged_at) AS merged_at,
+        jsonb_agg(id ORDER BY merged_at, batch_no, n) AS ids
+    FROM pipeline_merges, unnest(merged_ids) WITH ORDINALITY AS u(id, n)
+    GROUP BY kept_id),
+sources AS (
+    SELECT kept_id, array_agg(source ORDER BY merged_at, batch_no, n) AS sources
+    FROM (
+        SELECT DISTINCT ON (kept_id, source) kept_id, source, merged_at, batch_no, n
+        FROM pipeline_merges, unnest(merged_sources) WITH ORDINALITY AS u(source, n)
+        ORDER BY kept_id, source, merged_at, batch_no, n) first_seen
+    GROUP BY kept_id),
+noted AS (
+    UPDATE memories m SET updated_at = now(),
+        deduplication_metadata = jsonb_build_object(
+            'originalHash', m.content_hash,
+            'mergedWith', COALESCE(m.deduplication_metadata->'mergedWith', '[]') || g.ids,
+            'mergeReason', 'similar_duplicate',
+            'mergedAt', g.merged_at,
+            'mergedSourceMessageIds', {NOTED_SOURCES} || COALESCE((
+                SELECT jsonb_agg(source ORDER BY n)
+                FROM unnest(s.sources) WITH ORDINALITY AS u(source, n)
+                WHERE NOT {NOTED_SOURCES} ? source), '[]'))
+    FROM ids g LEFT JOIN sources s USING (kept_id)
+    WHERE m.id = g.kept_id
+    RETURNING m.id AS kept_id)
+DELETE FROM pipeline_merges p USING noted WHERE p.kept_id = noted.kept_id"""
+
 DATASET = Dataset(
     name="memories",
     input_dtype=INPUT,
@@ -320,5 +361,5 @@ DATASET = Dataset(
     hash_constraint="memories_content_hash_key",
     # The original silently ignores a legacy record's ``messages`` when it is not a list.
     lenient_fields=("messages", "content"),
-    near_duplicates=True,
+    near_duplicates=NearDuplicates(candidates_sql=CANDIDATES_SQL, fold_sql=FOLD_MERGES_SQL),
 )

@@ -13,9 +13,9 @@ from datetime import datetime
 import polars as pl
 
 from pipeline.config import BatchConfig
-from pipeline.datasets import Dataset, Table
+from pipeline.datasets.base import Dataset, Table
 from pipeline.expressions import sha256_hex
-from pipeline.validate import combine, schema_failures
+from pipeline.normalize.validate import combine, schema_failures
 from schemas.message import MESSAGE, parse_export_datetime
 
 HEADERS = (

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pipeline.rejects import reject_frame
+from pipeline.frames import reject_frame
 
 DUPLICATE_MESSAGE = (
     "same content hash as record {}, which is kept; nothing to fix unless the two should differ"

@@ -1,7 +1,7 @@
 """A batch's last stage before its COPY: which records are refused (duplicates, key conflicts)
 and which are kept, against what is stored and the batch's own earlier records.
 
-Pure: the runner decides each batch on its lookup thread while the previous batch copies,
+Pure: a run decides each batch on its lookup thread while the previous batch copies,
 and the loader decides one itself, in its transaction, when that lookup failed.
 """
 
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import polars as pl
 
 from pipeline.config import BatchConfig
-from pipeline.datasets import Dataset
-from pipeline.dedup import StoredMatches, decision_rejects, resolve, similar_edges, similar_to
-from pipeline.plan import LoadPlan
-from pipeline.similarity import similar_pairs
+from pipeline.datasets.base import Dataset
+from pipeline.dedup.plan import LoadPlan
+from pipeline.dedup.resolve import StoredMatches, decision_rejects, resolve, similar_edges, similar_to
+from pipeline.dedup.similarity import similar_pairs
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def decide_against(
     candidates: pl.DataFrame | None,
     earlier: tuple[LoadPlan, pl.DataFrame] | None = None,
 ) -> Decision:
-    """``decide`` given what stored rows say (``Loader.stored_rows``: ``keys`` and near-duplicate
+    """``decide`` given what stored rows say (``load.lookups.stored_rows``: ``keys`` and near-duplicate
     ``candidates``), with the ``earlier`` batch's rows (``record``, ``id``, ``content_hash``)
     also taken as stored when given."""
     if earlier is not None and candidates is not None:

@@ -1,6 +1,6 @@
 """What a batch sends to the database, worked out before its transaction opens.
 
-Everything here is pure and needs no stored rows, so the runner computes it while
+Everything here is pure and needs no stored rows, so the run computes it while
 the database is still copying the previous batch: each table's rows as Arrow the
 server accepts, the links between records of the batch (same hash, same id), and
 what near-duplicate lookups need (normalized words, sources and participants, each
@@ -16,9 +16,9 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.config import BatchConfig
-from pipeline.datasets import Dataset, Table
-from pipeline.dedup import key_edges
-from pipeline.similarity import comparable, probe_keys, record_sources, similar_pairs, target_keys
+from pipeline.datasets.base import Dataset, Table
+from pipeline.dedup.resolve import key_edges
+from pipeline.dedup.similarity import comparable, probe_keys, record_sources, similar_pairs, target_keys
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,9 @@ def plan_load(records: pl.DataFrame, dataset: Dataset, config: BatchConfig) -> L
 
 def near_enabled(dataset: Dataset, config: BatchConfig) -> bool:
     # A score is capped at 1.0, so a threshold of 1 or more turns near duplicates off.
-    return config.mode == "dedup" and dataset.near_duplicates and config.similarity_threshold < 1.0
+    return (
+        config.mode == "dedup" and dataset.near_duplicates is not None and config.similarity_threshold < 1.0
+    )
 
 
 def near_duplicate_input(records: pl.DataFrame, threshold: float) -> NearDuplicateInput:

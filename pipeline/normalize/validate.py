@@ -5,10 +5,17 @@ from __future__ import annotations
 import pandera.polars as pa
 import polars as pl
 
-from pipeline.rejects import reject_frame
-from schemas.checks import HINTS
+from pipeline.frames import reject_frame
 
-FAILURE_SCHEMA = {"record": pl.UInt32, "field": pl.String, "check": pl.String, "value": pl.String}
+FAILURE_SCHEMA = {
+    "record": pl.UInt32,
+    "field": pl.String,
+    "check": pl.String,
+    "value": pl.String,
+    "hint": pl.String,
+}
+# pandera's own check of a column that may not be null, under our name.
+REQUIRED = ("required", "is required and was missing or null")
 
 
 def schema_failures(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataFrame:
@@ -21,20 +28,32 @@ def schema_failures(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataF
         cases = exc.failure_cases
         if cases["index"].null_count():
             raise RuntimeError(f"schema {schema.name} does not fit its frame:\n{cases}") from exc
+        check = pl.col("check").replace("not_nullable", REQUIRED[0])
         return cases.select(
             record=frame["record"].gather(cases["index"]),
             field=pl.col("column"),
-            check=pl.col("check").replace("not_nullable", "required"),
+            check=check,
             value=pl.col("failure_case").cast(pl.String),
+            hint=check.replace_strict(_hints(schema), default=None, return_dtype=pl.String),
         ).cast(FAILURE_SCHEMA)
     return pl.DataFrame(schema=FAILURE_SCHEMA)
 
 
+def _hints(schema: pa.DataFrameSchema) -> dict[str, str]:
+    """What each check of ``schema`` wants, by check name (each check carries its own)."""
+    checks = (check for column in schema.columns.values() for check in column.checks)
+    return dict([REQUIRED, *((check.name, check.description) for check in checks if check.description)])
+
+
 def type_failures(type_errors: pl.DataFrame) -> pl.DataFrame:
     """Fields of the wrong JSON type, in the same shape as schema failures."""
-    return type_errors.select("record", "field", check=pl.format("type({})", "expected"), value="got").cast(
-        FAILURE_SCHEMA
-    )
+    return type_errors.select(
+        "record",
+        "field",
+        check=pl.format("type({})", "expected"),
+        value="got",
+        hint=pl.format("must be of JSON type {}", "expected"),
+    ).cast(FAILURE_SCHEMA)
 
 
 def combine(type_errors: pl.DataFrame, failures: list[pl.DataFrame]) -> pl.DataFrame:
@@ -46,12 +65,7 @@ def combine(type_errors: pl.DataFrame, failures: list[pl.DataFrame]) -> pl.DataF
 
 
 def failure_message() -> pl.Expr:
-    hint = pl.col("check").replace_strict(HINTS, default=pl.format("failed check {}", "check"))
-    hint = (
-        pl.when(pl.col("check").str.starts_with("type("))
-        .then(pl.format("must be of JSON type {}", pl.col("check").str.slice(5).str.head(-1)))
-        .otherwise(hint)
-    )
+    hint = pl.coalesce("hint", pl.format("failed check {}", "check"))
     got = (
         pl.when(pl.col("value").is_null())
         .then(pl.lit(""))

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Iterator
 
 import polars as pl
 
-from pipeline import duck
 from pipeline.expressions import json_text
-from pipeline.rejects import reject_frame
+from pipeline.frames import reject_frame
+from pipeline.normalize import duckjson as duck
 
 RECORD_KEYS = ["source_file", "source_line", "raw"]
 

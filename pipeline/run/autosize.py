@@ -11,7 +11,7 @@ The rule, kept simple so a run is explainable from its report:
   ``FLOOR``) and stay.
 
 A batch's throughput is its records divided by the time from the previous batch's
-commit to its own. The runner stages batch N+1 while batch N loads, so that interval
+commit to its own. The run stages batch N+1 while batch N loads, so that interval
 covers both: it is trusted only when batch N and the one staged after it were cut at
 the current size, and never for the run's first batch (start-up costs). The size
 chosen after batch N applies from the next batch read, N+2.
@@ -73,7 +73,7 @@ class AutoBatchSize:
 class BatchSizer:
     """The batch size of each batch of a run: fixed, or replayed then chosen by ``AutoBatchSize``.
 
-    ``size`` is read by ``scan_batches`` when it cuts a batch; the runner calls
+    ``size`` is read by ``scan_batches`` when it cuts a batch; the run calls
     ``committed`` after each batch it accounts (and ``skipped`` for each batch a resumed
     run already committed), before the next batch is read.
     """

@@ -1,121 +1,45 @@
-"""Input files to batches of raw records: the scan edge of the pipeline.
+"""Each input format read into the same frame of raw records: the scan edge of the pipeline.
 
 Every format becomes the same frame: ``source_file``, ``source_line`` (1-based;
 the physical line where the record starts for JSONL and CSV, the record number
 otherwise), ``raw`` (the record's text, JSON for every format) and
 ``parse_error`` (a reason code when the record could not even be read).
-Batches hold ``batch_size`` records and never the whole file. A UTF-8 byte-order
+A file is read in blocks or batches, never whole (but a JSON array). A UTF-8 byte-order
 mark at the start of a file (as Windows tools write it) is skipped.
 """
 
 from __future__ import annotations
 
 import codecs
-import glob
-import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from pipeline.errors import InputError
 from pipeline.expressions import json_text
+from pipeline.extract.inputs import input_format
 
 BLOCK_BYTES = 4 * 1024 * 1024
+
 UTF8_WINDOW = 64 * 1024
-LINE_SUFFIXES = {".jsonl", ".ndjson", ".jsonlines", ".json"}
+
 RAW_SCHEMA = {
     "source_file": pl.String,
     "source_line": pl.Int64,
     "raw": pl.String,
     "parse_error": pl.String,
 }
+
 # Each frame read from a file carries, per record, the byte offset in the file where the
 # record ends (an estimate where the text is not the file's own); the batch's last one is
 # how far into the file the batch reaches.
 END = "_end"
 
 
-@dataclass(frozen=True)
-class RawBatch:
-    """One batch of raw records and how far into the inputs it reaches (for progress).
-
-    ``bytes_done`` counts the input bytes of the records read so far, over all files: it
-    grows with the records and equals the sum of the file sizes after a file's last batch.
-    """
-
-    frame: pl.DataFrame
-    bytes_done: int
-
-
-def resolve_inputs(patterns: Iterable[str]) -> list[Path]:
-    """Expand globs and directories (their files of a known format, in name order); every
-    pattern must name at least one readable file of a known format."""
-    paths: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        if not matches:
-            raise InputError(f"{pattern}: no file matches this pattern", path=pattern)
-        if Path(pattern).is_dir():
-            matches = sorted(str(f) for f in Path(pattern).iterdir() if f.is_file() and input_format(f))
-            if not matches:
-                raise InputError(
-                    f"{pattern}: a directory without .jsonl/.ndjson, .json, .csv or .parquet files",
-                    path=pattern,
-                )
-        for match in matches:
-            path = Path(match)
-            if not path.is_file():
-                raise InputError(f"{match}: no such file", path=match)
-            if input_format(path) is None:
-                raise InputError(
-                    f"{match}: unknown input format; use .jsonl/.ndjson, .json, .csv or .parquet",
-                    path=match,
-                )
-            paths.append(path)
-    return paths
-
-
-def fingerprint(path: Path) -> dict:
-    """Size and SHA-256 of a file: a resumed run must read exactly the same bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(BLOCK_BYTES):
-            digest.update(block)
-    return {"path": str(path), "size": path.stat().st_size, "sha256": digest.hexdigest()}
-
-
-def input_format(path: Path) -> str | None:
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        return "json_array" if _first_byte(path) == b"[" else "lines"
-    if suffix in LINE_SUFFIXES:
-        return "lines"
-    return {".csv": "csv", ".parquet": "parquet"}.get(suffix)
-
-
-def scan_batches(
-    paths: list[Path], batch_size: int | Callable[[], int], csv_json_columns: Iterable[str] = ()
-) -> Iterator[RawBatch]:
-    """All records of all files, in order, ``batch_size`` at a time.
-
-    ``batch_size`` may be a callable, asked for the size of each batch as it is cut
-    (``--batch-size auto`` changes it between batches); a batch never spans two files.
-    """
-    sizes = batch_size if callable(batch_size) else lambda: batch_size
-    done = 0
-    for path in paths:
-        size = path.stat().st_size
-        frames = _ending_at(_file_frames(path, sizes(), frozenset(csv_json_columns)), size)
-        for frame in _rebatch(frames, sizes):
-            yield RawBatch(frame.drop(END), done + frame[END][-1])
-        done += size
-
-
-def _file_frames(path: Path, batch_size: int, csv_json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
+def file_frames(path: Path, batch_size: int, csv_json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
     fmt = input_format(path)
     try:
         if fmt == "lines":
@@ -130,36 +54,6 @@ def _file_frames(path: Path, batch_size: int, csv_json_columns: frozenset[str]) 
         raise InputError(
             f"{path}: cannot be read ({exc}); is it a valid {fmt} file?", path=str(path)
         ) from exc
-
-
-def _ending_at(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
-    """The frames holding records, the file's last record ending at ``size``: the bytes after
-    it (blank lines, a last newline) and any shortfall of an estimate belong to it."""
-    held = None
-    for frame in frames:
-        if frame.height:
-            if held is not None:
-                yield held
-            held = frame
-    if held is not None:
-        last = pl.int_range(pl.len()) == pl.len() - 1
-        yield held.with_columns(pl.when(last).then(size).otherwise(pl.col(END)).alias(END))
-
-
-def _rebatch(frames: Iterator[pl.DataFrame], sizes: Callable[[], int]) -> Iterator[pl.DataFrame]:
-    """Cut a stream of frames of any size into frames of exactly ``sizes()`` rows."""
-    pending: list[pl.DataFrame] = []
-    rows = 0
-    for frame in frames:
-        pending.append(frame)
-        rows += frame.height
-        while rows >= (batch_size := sizes()):
-            merged = pl.concat(pending, rechunk=False)
-            yield merged.head(batch_size)
-            rest = merged.slice(batch_size)
-            pending, rows = [rest], rest.height
-    if rows:
-        yield pl.concat(pending)
 
 
 def _line_frames(path: Path) -> Iterator[pl.DataFrame]:
@@ -356,18 +250,13 @@ def _parquet_frames(path: Path, batch_size: int) -> Iterator[pl.DataFrame]:
         yield frame
 
 
-def _first_byte(path: Path) -> bytes:
-    with path.open("rb") as handle:
-        return handle.read(64).removeprefix(codecs.BOM_UTF8).lstrip()[:1]
-
-
 def record_keys(path: Path, limit: int) -> frozenset[str]:
     """The top-level keys of the JSON objects among the first ``limit`` records of ``path``
     (for a CSV, the headers of its filled cells): what the file holds, before a run starts.
 
     A look at a thousand records, once per file: plain ``json`` is quicker here than
     starting a columnar reader."""
-    frames = _file_frames(path, limit, frozenset())
+    frames = file_frames(path, limit, frozenset())
     first = next(frames, None)
     frames.close()
     if first is None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.frames import RejectCounts
+
 FAILED_CATEGORIES = {
     "parse": "parse_errors",
     "validation": "validation_errors",
@@ -31,9 +33,10 @@ class RunResult:
     ``batch_sizes``: the sizes batches were cut at, in order, each listed when it changes
     (one entry unless ``batch_size`` is ``"auto"``). ``stage_seconds``: seconds spent in
     ``read``, ``parse``, ``validate`` (transform, hash, checks), ``plan`` (rows as Arrow,
-    links inside the batch, near-duplicate input) and ``load`` (stored-row lookups, dedup
-    decisions, COPY, rejects, ledger) by this process; ``load`` runs in a worker thread alongside the
-    others, so the stages add up to more than ``seconds``.
+    links inside the batch, near-duplicate input), ``lookup`` (stored rows and the dedup
+    decision, on the lookup thread) and ``load`` (waiting for the decision, COPY, rejects,
+    ledger, on the loader thread) by this process; the threads overlap, so the stages add up
+    to more than ``seconds``.
     """
 
     run_id: str
@@ -150,39 +153,3 @@ class RunResult:
                 lines.append(f"    {count:>9,}  {reason}")
         lines.append(f"  inspect them: pipeline rejects --run {self.run_id}")
         return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class RejectCounts:
-    """What the report counts of rejects: a record counts once, in the category that rejected
-    it, even when it failed several checks; reasons count reject rows; merged near duplicates
-    are binned by score."""
-
-    records: dict[str, int]
-    rows: dict[str, int]
-    similarity_bins: dict[str, int]
-
-    @property
-    def similar(self) -> int:
-        return self.rows.get("similar_duplicate", 0)
-
-    @classmethod
-    def of(cls, rejects: pl.DataFrame) -> RejectCounts:
-        position = pl.struct("source_file", "source_line")
-        records = rejects.group_by("category").agg(position.n_unique())
-        similar = rejects.filter(pl.col("reason") == "similar_duplicate")["similarity"]
-        return cls(
-            records=dict(records.iter_rows()),
-            rows=dict(rejects["reason"].value_counts().iter_rows()),
-            similarity_bins=similarity_bins(similar),
-        )
-
-
-def similarity_bins(scores: pl.Series) -> dict[str, int]:
-    """Scores in bins 0.05 wide, labelled ``0.85-0.90``; 1.0 falls in the last one."""
-    # Rounded first: scores are stored as real, and 0.9 must not fall into 0.85-0.90.
-    hundredths = ((scores.cast(pl.Float64) * 20).round(4).floor().clip(0, 19) * 5).cast(pl.Int64)
-    return {
-        f"{low / 100:.2f}-{(low + 5) / 100:.2f}": n
-        for low, n in sorted(hundredths.value_counts().iter_rows())
-    }

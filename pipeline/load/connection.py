@@ -1,0 +1,133 @@
+"""One ADBC connection to PostgreSQL: transactions, streams, quoting, and the driver's errors
+translated where they cross into the pipeline. The only module that imports the driver
+(``load/`` as a whole is the only package that talks to the database)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as adbc
+import pyarrow as pa
+
+from pipeline.errors import DatabaseError, TransientDatabaseError
+from pipeline.load.server import redact
+from pipeline.sqltext import quoted
+
+__all__ = ["Connection", "connected", "details", "quoted", "translate"]
+
+# Worth a retry: serialization failure, deadlock, the server shutting down or starting up,
+# too many connections (class 08, connection exceptions, is retried too).
+TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300"}
+PERMANENT_HINTS = {
+    "28P01": "check the user name and password in the URL",
+    "28000": "the server refused this user; check pg_hba.conf and the user name",
+    "3D000": "create the database first, or fix its name in the URL",
+    "42501": "grant this user CREATE and INSERT on the schema, or use another user",
+    "53100": "the server's disk is full; free space, then resume the run",
+}
+DriverError = adbc_driver_manager.Error
+RowRefusal = adbc_driver_manager.DatabaseError
+
+
+class Connection:
+    """One connection, used by one thread at a time."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._connection = self._connect()
+
+    def _connect(self):
+        try:
+            # Transactions are explicit (BEGIN/COMMIT) so savepoints survive a failed COPY.
+            return adbc.connect(self.url, autocommit=True)
+        except adbc_driver_manager.Error as exc:
+            raise translate(exc, f"cannot connect to {redact(self.url)}") from None
+
+    def reconnect(self) -> None:
+        """A new connection after the old one broke (the server restarted, the network dropped)."""
+        with suppress(adbc_driver_manager.Error):
+            self._connection.close()
+        self._connection = self._connect()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def execute(self, sql: str, parameters: tuple | pa.RecordBatch = ()) -> pa.Table | None:
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql, parameters or None)
+            return cursor.fetch_arrow_table() if cursor.description else None
+
+    def ingest(self, name: str, data: pa.Table) -> None:
+        """Append ``data`` to the table ``name`` with binary COPY."""
+        with self._connection.cursor() as cursor:
+            cursor.adbc_ingest(name, data, mode="append")
+
+    def stream(self, sql: str) -> Iterator[pa.RecordBatch]:
+        """The result of ``sql`` in Arrow batches of about 16 MB, so a read of millions stays small.
+
+        Only a query without bind parameters is streamed (COPY); libpq holds the whole result
+        of a parameterized one, which is why the big reads inline their values (``literal``).
+        """
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql)
+            yield from cursor.fetch_record_batch()
+
+    @contextmanager
+    def transaction(self, doing: str) -> Iterator[None]:
+        """BEGIN … COMMIT; on any error roll back, and translate driver errors at the edge."""
+        try:
+            self.execute("BEGIN")
+            yield
+            self.execute("COMMIT")
+        except adbc_driver_manager.Error as exc:
+            self._rollback()
+            raise translate(exc, f"database error while {doing} on {redact(self.url)}") from exc
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        # When the connection is gone, the error being raised already says so.
+        with suppress(adbc_driver_manager.Error):
+            self.execute("ROLLBACK")
+
+
+@contextmanager
+def connected(url: str) -> Iterator[Connection]:
+    """A connection closed when the block ends."""
+    connection = Connection(url)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def details(exc: Exception) -> dict[str, str]:
+    """The server's diagnostic fields of a driver error (``PG_DIAG_...``)."""
+    return {
+        key.decode(): value.decode(errors="replace")
+        for key, value in (getattr(exc, "details", None) or [])
+        if isinstance(key, bytes) and isinstance(value, bytes)
+    }
+
+
+def translate(exc: adbc_driver_manager.Error, context: str) -> DatabaseError:
+    """A driver error as ours: transient ones are retried, the rest say what to do."""
+    sqlstate = getattr(exc, "sqlstate", None) or details(exc).get("PG_DIAG_SQLSTATE") or ""
+    message = f"{context}: {_server_message(exc)}"
+    if sqlstate in PERMANENT_HINTS:
+        return DatabaseError(f"{message}; {PERMANENT_HINTS[sqlstate]}", sqlstate=sqlstate)
+    if (
+        sqlstate[:2] == "08"
+        or sqlstate in TRANSIENT_SQLSTATES
+        or (not sqlstate and isinstance(exc, adbc_driver_manager.OperationalError))
+    ):
+        return TransientDatabaseError(message, sqlstate=sqlstate or None)
+    return DatabaseError(message, sqlstate=sqlstate or None)
+
+
+def _server_message(exc: Exception) -> str:
+    message = details(exc).get("PG_DIAG_MESSAGE_PRIMARY") or str(exc).strip().splitlines()[0]
+    return redact(message)

@@ -1,0 +1,91 @@
+"""What stored rows say about a batch: ids and content hashes taken, near-duplicate candidates.
+
+The key lookups are generic (a dataset's root table has its key and ``content_hash``); the
+candidates come from the dataset's own SQL (``NearDuplicates.candidates_sql``).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+from pipeline.datasets.base import Dataset, Table
+from pipeline.dedup.known import KnownKeys
+from pipeline.dedup.plan import LoadPlan
+from pipeline.dedup.resolve import STORED_KEYS_SCHEMA
+from pipeline.dedup.similarity import comparable
+from pipeline.load.connection import Connection, quoted
+
+
+def known_keys(conn: Connection, root: Table) -> KnownKeys:
+    """The keys of every stored row of ``root``, read in Arrow batches as they stream in."""
+    table, key = quoted(root.name), quoted(root.key)
+    with conn.transaction("reading the stored keys"):
+        sql = f"SELECT {key} AS id, content_hash::text AS content_hash FROM {table}"
+        return KnownKeys(pl.from_arrow(batch) for batch in conn.stream(sql))
+
+
+def stored_rows(
+    conn: Connection, dataset: Dataset, plan: LoadPlan, known: KnownKeys | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """``stored_rows_now`` in a transaction of its own, so another thread can look them up
+    while the previous batch loads."""
+    with conn.transaction("looking up stored keys and near-duplicate candidates"):
+        return stored_rows_now(conn, dataset, plan, known)
+
+
+def stored_rows_now(
+    conn: Connection, dataset: Dataset, plan: LoadPlan, known: KnownKeys | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """What stored rows say about a batch, in the transaction under way: per record, the id of
+    a stored row with its content hash and whether its key is taken
+    (``dedup.resolve.StoredMatches.keys``); and, when near duplicates are looked for, the
+    stored rows sharing a source with the batch (a ``comparable`` frame keyed by
+    ``candidate``, their ids). With ``known``, only the records it may hold are looked up by key."""
+    # A batch's keys are a sliver of a table that grows all run: walk the indexes. The
+    # planner, seeing thousands of keys, would read the whole table once per batch.
+    for method in ("hashjoin", "mergejoin", "seqscan"):
+        conn.execute(f"SET LOCAL enable_{method} = off")
+    records = plan.records if known is None else known.maybe_stored(plan.records)
+    keys = _stored_keys(conn, dataset.tables[0], records)
+    # A near duplicate shares a source: a batch without sources has none.
+    if plan.near is None or plan.near.sources.is_empty():
+        return keys, None
+    candidates = conn.execute(
+        dataset.near_duplicates.candidates_sql, sorted_arrays(plan.near.sources["source"])
+    )
+    return keys, comparable(pl.from_arrow(candidates), "candidate")
+
+
+def _stored_keys(conn: Connection, root: Table, records: pl.DataFrame) -> pl.DataFrame:
+    """Per record: the id of a stored row with its content hash, and whether its key is stored."""
+    if records.is_empty():
+        return pl.DataFrame(schema=STORED_KEYS_SCHEMA)
+    table, key = quoted(root.name), quoted(root.key)
+    # Hashes cast to the column's type (char) so they are looked up in its unique index.
+    found = pl.from_arrow(
+        conn.execute(
+            f"SELECT {key} AS id, content_hash::text AS content_hash FROM {table} "
+            f"WHERE content_hash = ANY($1::bpchar[]) "
+            f"UNION SELECT {key}, content_hash::text FROM {table} WHERE {key} = ANY($2)",
+            sorted_arrays(records["content_hash"], records["id"]),
+        )
+    )
+    return (
+        records.select("record", "id", "content_hash")
+        .join(found.select(hash_owner="id", content_hash="content_hash"), on="content_hash", how="left")
+        .with_columns(key_stored=pl.col("id").is_in(found["id"].implode()))
+        .filter(pl.col("hash_owner").is_not_null() | pl.col("key_stored"))
+        .select("record", "hash_owner", "key_stored")
+        .cast(STORED_KEYS_SCHEMA)
+    )
+
+
+def sorted_arrays(*columns: pl.Series) -> pa.RecordBatch:
+    """Each column's distinct values in order, as array parameters ($1, $2…), bound as Arrow:
+    with ``= ANY($1)`` the server walks an index once in key order instead of probing it value
+    by value. A text holding NUL is left out: the server can store none, so none matches, and
+    as a parameter it would fail the whole lookup."""
+    distinct = [c.drop_nulls().unique().sort() for c in columns]
+    arrays = [pl.Series([c.filter(~c.str.contains("\x00", literal=True))]).to_arrow() for c in distinct]
+    return pa.RecordBatch.from_arrays(arrays, names=[f"p{n}" for n in range(1, len(arrays) + 1)])

@@ -1,0 +1,125 @@
+"""Fast JSON reading with DuckDB: a batch's texts read once into the dataset's types."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import duckdb
+import polars as pl
+
+from pipeline.sqltext import literal, quoted
+
+_local = threading.local()
+
+
+def read_json_objects(lines: pl.Series, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse JSON texts once: ``(checks, records)``, row for row with ``lines``.
+
+    ``checks`` holds ``valid`` (JSON by DuckDB's reading, which also accepts NaN,
+    Infinity and trailing commas) and ``object`` (valid and an object). ``records``
+    holds one column per field of ``dtype`` for the objects, nulls elsewhere. Types
+    are read as strictly as Polars' reader: a value of another JSON type becomes null
+    (``"5"`` or ``5.5`` is no integer, ``"text"`` no object), where DuckDB's own casts
+    would convert it; texts keep any JSON value, objects and lists as compact JSON.
+    """
+    with _registered("lines", lines.to_frame("raw")) as connection:
+        decoded = connection.sql(_read_objects_sql(dtype)).pl()
+    schema = {field.name: field.dtype for field in dtype.fields}
+    return decoded.select("valid", "object"), decoded.select(list(schema)).cast(schema)
+
+
+def _read_objects_sql(dtype: pl.Struct) -> str:
+    """One ``json_transform`` of each object into ``dtype``'s nested structure, then each field
+    typed as strictly as Polars' reader.
+
+    The column named ``$`` holds the record. Integers and booleans are read as raw JSON, so
+    that their JSON type can be checked. DuckDB reads a value that is no object into a
+    struct whose members are all null (nested structs too), as it reads ``{}``: only those
+    structs are looked up again in the text.
+    """
+    read = f"CASE WHEN object THEN json_transform(raw, {literal(_structure(dtype))}) END"
+    fields = ", ".join(
+        f"{_typed(quoted('$'), (field.name,), field)} AS {quoted(field.name)}" for field in dtype.fields
+    )
+    return (
+        "WITH checked AS (SELECT raw, json_valid(raw) AS valid FROM lines), "
+        "objects AS (SELECT *, valid AND regexp_matches(raw, '^\\s*\\{') AS object FROM checked), "
+        f'read AS (SELECT *, {read} AS "$" FROM objects) '
+        f"SELECT valid, object, {fields} FROM read"
+    )
+
+
+# JSON scalars read as raw JSON and cast only when their JSON type matches.
+_STRICT_SCALARS = {pl.Int64: ("BIGINT", "'BIGINT', 'UBIGINT'"), pl.Boolean: ("BOOLEAN", "'BOOLEAN'")}
+
+
+def _structure(dtype: pl.DataType, in_list: bool = False) -> str:
+    """``json_transform``'s structure for ``dtype``; outside lists, integers and booleans stay
+    JSON (inside lists, DuckDB's casts apply)."""
+    if isinstance(dtype, pl.Struct):
+        members = (f"{json.dumps(f.name)}:{_structure(f.dtype, in_list)}" for f in dtype.fields)
+        return "{" + ",".join(members) + "}"
+    if isinstance(dtype, pl.List):
+        return f"[{_structure(dtype.inner, in_list=True)}]"
+    if dtype == pl.String:
+        return '"VARCHAR"'
+    if dtype in _STRICT_SCALARS:
+        return f'"{_STRICT_SCALARS[dtype][0]}"' if in_list else '"JSON"'
+    raise TypeError(f"no JSON reading for {dtype}")
+
+
+def _typed(parent: str, path: tuple[str, ...], field: pl.Field) -> str:
+    """The SQL of one field of the struct ``parent``, as ``field.dtype``; ``path`` leads to
+    it from the record."""
+    value = f"{parent}.{quoted(field.name)}"
+    if isinstance(field.dtype, pl.Struct):
+        packed = ", ".join(
+            f"{quoted(f.name)} := {_typed(value, (*path, f.name), f)}" for f in field.dtype.fields
+        )
+        all_null = " AND ".join(f"{value}.{quoted(f.name)} IS NULL" for f in field.dtype.fields)
+        pointer = "/" + "/".join(name.replace("~", "~0").replace("/", "~1") for name in path)
+        return (
+            f"CASE WHEN {value} IS NULL OR ({all_null} "
+            f"AND json_type(raw, {literal(pointer)}) <> 'OBJECT') THEN NULL "
+            f"ELSE struct_pack({packed}) END"
+        )
+    if field.dtype in _STRICT_SCALARS:
+        sql_type, json_types = _STRICT_SCALARS[field.dtype]
+        return f"TRY_CAST(CASE WHEN json_type({value}) IN ({json_types}) THEN {value} END AS {sql_type})"
+    return value
+
+
+def json_values(texts: pl.Series, pointers: pl.Series) -> pl.Series:
+    """The value at each JSON pointer of each text, row for row: a string unquoted, any other
+    value as JSON text, a number that no machine type holds (``1e400``) as written; null
+    where the pointer leads nowhere or to JSON null."""
+    with _registered("lookups", pl.DataFrame({"raw": texts, "pointer": pointers})) as connection:
+        return connection.sql("SELECT json_extract_string(raw, pointer) AS got FROM lookups").pl()["got"]
+
+
+@contextmanager
+def _registered(name: str, frame: pl.DataFrame) -> Iterator[duckdb.DuckDBPyConnection]:
+    """This thread's connection with ``frame`` registered as ``name``. DuckDB turns a Ctrl-C
+    during a query into an error of its own (``RuntimeError: Query interrupted`` from its
+    result fetch): it becomes the ``KeyboardInterrupt`` it was."""
+    connection = _thread_connection()
+    connection.register(name, frame)
+    try:
+        yield connection
+    except (duckdb.InterruptException, RuntimeError) as exc:
+        if isinstance(exc, duckdb.InterruptException) or str(exc) == "Query interrupted":
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        connection.unregister(name)
+
+
+def _thread_connection() -> duckdb.DuckDBPyConnection:
+    # Opening a connection costs as much as reading a batch; a connection serves one thread.
+    # One DuckDB thread: a batch is small, and the pipeline's own threads fill the cores.
+    if not hasattr(_local, "connection"):
+        _local.connection = duckdb.connect(config={"threads": 1})
+    return _local.connection

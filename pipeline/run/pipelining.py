@@ -1,0 +1,296 @@
+"""The batches of a run, pipelined over three threads so both cores stay busy.
+
+Thread protocol (one run; nothing here is shared with another run):
+
+- The **main thread** reads batch N+1, stages it (``normalize.stage_batch``) and plans it
+  (``dedup.plan_load``), submits its decision to the lookup thread and its load to the
+  loader thread, then accounts the oldest pending batch (waits for its load future).
+- The **lookup thread** (``lookup`` connection) decides batch N+1 against what is stored:
+  it reads the stored keys and near-duplicate candidates, takes the records batch N keeps
+  as stored as soon as batch N is decided, and, once batch N committed, decides again
+  without any record batch N's COPY refused. It alone adds batch N's loaded rows to the
+  ``known`` keys, and it writes ``stages["lookup"]``.
+- The **loader thread** (the run's own connection) loads one batch at a time in one
+  transaction, waiting first for that batch's decision future; it retries transient
+  failures (``retry``).
+- ``stages`` (the timings dict of the report) is written by the main thread for read,
+  parse, validate and plan, by the lookup thread for lookup; ``load`` is added by the main
+  thread when it accounts a batch. Each key has one writer.
+- At most two batches wait for the loader (one with ``--fail-fast`` or ``--max-errors``,
+  so that nothing after a failing batch loads). Ctrl-C sets a flag checked before each
+  batch is read: batches already submitted finish, the rest are cancelled.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from time import perf_counter
+
+import polars as pl
+from loguru import logger
+
+from pipeline.config import BatchConfig
+from pipeline.datasets.base import Dataset
+from pipeline.dedup.decide import Decision, decide_against
+from pipeline.dedup.known import KnownKeys
+from pipeline.dedup.plan import LoadPlan, loaded_records, plan_load
+from pipeline.errors import DatabaseError, RunStopped
+from pipeline.extract import scan_batches
+from pipeline.faults import checkpoint
+from pipeline.load.connection import Connection, connected
+from pipeline.load.ledger import BatchOutcome, fold_merges, record_inputs
+from pipeline.load.lookups import known_keys, stored_rows
+from pipeline.normalize.stage import add_seconds, stage_batch
+from pipeline.run.autosize import BatchSizer, peak_rss_mb
+from pipeline.run.progress import progress_display, show
+from pipeline.run.report import RunResult
+from pipeline.run.retry import load_with_retry
+from pipeline.run.staged import InFlight, StagedBatch
+
+
+def run_batches(loader, dataset, config, files, started_at, result, fingerprints) -> None:
+    clock = perf_counter() - result.seconds
+    done = len(result.batches)
+    total_bytes = sum(f.stat().st_size for f in files)
+    # A resumed auto-sized run cuts its committed batches at their recorded sizes again.
+    sizer = BatchSizer(config.batch_size, config.memory_limit_mb, [b.rows_in for b in result.batches])
+    result.batch_sizes = sizer.chosen
+    stages = result.stage_seconds
+    # The lookup connection closes after the threads that use it have finished.
+    with (
+        _stop_on_ctrl_c() as stop,
+        connected(loader.url) as lookup,
+        progress_display(config.log_progress) as progress,
+        ThreadPoolExecutor(1, "loader") as worker,
+        ThreadPoolExecutor(1, "lookup") as looker,
+    ):
+        task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
+        known = known_keys(lookup, dataset.tables[0])
+        # Batches submitted to the loader and not yet accounted. Two may wait, so that the
+        # next batch is read, validated and looked up while the loader copies; a run that
+        # stops at the first failure (fail-fast, --max-errors) keeps one, so that no batch
+        # after the failing one is loaded.
+        pending: deque[InFlight] = deque()
+        depth = 2 if config.continue_on_error and config.max_errors is None else 1
+        batches = scan_batches(files, lambda: sizer.size, dataset.csv_json_columns)
+        last_commit = read_began = perf_counter()
+
+        def account_oldest(staging: StagedBatch | None = None) -> None:
+            """Wait for the oldest pending batch and count it; ``staging`` is the batch about
+            to be submitted, the one after it when none is pending."""
+            nonlocal last_commit
+            oldest = pending.popleft()
+            _account(result, config, oldest.staged, oldest.loading, oldest.began, clock)
+            now = perf_counter()
+            staged = oldest.staged
+            following = pending[0].staged if pending else staging
+            rows_after = following.rows_in if following else None
+            sizer.committed(staged.rows_in, rows_after, now - last_commit, result.peak_rss_mb)
+            last_commit = now
+            show(progress, task, result)
+
+        read_from: set[str] = set()
+        try:
+            for number, raw in enumerate(batches, 1):
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                read_from.add(raw.frame["source_file"][0])
+                sizer.note(sizer.size)
+                if number <= done:
+                    sizer.skipped(number)
+                    progress.update(task, completed=raw.bytes_done)
+                    read_began = perf_counter()
+                    continue
+                add_seconds(stages, "read", perf_counter() - read_began)
+                checkpoint("read")
+                began = perf_counter()
+                records, rejects = stage_batch(raw.frame, dataset, config, started_at, stages)
+                planning = perf_counter()
+                plan = plan_load(records, dataset, config)
+                add_seconds(stages, "plan", perf_counter() - planning)
+                checkpoint("staged")
+                staged = StagedBatch(number, plan, rejects, raw.frame.height, _ledger(raw.frame))
+                previous = pending[-1] if pending else None
+                decision = looker.submit(
+                    _look_up_before_loading, lookup, known, dataset, plan, config, previous, stages
+                )
+                if not config.continue_on_error and _failed_records(rejects):
+                    while pending:
+                        account_oldest(staged)
+                    raise RunStopped(
+                        fail_fast_message(result.run_id, number), run_id=result.run_id, result=result
+                    )
+                while len(pending) >= depth:
+                    account_oldest(staged)
+                if not pending and not result.batches:
+                    # Before any batch can commit: a resumed run is checked against them.
+                    record_inputs(loader, result.run_id, fingerprints.result())
+                loading = worker.submit(
+                    load_with_retry, loader, dataset, result.run_id, staged, config, began, decision
+                )
+                pending.append(InFlight(staged, decision, loading, began))
+                progress.update(task, completed=raw.bytes_done)
+                read_began = perf_counter()
+            if dataset.near_duplicates:
+                # While the last batches load, fold the merge notes committed so far: the
+                # run's last fold (``_finish``) is then left with theirs only.
+                looker.submit(_fold_early, lookup, dataset, stages)
+            while pending:
+                account_oldest()
+            for path in files:
+                if str(path) not in read_from:
+                    logger.warning("no records in {}", path)
+        except BaseException:
+            # Batches not started yet are not loaded; one already loading finishes (and a
+            # resume counts it from the ledger).
+            for in_flight in pending:
+                in_flight.loading.cancel()
+            raise
+        show(progress, task, result, completed=total_bytes)
+
+
+@contextmanager
+def _stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """Ctrl-C asks the run to stop before its next batch (raised there as ``KeyboardInterrupt``):
+    interrupting Polars, DuckDB or pandera mid-call would surface as their own errors. A second
+    Ctrl-C stops at once. Where SIGINT is ignored (a background job) or handled by the caller,
+    nothing changes."""
+    stop = threading.Event()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield stop
+        return
+
+    def request(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        logger.warning("stopping after the batches in hand (Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, request)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _look_up_before_loading(
+    lookup: Connection,
+    known: KnownKeys,
+    dataset: Dataset,
+    plan: LoadPlan,
+    config: BatchConfig,
+    previous: InFlight | None,
+    stages: dict[str, float],
+) -> Decision:
+    """The batch's duplicates and key conflicts, decided while the previous batch loads.
+
+    Against the rows committed now, and the records the previous batch keeps, taken as
+    stored as soon as that batch is decided (while it copies them). Once it commits, a
+    record its COPY refused turns out not stored after all: then the batch is decided
+    again without it. A row found twice (committed meanwhile) counts once. The rows the
+    previous batch loaded join the ``known`` keys, for the batches after this one.
+    """
+    began = perf_counter()
+    try:
+        keys, candidates = stored_rows(lookup, dataset, plan, known)
+    except DatabaseError:
+        with suppress(DatabaseError):
+            lookup.reconnect()
+        if previous is not None:
+            known.add(_loaded(previous))
+        raise
+    if previous is None:
+        decision = decide_against(dataset, plan, config, keys, candidates)
+    else:
+        # The previous lookup ran on this thread: its decision is done, or it failed and
+        # the loader decides that batch itself.
+        kept = None if previous.decision.exception() else previous.decision.result().kept
+        if kept is not None:
+            decision = decide_against(dataset, plan, config, keys, candidates, (previous.staged.plan, kept))
+        waiting = perf_counter()
+        loaded = _loaded(previous)
+        began += perf_counter() - waiting
+        known.add(loaded)
+        if kept is None or loaded.height != kept.height:
+            decision = decide_against(dataset, plan, config, keys, candidates, (previous.staged.plan, loaded))
+    add_seconds(stages, "lookup", perf_counter() - began)
+    return decision
+
+
+def _loaded(batch: InFlight) -> pl.DataFrame:
+    """``record``, ``id`` and ``content_hash`` of the records ``batch`` loaded, once it is done."""
+    outcome, _ = batch.loading.result()
+    loaded = loaded_records(batch.staged.plan, outcome.rejects)
+    return loaded if outcome.committed else loaded.clear()
+
+
+def _fold_early(lookup: Connection, dataset: Dataset, stages: dict[str, float]) -> None:
+    began = perf_counter()
+    try:
+        fold_merges(lookup, dataset)
+    except DatabaseError as exc:  # the last fold notes them all
+        logger.debug("folding merge notes early failed: {}", exc)
+    add_seconds(stages, "lookup", perf_counter() - began)
+
+
+def _account(
+    result: RunResult,
+    config: BatchConfig,
+    staged: StagedBatch,
+    outcome: Future[tuple[BatchOutcome, float]],
+    began: float,
+    clock: float,
+) -> None:
+    loaded, load_seconds = outcome.result()
+    add_seconds(result.stage_seconds, "load", load_seconds)
+    if not loaded.committed:
+        raise RunStopped(fail_fast_message(result.run_id, staged.number), run_id=result.run_id, result=result)
+    result.add_batch(staged.rows_in, loaded.loaded, loaded.rejects, perf_counter() - began)
+    checkpoint("accounted")
+    result.seconds = perf_counter() - clock
+    result.peak_rss_mb = peak_rss_mb()
+    logger.debug(
+        "batch {} committed: {} in, {} loaded, {} rejected ({:.2f}s)",
+        staged.number,
+        staged.rows_in,
+        loaded.loaded,
+        staged.rows_in - loaded.loaded,
+        result.batches[-1].seconds,
+    )
+    if config.max_errors is not None and result.failed > config.max_errors:
+        raise RunStopped(
+            f"stopped after batch {staged.number}: {result.failed} records failed, more than "
+            f"--max-errors {config.max_errors}; inspect them with `pipeline rejects --run "
+            f"{result.run_id}`",
+            run_id=result.run_id,
+            result=result,
+        )
+
+
+def _failed_records(rejects: pl.DataFrame) -> int:
+    return rejects.filter(pl.col("category") != "deduplication").height
+
+
+def fail_fast_message(run_id: str, number: int) -> str:
+    return (
+        f"stopped at batch {number} (--fail-fast): a record failed and the batch was rolled back; "
+        f"earlier batches are committed. To record this batch's rejects and go on, resume without "
+        f"--fail-fast: `pipeline migrate --resume {run_id}`"
+    )
+
+
+def _ledger(frame: pl.DataFrame) -> dict:
+    return {
+        "source_file": frame["source_file"][0],
+        "first_line": int(frame["source_line"].min()),
+        "last_line": int(frame["source_line"].max()),
+        "rows_in": frame.height,
+    }
