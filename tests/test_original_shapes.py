@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +193,41 @@ def test_a_generated_export_gives_the_original_processors_counts(db_url, db, tmp
 def counted(result) -> dict[str, int]:
     names = ("processed", "successful", "parse_errors", "validation_errors", "database_errors")
     return {name: getattr(result, name) for name in (*names, "duplicates_skipped", "similar_merged")}
+
+
+def refused_by_the_server(tmp_path) -> Path:
+    """Records the server refuses (a NUL in the text, a child id a stored record holds) before
+    records that depend on them: a copy of one, one reusing its id, a near duplicate of one."""
+    taken = {"emotionalContext": {"id": "ec-taken", "primaryMood": "neutral", "intensity": 3}}
+    first = memory(1, summary="we walked to the old harbour at dawn \u0000", sourceMessageIds=["m1"])
+    refused_child = memory(2, summary="a picnic by the river with the whole family", **taken)
+    return write_jsonl(
+        tmp_path / "refused.jsonl",
+        [
+            memory(9, id="holder", summary="someone else's memory", **taken),
+            first,
+            {**first, "summary": "we walked to the old harbour at dawn"},
+            memory(3, id="mem-1", summary="a different memory under a reused id"),
+            refused_child,
+            {**refused_child, "id": "mem-2-copy", "emotionalContext": None},
+            memory(4, summary="a picnic by the river with the whole family today", sourceMessageIds=["m2-a"]),
+        ],
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 100])
+def test_records_refused_by_the_server_are_decided_without_as_the_original_did(
+    db_url, db, tmp_path, batch_size
+):
+    source = refused_by_the_server(tmp_path)
+    expected = reference.run(source)
+    result = migrate([str(source)], BatchConfig(batch_size=batch_size, log_progress=False), db_url=db_url)
+    assert_invariant(result, db)
+    assert counted(result) == counted(expected)
+    assert (expected.database_errors, expected.similar_merged) == (3, 1)
+    stored = {r["id"]: r["summary"] for r in rows(db, "SELECT id, summary FROM memories")}
+    assert stored == {
+        "holder": "someone else's memory",
+        "mem-1": "we walked to the old harbour at dawn",
+        "mem-2-copy": "a picnic by the river with the whole family",
+    }

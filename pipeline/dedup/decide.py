@@ -22,11 +22,13 @@ from pipeline.dedup.similarity import similar_pairs
 class Decision:
     """``refused``: reject rows with their ``record``; ``kept``: ``record``, ``id`` and
     ``content_hash`` of the records to copy; ``merges``: per kept memory, the near
-    duplicates merged into it (``duplicate_of``, ``merged_ids``, ``merged_sources``)."""
+    duplicates merged into it (``duplicate_of``, ``merged_ids``, ``merged_sources``);
+    ``found``: what stored rows said, to decide again without records the server refused."""
 
     refused: pl.DataFrame
     kept: pl.DataFrame
     merges: pl.DataFrame
+    found: StoredMatches
 
 
 def decide(dataset: Dataset, plan: LoadPlan, config: BatchConfig, found: StoredMatches) -> Decision:
@@ -67,7 +69,7 @@ def decide(dataset: Dataset, plan: LoadPlan, config: BatchConfig, found: StoredM
         else similar
     )
     kept = records.join(decisions.select("record"), on="record", how="anti")
-    return Decision(refused, kept.select("record", "id", "content_hash"), merges)
+    return Decision(refused, kept.select("record", "id", "content_hash"), merges, found)
 
 
 def decide_against(

@@ -10,12 +10,12 @@ from loguru import logger
 
 from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset
-from pipeline.dedup.decide import Decision, decide_against
-from pipeline.dedup.plan import LoadPlan
+from pipeline.dedup.decide import Decision, decide, decide_against
+from pipeline.dedup.plan import LoadPlan, plan_load
 from pipeline.errors import DatabaseError
 from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection
-from pipeline.load.copy import copy_tables, row_rejects
+from pipeline.load.copy import ROW_FAILURE_SCHEMA, copy_tables, row_rejects
 from pipeline.load.ledger import BatchOutcome, ingest_rejects, merges_arrow, record_batch
 from pipeline.load.lookups import stored_rows_now
 
@@ -46,14 +46,14 @@ def load_batch(
             ingest_rejects(conn, run_id, rejects)
             decided = _decision(conn, dataset, plan, config, decision)
             checkpoint("keys")
-            failures = copy_tables(conn, dataset, plan, decided.refused["record"])
+            decided, failures = _copy_decided(conn, dataset, plan, config, decided)
             if not decided.merges.is_empty():
                 conn.ingest("pipeline_merges", merges_arrow(run_id, batch_no, decided.merges))
             decided_rejects = pl.concat([decided.refused.drop("record"), row_rejects(plan.records, failures)])
             all_rejects = pl.concat([rejects, decided_rejects])
             if not config.continue_on_error and all_rejects.filter(pl.col("category") == "database").height:
                 raise _RolledBack(all_rejects)
-            loaded = decided.kept.height - failures.select("record").n_unique()
+            loaded = decided.kept.height
             ingest_rejects(conn, run_id, decided_rejects)
             checkpoint("rejects")
             record_batch(conn, run_id, batch_no, ledger, loaded)
@@ -62,6 +62,33 @@ def load_batch(
     except _RolledBack as rolled_back:
         return BatchOutcome(loaded=0, rejects=rolled_back.rejects, committed=False)
     return BatchOutcome(loaded=loaded, rejects=all_rejects)
+
+
+def _copy_decided(
+    conn: Connection, dataset: Dataset, plan: LoadPlan, config: BatchConfig, decided: Decision
+) -> tuple[Decision, pl.DataFrame]:
+    """Copy the records ``decided`` keeps. When the server refuses some, the batch is decided
+    again without them, as one record at a time would have been: a later copy of a refused
+    record, or a record reusing its id, is then kept, and a near duplicate of it compared
+    with the others. When that changes what is kept, the copy is undone and done again.
+
+    Returns the final decision and every refused row (``copy.ROW_FAILURE_SCHEMA``)."""
+    refusals = [pl.DataFrame(schema=ROW_FAILURE_SCHEMA)]
+    while True:
+        conn.execute("SAVEPOINT pipeline_batch_rows")
+        failures = copy_tables(conn, dataset, plan, decided.refused["record"])
+        if failures.is_empty():
+            break
+        refusals.append(failures)
+        plan = plan_load(plan.records.join(failures, on="record", how="anti"), dataset, config)
+        again = decide(dataset, plan, config, decided.found)
+        copied = decided.kept.join(failures, on="record", how="anti")
+        unchanged = again.kept["record"].sort().equals(copied["record"].sort())
+        decided = again
+        if unchanged:
+            break
+        conn.execute("ROLLBACK TO SAVEPOINT pipeline_batch_rows")
+    return decided, pl.concat(refusals)
 
 
 def _decision(

@@ -219,7 +219,7 @@ def _look_up_before_loading(
         loaded = _loaded(previous)
         began += perf_counter() - waiting
         known.add(loaded)
-        if kept is None or loaded.height != kept.height:
+        if kept is None or not loaded["record"].sort().equals(kept["record"].sort()):
             decision = decide_against(dataset, plan, config, keys, candidates, (previous.staged.plan, loaded))
     add_seconds(stages, "lookup", perf_counter() - began)
     return decision
