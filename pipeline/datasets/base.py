@@ -65,6 +65,8 @@ class Dataset:
     csv_json_columns: tuple[str, ...] = ()
     hash_constraint: str = ""
     lenient_fields: tuple[str, ...] = ()
+    # Fields held as JSON text, stored as given (``decode``'s ``json_paths``).
+    json_paths: tuple[str, ...] = ()
     # The original's near-duplicate rule, where the dataset follows it.
     near_duplicates: NearDuplicates | None = None
 

@@ -361,5 +361,6 @@ DATASET = Dataset(
     hash_constraint="memories_content_hash_key",
     # The original silently ignores a legacy record's ``messages`` when it is not a list.
     lenient_fields=("messages", "content"),
+    json_paths=STRUCTURES,
     near_duplicates=NearDuplicates(candidates_sql=CANDIDATES_SQL, fold_sql=FOLD_MERGES_SQL),
 )

@@ -9,13 +9,10 @@ fields read as JSON text that hold a scalar or a null where an object or a list 
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Iterator
 
 import polars as pl
 
-from pipeline.expressions import json_text
 from pipeline.frames import reject_frame
 from pipeline.normalize import duckjson as duck
 
@@ -41,13 +38,16 @@ NON_FINITE_LETTERS = r"[NnIi][AaNn][NnFf]"
 NON_FINITE = r"(?:^|[:\[,])\s*[+-]?[NnIi][AaNn][NnFf]"
 
 
-def decode(raw: pl.DataFrame, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.DataFrame]:
+def decode(
+    raw: pl.DataFrame, dtype: pl.Struct, json_paths: frozenset[str] = frozenset()
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split raw records into (decoded records, parse rejects).
 
     Decoded records keep ``source_file``, ``source_line`` and ``raw`` beside one
-    column per top-level field of ``dtype``.
+    column per top-level field of ``dtype``; the ``json_paths`` hold JSON text
+    (``duckjson.read_json_objects``).
     """
-    checks, objects = duck.read_json_objects(raw["raw"], dtype)
+    checks, objects = duck.read_json_objects(raw["raw"], dtype, json_paths)
     checks = checks.with_columns(valid=_strictly_valid(raw["raw"], checks["valid"]))
     classified = pl.concat([raw, checks, objects], how="horizontal").with_columns(
         parse_error=pl.coalesce("parse_error", _parse_error())
@@ -147,83 +147,14 @@ TYPE_ERROR_SCHEMA = {"record": pl.UInt32, "field": pl.String, "expected": pl.Str
 
 
 def structure_errors(records: pl.DataFrame, paths: Iterable[str]) -> pl.DataFrame:
-    """Fields read as text that must hold a JSON object or list (``paths``, each inside an
-    object) but hold a scalar or an explicit null; a key left out is no error.
-
-    The frame of ``type_errors``, ``expected`` being ``object_or_list`` and ``got`` the value
-    as written (a string quoted; ``null``). DuckDB read an object or a list as its compact
-    JSON and a string as its content, so a text not starting with a bracket is a scalar. A
-    null may be a key left out, and a bracket may start a string: only where the record's
-    text holds the key with a null, or a string starting with a bracket, does DuckDB read the
-    record again, the field typed as a list (the key's nulls written as ``[]``) and as an object.
-    """
-    paths = list(paths)
-    indexed = records.with_row_index("record").select(
-        "record",
-        "raw",
-        *{path.split(".")[0] for path in paths},
-        # A quote right before a bracket opens a string starting with it (or is escaped text).
-        bracketed=pl.col("raw").str.contains('"{', literal=True)
-        | pl.col("raw").str.contains('"[', literal=True),
-    )
-    # Most parts are objects or lists in records holding no such string: those are left out at once.
-    suspects = indexed.filter(pl.any_horizontal(_suspect(path) for path in paths))
-    found = [_not_structures(suspects.filter(_suspect(path)), path) for path in paths]
-    return pl.concat([pl.DataFrame(schema=TYPE_ERROR_SCHEMA), *found])
-
-
-def _opens(text: pl.Expr) -> pl.Expr:
-    return text.str.contains(r"^[\[{]")
-
-
-def _suspect(path: str) -> pl.Expr:
-    text = field_expr(path)
-    return field_expr(path.rpartition(".")[0]).is_not_null() & (
-        text.is_null() | pl.col("bracketed") | ~_opens(text)
-    )
-
-
-def _not_structures(rows: pl.DataFrame, path: str) -> pl.DataFrame:
-    if rows.is_empty():
-        return pl.DataFrame(schema=TYPE_ERROR_SCHEMA)
-    parent, _, name = path.rpartition(".")
-    text = pl.col("text")
-    rows = rows.select("record", "raw", text=field_expr(path))
-    key = re.escape(json.dumps(name)) + r"\s*:\s*"
-    scalars = rows.filter(text.is_not_null() & ~_opens(text))
-    doubtful = rows.filter(_opens(text) | (text.is_null() & pl.col("raw").str.contains(f"{key}null")))
-    if not doubtful.is_empty():
-        lines = doubtful.select(
-            pl.when(text.is_null())
-            .then(pl.col("raw").str.replace_all(f"({key})null", "${1}[]"))
-            .otherwise("raw")
-        ).to_series()
-        listed = _reads_as(lines, path, pl.List(pl.String))
-        doubtful = doubtful.filter(
-            pl.when(text.is_null())
-            .then(listed)
-            .otherwise(~listed & ~_reads_as(lines, path, pl.Struct({"_": pl.String})))
+    """Fields read as JSON text (``decode``'s ``json_paths``) that hold a scalar or an explicit
+    null where an object or a list belongs; a key left out is no error. The frame of
+    ``type_errors``, ``got`` being the value as written."""
+    indexed = records.with_row_index("record")
+    found = [
+        indexed.filter(field_expr(path).is_not_null() & ~field_expr(path).str.contains(r"^[\[{]")).select(
+            "record", field=pl.lit(path), expected=pl.lit("object_or_list"), got=field_expr(path)
         )
-    # Whether a scalar is a string, for the message: the parent's JSON holds the key with it quoted.
-    quoted = (
-        pl.col("raw")
-        .str.json_path_match(f"$.{parent}")
-        .str.contains(pl.lit(json.dumps(name) + ":") + json_text(text), literal=True)
-    )
-    return pl.concat(
-        [scalars.with_columns(quoted=quoted.fill_null(False)), doubtful.with_columns(quoted=_opens(text))]
-    ).select(
-        "record",
-        field=pl.lit(path),
-        expected=pl.lit("object_or_list"),
-        got=pl.when(text.is_null()).then(pl.lit("null")).when("quoted").then(json_text(text)).otherwise(text),
-    )
-
-
-def _reads_as(lines: pl.Series, path: str, dtype: pl.DataType) -> pl.Series:
-    """Whether the value at ``path`` of each text is read as ``dtype`` (a value of another JSON
-    type reads as null)."""
-    for name in reversed(path.split(".")):
-        dtype = pl.Struct({name: dtype})
-    _, read = duck.read_json_objects(lines, dtype)
-    return read.select(field_expr(path).is_not_null()).to_series()
+        for path in paths
+    ]
+    return pl.concat([pl.DataFrame(schema=TYPE_ERROR_SCHEMA), *found]).cast(TYPE_ERROR_SCHEMA)

@@ -15,7 +15,9 @@ from pipeline.sqltext import literal, quoted
 _local = threading.local()
 
 
-def read_json_objects(lines: pl.Series, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_json_objects(
+    lines: pl.Series, dtype: pl.Struct, json_paths: frozenset[str] = frozenset()
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse JSON texts once: ``(checks, records)``, row for row with ``lines``.
 
     ``checks`` holds ``valid`` (JSON by DuckDB's reading, which also accepts NaN,
@@ -24,14 +26,18 @@ def read_json_objects(lines: pl.Series, dtype: pl.Struct) -> tuple[pl.DataFrame,
     are read as strictly as Polars' reader: a value of another JSON type becomes null
     (``"5"`` or ``5.5`` is no integer, ``"text"`` no object), where DuckDB's own casts
     would convert it; texts keep any JSON value, objects and lists as compact JSON.
+
+    The text fields named in ``json_paths`` (dotted) hold their value as JSON text instead,
+    exactly as typed: a string quoted, a number as written, an explicit null as ``null``
+    (a key left out stays null), so that what they hold can be told apart.
     """
     with _registered("lines", lines.to_frame("raw")) as connection:
-        decoded = connection.sql(_read_objects_sql(dtype)).pl()
+        decoded = connection.sql(_read_objects_sql(dtype, json_paths)).pl()
     schema = {field.name: field.dtype for field in dtype.fields}
     return decoded.select("valid", "object"), decoded.select(list(schema)).cast(schema)
 
 
-def _read_objects_sql(dtype: pl.Struct) -> str:
+def _read_objects_sql(dtype: pl.Struct, json_paths: frozenset[str]) -> str:
     """One ``json_transform`` of each object into ``dtype``'s nested structure, then each field
     typed as strictly as Polars' reader.
 
@@ -40,9 +46,10 @@ def _read_objects_sql(dtype: pl.Struct) -> str:
     struct whose members are all null (nested structs too), as it reads ``{}``: only those
     structs are looked up again in the text.
     """
-    read = f"CASE WHEN object THEN json_transform(raw, {literal(_structure(dtype))}) END"
+    read = f"CASE WHEN object THEN json_transform(raw, {literal(_structure(dtype, json_paths))}) END"
     fields = ", ".join(
-        f"{_typed(quoted('$'), (field.name,), field)} AS {quoted(field.name)}" for field in dtype.fields
+        f"{_typed(quoted('$'), (field.name,), field, json_paths)} AS {quoted(field.name)}"
+        for field in dtype.fields
     )
     return (
         "WITH checked AS (SELECT raw, json_valid(raw) AS valid FROM lines), "
@@ -56,40 +63,53 @@ def _read_objects_sql(dtype: pl.Struct) -> str:
 _STRICT_SCALARS = {pl.Int64: ("BIGINT", "'BIGINT', 'UBIGINT'"), pl.Boolean: ("BOOLEAN", "'BOOLEAN'")}
 
 
-def _structure(dtype: pl.DataType, in_list: bool = False) -> str:
+def _structure(
+    dtype: pl.DataType, json_paths: frozenset[str], path: tuple[str, ...] = (), in_list: bool = False
+) -> str:
     """``json_transform``'s structure for ``dtype``; outside lists, integers and booleans stay
-    JSON (inside lists, DuckDB's casts apply)."""
+    JSON (inside lists, DuckDB's casts apply), and so do the ``json_paths``."""
     if isinstance(dtype, pl.Struct):
-        members = (f"{json.dumps(f.name)}:{_structure(f.dtype, in_list)}" for f in dtype.fields)
+        members = (
+            f"{json.dumps(f.name)}:{_structure(f.dtype, json_paths, (*path, f.name), in_list)}"
+            for f in dtype.fields
+        )
         return "{" + ",".join(members) + "}"
     if isinstance(dtype, pl.List):
-        return f"[{_structure(dtype.inner, in_list=True)}]"
+        return f"[{_structure(dtype.inner, json_paths, path, in_list=True)}]"
     if dtype == pl.String:
-        return '"VARCHAR"'
+        return '"JSON"' if ".".join(path) in json_paths and not in_list else '"VARCHAR"'
     if dtype in _STRICT_SCALARS:
         return f'"{_STRICT_SCALARS[dtype][0]}"' if in_list else '"JSON"'
     raise TypeError(f"no JSON reading for {dtype}")
 
 
-def _typed(parent: str, path: tuple[str, ...], field: pl.Field) -> str:
+def _typed(parent: str, path: tuple[str, ...], field: pl.Field, json_paths: frozenset[str]) -> str:
     """The SQL of one field of the struct ``parent``, as ``field.dtype``; ``path`` leads to
     it from the record."""
     value = f"{parent}.{quoted(field.name)}"
     if isinstance(field.dtype, pl.Struct):
         packed = ", ".join(
-            f"{quoted(f.name)} := {_typed(value, (*path, f.name), f)}" for f in field.dtype.fields
+            f"{quoted(f.name)} := {_typed(value, (*path, f.name), f, json_paths)}" for f in field.dtype.fields
         )
         all_null = " AND ".join(f"{value}.{quoted(f.name)} IS NULL" for f in field.dtype.fields)
-        pointer = "/" + "/".join(name.replace("~", "~0").replace("/", "~1") for name in path)
         return (
             f"CASE WHEN {value} IS NULL OR ({all_null} "
-            f"AND json_type(raw, {literal(pointer)}) <> 'OBJECT') THEN NULL "
+            f"AND json_type(raw, {_pointer(path)}) <> 'OBJECT') THEN NULL "
             f"ELSE struct_pack({packed}) END"
         )
     if field.dtype in _STRICT_SCALARS:
         sql_type, json_types = _STRICT_SCALARS[field.dtype]
         return f"TRY_CAST(CASE WHEN json_type({value}) IN ({json_types}) THEN {value} END AS {sql_type})"
+    if ".".join(path) in json_paths:
+        # JSON null and a key left out both read as NULL: only the text tells them apart.
+        explicit = f"{parent} IS NOT NULL AND json_type(raw, {_pointer(path)}) = 'NULL'"
+        return f"CASE WHEN {value} IS NULL AND {explicit} THEN 'null' ELSE {value}::VARCHAR END"
     return value
+
+
+def _pointer(path: tuple[str, ...]) -> str:
+    """The JSON pointer of ``path`` from the record, as an SQL literal."""
+    return literal("/" + "/".join(name.replace("~", "~0").replace("/", "~1") for name in path))
 
 
 def json_values(texts: pl.Series, pointers: pl.Series) -> pl.Series:

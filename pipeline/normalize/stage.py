@@ -28,7 +28,7 @@ def stage_batch(
     (legacy transform, content hash, validation).
     """
     began = perf_counter()
-    records, parse_rejects = decode(raw, dataset.input_dtype)
+    records, parse_rejects = decode(raw, dataset.input_dtype, frozenset(dataset.json_paths))
     parsed = perf_counter()
     prepared, failures = dataset.prepare(
         records,
