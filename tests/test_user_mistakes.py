@@ -298,3 +298,24 @@ def test_one_embedded_database_per_user_whatever_the_working_directory(tmp_path)
         assert not (tmp_path / "elsewhere" / ".pipeline").exists()
     finally:
         assert cli("db", "stop", env=env).stdout.strip() == "stopped"
+
+
+def test_a_byte_order_mark_is_skipped_by_the_command(db_url, db, tmp_path):
+    path = tmp_path / "windows.jsonl"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + json.dumps(memory(1)).encode() + b"\n" + json.dumps(memory(2)).encode()
+    )
+    done = cli("migrate", path, "--db", db_url, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert (json.loads(done.stdout)["successful"], json.loads(done.stdout)["failed"]) == (2, 0)
+    assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == 2
+
+
+def test_a_number_too_large_for_its_type_is_shown_as_written(db_url, db, tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_text(json.dumps(memory(1)).replace('"confidence": 7', '"confidence": 1e400') + "\n")
+    done = cli("migrate", path, "--db", db_url, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["errors_by_reason"] == {"confidence:type(integer)": 1}
+    message = rows(db, "SELECT message FROM pipeline_rejects")[0]["message"]
+    assert "(got 1e400)" in message
