@@ -11,14 +11,21 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from pipeline.testing import cli
-from tests.conftest import ROOT, memory, rows, write_jsonl
+from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
 
 SAMPLE = ROOT / "data" / "sample.jsonl"
 CHATS = ROOT / "data" / "messages_sample.csv"
+
+
+def checked(report: dict, db) -> dict:
+    """A run's JSON report, once its accounting invariant holds against the stored rejects."""
+    assert_invariant(SimpleNamespace(**report), db)
+    return report
 
 
 def pipeline_tables(db) -> list[str]:
@@ -140,7 +147,7 @@ def test_ctrl_c_marks_the_run_interrupted_with_its_committed_counts_and_says_how
 
     resumed = cli("migrate", "--resume", "C", "--db", db_url, "--format", "json")
     assert resumed.returncode == 0, resumed.stderr
-    report = json.loads(resumed.stdout)
+    report = checked(json.loads(resumed.stdout), db)
     assert (report["status"], report["processed"], report["successful"]) == ("completed", 40_000, 40_000)
     assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == 40_000
 
@@ -157,7 +164,7 @@ def test_resume_takes_the_runs_recorded_settings(db_url, db, tmp_path):
     stopped_run(db_url, tmp_path, "--batch-size", "2", "--mode", "standard")
     done = cli("migrate", "--resume", "R", "--db", db_url, "--report", "-")
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = checked(json.loads(done.stdout), db)
     assert (report["batch_size"], report["mode"]) == (2, "standard")
     assert (report["processed"], report["successful"], report["parse_errors"]) == (5, 4, 1)
     assert [b["rows_in"] for b in report["batches"]] == [2, 2, 1]
@@ -204,7 +211,7 @@ def test_a_directory_migrates_its_files_in_name_order(db_url, db, tmp_path):
     (folder / "notes.txt").write_text("not an export")
     done = cli("migrate", folder, "--db", db_url, "--format", "json")
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = checked(json.loads(done.stdout), db)
     assert report["inputs"] == [str(folder / "a.jsonl"), str(folder / "b.jsonl")]
     assert report["successful"] == 2
 
@@ -235,11 +242,11 @@ def test_progress_goes_to_stderr_and_reaches_100_percent(db_url, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--format", "json"], ["--report", "-"]])
-def test_the_report_json_alone_on_stdout(args, db_url, tmp_path):
+def test_the_report_json_alone_on_stdout(args, db_url, db, tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [memory(1), "{oops"])
     done = cli("migrate", path, "--db", db_url, *args)
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = checked(json.loads(done.stdout), db)
     assert (report["processed"], report["successful"], report["parse_errors"]) == (2, 1, 1)
     assert report["database"].startswith("postgresql://")
 
@@ -307,7 +314,8 @@ def test_a_byte_order_mark_is_skipped_by_the_command(db_url, db, tmp_path):
     )
     done = cli("migrate", path, "--db", db_url, "--format", "json")
     assert done.returncode == 0, done.stderr
-    assert (json.loads(done.stdout)["successful"], json.loads(done.stdout)["failed"]) == (2, 0)
+    report = checked(json.loads(done.stdout), db)
+    assert (report["successful"], report["failed"]) == (2, 0)
     assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == 2
 
 
@@ -316,6 +324,6 @@ def test_a_number_too_large_for_its_type_is_shown_as_written(db_url, db, tmp_pat
     path.write_text(json.dumps(memory(1)).replace('"confidence": 7', '"confidence": 1e400') + "\n")
     done = cli("migrate", path, "--db", db_url, "--format", "json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["errors_by_reason"] == {"confidence:type(integer)": 1}
+    assert checked(json.loads(done.stdout), db)["errors_by_reason"] == {"confidence:type(integer)": 1}
     message = rows(db, "SELECT message FROM pipeline_rejects")[0]["message"]
     assert "(got 1e400)" in message
