@@ -23,7 +23,8 @@ What it measures, on the embedded PostgreSQL (``./.pipeline/``):
 speed the whole pipeline reaches (target at least 0.5; peak RSS at most 1 GB).
 With ``--repeat N``, N such pairs run one after the other and the pair with the
 median ratio is reported; every pair's figures are kept under ``runs``.
-Results go to stdout as a markdown table and to ``OUT/core-results.json``.
+Results go to stdout as a markdown table and to ``OUT/core-results[-exact-dedup][-RECORDS].json``
+(RECORDS when not 1,000,000).
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ def main() -> int:
         "ratio": results["ratio"] >= TARGET_RATIO,
         "peak_rss": max(r["pipeline"]["peak_rss_mb"] for r in pairs) <= TARGET_RSS_MB,
     }
-    name = "core-results.json" if args.similarity_threshold < 1 else "core-results-exact-dedup.json"
+    # One file per kind of run, so that a 4M run does not overwrite the 1M figures.
+    name = "core-results" + ("" if args.similarity_threshold < 1 else "-exact-dedup")
+    name += "" if args.records == 1_000_000 else f"-{args.records}"
+    name += ".json"
     save_results(args.out, name, results)
     print(markdown(results))
     return 0
