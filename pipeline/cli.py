@@ -27,6 +27,7 @@ from pipeline.datasets import dataset_names
 from pipeline.errors import PipelineError, RunInterrupted, RunStopped
 from pipeline.load.server import redact, resolve_url, start_embedded, stop_embedded
 from pipeline.replay import replay as replay_rejects
+from pipeline.run.cluster import dask_client
 from pipeline.run.migrate import migrate as run_migration
 from pipeline.run.migrate import recorded_config
 
@@ -138,6 +139,18 @@ def migrate(
         ReportFormat, typer.Option("--format", help="table: a summary; json: the full report on stdout")
     ] = ReportFormat.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print errors only")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="prepare batches on a local Dask cluster of this many processes"),
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="prepare batches on the Dask scheduler at this address (tcp://HOST:PORT)"),
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(min=1, help="database connections the run may open, workers included (default: 2)"),
+    ] = None,
 ) -> None:
     """Migrate PATHS into the database and print a summary of the run.
 
@@ -158,6 +171,7 @@ def migrate(
         "similarity_threshold": similarity_threshold,
         "dataset": dataset and dataset.value,
         "self_name": self_name,
+        "max_connections": max_connections,
     }
     passed = {name: value for name, value in passed.items() if value is not None}
     json_out = fmt is ReportFormat.json or report == "-"
@@ -165,7 +179,8 @@ def migrate(
     def run():
         base = recorded_config(resume, db) if resume else BatchConfig()
         config = replace(base, **passed, log_progress=not quiet and not json_out)
-        return run_migration(paths or [], config, db_url=db, run_id=run_id, resume=resume)
+        with dask_client(workers, cluster) as client:
+            return run_migration(paths or [], config, db_url=db, run_id=run_id, resume=resume, client=client)
 
     _report_run(run, report, quiet, json_out, db)
 

@@ -9,6 +9,8 @@ from pipeline.errors import ConfigError
 
 Mode = Literal["dedup", "standard"]
 AUTO = "auto"
+# The connections a run opens: one loads, one looks up stored rows.
+CONNECTIONS = 2
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,15 @@ class BatchConfig:
     dataset: which dataset plug-in reads the input (``memories``, ``messages``).
     self_name: the export owner's name, for chat messages they sent without one.
     replay_of: the run whose rejects this run replays (set by ``pipeline replay``).
+    partitioning: how the inputs are cut into batches: ``records`` (``batch_size`` records
+        at a time, read in order by the process that runs the migration) or ``ranges``
+        (JSONL files in newline-aligned byte ranges, Parquet files in row ranges, of about
+        ``batch_size`` records each, or the size ``auto`` starts from; each read by
+        whichever worker prepares it). A run on a cluster cuts ``ranges``; a resumed run
+        cuts its batches as it first did.
+    max_connections: database connections the run may open. It opens two (one loads, one
+        looks up stored rows), whatever the number of workers of a cluster: workers never
+        connect.
     memory_limit_mb: with ``batch_size="auto"``, the resident memory the run should stay
         under (sizes stop growing at 70% of it and halve above 85%); unused otherwise.
     """
@@ -45,6 +56,8 @@ class BatchConfig:
     self_name: str = "Me"
     replay_of: str | None = None
     memory_limit_mb: int = 1024
+    partitioning: Literal["records", "ranges"] = "records"
+    max_connections: int = 2
 
     def __post_init__(self) -> None:
         if self.batch_size != AUTO and (
@@ -57,6 +70,13 @@ class BatchConfig:
             )
         if self.mode not in ("dedup", "standard"):
             raise ConfigError(f"mode must be 'dedup' or 'standard', got {self.mode!r}")
+        if not isinstance(self.max_connections, int) or self.max_connections < CONNECTIONS:
+            raise ConfigError(
+                f"max_connections must be at least {CONNECTIONS}: a run loads on one connection and "
+                f"looks up stored rows on another, got {self.max_connections!r}"
+            )
+        if self.partitioning not in ("records", "ranges"):
+            raise ConfigError(f"partitioning must be 'records' or 'ranges', got {self.partitioning!r}")
         if self.max_errors is not None and self.max_errors < 0:
             raise ConfigError(f"max_errors must be 0 or more, got {self.max_errors!r}")
         if not 0.0 <= self.similarity_threshold <= 1.0:

@@ -112,3 +112,53 @@ def assert_invariant(result, db: Connection) -> None:
         result.run_id,
     )[0]["n"]
     assert distinct == result.failed + result.duplicates_skipped + result.similar_merged
+
+
+def final_state(url: str) -> dict:
+    """Everything the runs leave, by content: loaded rows by hash, rejects by position, the
+    last run's totals and status."""
+    db = Connection(url)
+    try:
+        last = "FROM pipeline_runs ORDER BY started_at DESC LIMIT 1"
+        result = json.loads(rows(db, f"SELECT result::text AS r {last}")[0]["r"])
+        return {
+            "memories": sorted(
+                (r["content_hash"], r["id"], r["summary"], r["merges"] or "")
+                for r in rows(
+                    db,
+                    "SELECT content_hash, id, summary, (deduplication_metadata - 'mergedAt')::text AS merges "
+                    "FROM memories",
+                )
+            ),
+            "pending_merges": rows(db, "SELECT count(*) AS n FROM pipeline_merges")[0]["n"],
+            "children": sorted(
+                (r["t"], r["id"], r["memory_id"])
+                for r in rows(
+                    db,
+                    "SELECT 'ec' AS t, id, memory_id FROM emotional_contexts UNION ALL "
+                    "SELECT 'rd', id, memory_id FROM relationship_dynamics",
+                )
+            ),
+            "rejects": sorted(
+                (
+                    r["source_file"],
+                    r["source_line"],
+                    r["category"],
+                    r["reason"],
+                    r["duplicate_of"] or "",
+                    r["s"],
+                )
+                for r in rows(
+                    db,
+                    "SELECT source_file, source_line, category, reason, duplicate_of, "
+                    "coalesce(similarity, -1) AS s FROM pipeline_rejects",
+                )
+            ),
+            "totals": {k: result[k] for k in TOTALS},
+            "status": rows(db, f"SELECT status {last}")[0]["status"],
+            "batches": rows(
+                db, "SELECT count(*) AS n, count(DISTINCT (run_id, batch_no)) AS d FROM pipeline_batches"
+            )[0],
+        }
+    finally:
+        db.close()

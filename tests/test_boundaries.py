@@ -40,6 +40,8 @@ ENGINES = {
     "adbc_driver_manager": ("pipeline.load",),
     "adbc_driver_postgresql": ("pipeline.load",),
     "duckdb": ("pipeline.normalize", "pipeline.inspect"),
+    # An extra: imported only when a run asks for workers.
+    "distributed": ("pipeline.run.cluster",),
 }
 MAX_LINES = 450  # about 400: a module past it holds more than one job
 
@@ -149,6 +151,13 @@ def test_importing_the_library_only_defines_names():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[]", "None", "pipeline.run.migrate pipeline.config"]
+
+
+def test_the_command_runs_without_dask_until_asked_for_workers():
+    script = "import sys, pipeline.cli; print('distributed' in sys.modules, 'dask' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
 
 
 def test_every_public_name_imports():

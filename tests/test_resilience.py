@@ -20,7 +20,7 @@ from pipeline.load.connection import Connection
 from pipeline.load.databases import fresh_database
 from pipeline.load.ledger import ensure_schema
 from pipeline.load.server import start_embedded, stop_embedded
-from tests.conftest import ROOT, TOTALS, assert_invariant, memory, rows, write_jsonl
+from tests.conftest import ROOT, assert_invariant, final_state, memory, rows, write_jsonl
 
 SAMPLE = ROOT / "data" / "sample.jsonl"
 BATCH = "97"
@@ -65,43 +65,6 @@ def cli_migrate(
     )
 
 
-def final_state(url: str) -> dict:
-    """Everything a run leaves, by content: loaded rows by hash, rejects by position, totals."""
-    db = Connection(url)
-    try:
-        result = json.loads(rows(db, "SELECT result::text AS r FROM pipeline_runs")[0]["r"])
-        return {
-            "memories": sorted(
-                (r["content_hash"], r["id"], r["summary"], r["merges"] or "")
-                for r in rows(
-                    db,
-                    "SELECT content_hash, id, summary, (deduplication_metadata - 'mergedAt')::text AS merges "
-                    "FROM memories",
-                )
-            ),
-            "pending_merges": rows(db, "SELECT count(*) AS n FROM pipeline_merges")[0]["n"],
-            "children": sorted(
-                (r["t"], r["id"], r["memory_id"])
-                for r in rows(
-                    db,
-                    "SELECT 'ec' AS t, id, memory_id FROM emotional_contexts UNION ALL "
-                    "SELECT 'rd', id, memory_id FROM relationship_dynamics",
-                )
-            ),
-            "rejects": sorted(
-                (r["source_line"], r["category"], r["reason"], r["duplicate_of"] or "")
-                for r in rows(db, "SELECT source_line, category, reason, duplicate_of FROM pipeline_rejects")
-            ),
-            "totals": {k: result[k] for k in TOTALS},
-            "status": rows(db, "SELECT status FROM pipeline_runs")[0]["status"],
-            "batches": rows(db, "SELECT count(*) AS n, count(DISTINCT batch_no) AS d FROM pipeline_batches")[
-                0
-            ],
-        }
-    finally:
-        db.close()
-
-
 @pytest.fixture(scope="module")
 def clean_state(server_url):
     url = fresh_database(server_url, "resilience_clean")
@@ -112,7 +75,7 @@ def clean_state(server_url):
     totals = state["totals"]
     not_loaded = totals["failed"] + totals["duplicates_skipped"] + totals["similar_merged"]
     assert totals["processed"] == totals["successful"] + not_loaded
-    assert len({line for line, *_ in state["rejects"]}) == not_loaded
+    assert len({(path, line) for path, line, *_ in state["rejects"]}) == not_loaded
     return state
 
 

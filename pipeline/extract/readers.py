@@ -68,16 +68,16 @@ def _line_frames(path: Path) -> Iterator[pl.DataFrame]:
             cut = data.rfind(b"\n") + 1
             pending = data[cut:]
             if cut:
-                frame = _lines_to_frame(data[:cut], first_line, str(path), offset)
+                frame = lines_to_frame(data[:cut], first_line, str(path), offset)
                 first_line += data.count(b"\n", 0, cut)
                 offset += cut
                 yield frame
             block = handle.read(BLOCK_BYTES)
         if pending:
-            yield _lines_to_frame(pending, first_line, str(path), offset)
+            yield lines_to_frame(pending, first_line, str(path), offset)
 
 
-def _lines_to_frame(chunk: bytes, first_line: int, source: str, offset: int) -> pl.DataFrame:
+def lines_to_frame(chunk: bytes, first_line: int, source: str, offset: int) -> pl.DataFrame:
     """The records of a chunk of whole lines that starts at byte ``offset`` of the file."""
     bad_lines = _invalid_utf8_lines(chunk)
     lines = pl.read_lines(_with_replacement_characters(chunk, bad_lines), name="raw").with_row_index("index")
@@ -238,16 +238,19 @@ def _parquet_frames(path: Path, batch_size: int) -> Iterator[pl.DataFrame]:
     size = path.stat().st_size
     done = 0
     for batch in lazy.collect_batches(chunk_size=batch_size):
-        rows = done + 1 + pl.int_range(pl.len(), dtype=pl.Int64)
-        frame = batch.select(
-            source_file=pl.lit(str(path)),
-            source_line=rows,
-            raw=pl.struct(pl.all()).struct.json_encode(),
-            parse_error=pl.lit(None, pl.String),
-            **{END: (rows * (size / total)).cast(pl.Int64)},
-        )
+        frame = parquet_rows_frame(batch, path, done)
         done += batch.height
-        yield frame
+        yield frame.with_columns((pl.col("source_line") * (size / total)).cast(pl.Int64).alias(END))
+
+
+def parquet_rows_frame(rows: pl.DataFrame, path: Path, done: int) -> pl.DataFrame:
+    """The raw records of Parquet rows that follow ``done`` rows of the file."""
+    return rows.select(
+        source_file=pl.lit(str(path)),
+        source_line=done + 1 + pl.int_range(pl.len(), dtype=pl.Int64),
+        raw=pl.struct(pl.all()).struct.json_encode(),
+        parse_error=pl.lit(None, pl.String),
+    )
 
 
 def record_keys(path: Path, limit: int) -> frozenset[str]:

@@ -11,9 +11,11 @@ import threading
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
+from typing import Any
 
 from loguru import logger
 
@@ -28,7 +30,9 @@ from pipeline.load.ledger import ensure_schema, finish_run, fold_merges, run_his
 from pipeline.load.server import redact, resolve_url
 from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import peak_rss_mb
+from pipeline.run.cluster import dask_in_order
 from pipeline.run.pipelining import run_batches
+from pipeline.run.prepared import in_order_here
 from pipeline.run.report import RunResult
 from pipeline.run.resume import resumable, resumed, resumed_config, resumed_inputs, run_settings
 
@@ -42,6 +46,7 @@ def migrate(
     db_url: str | None = None,
     run_id: str | None = None,
     resume: str | None = None,
+    client: Any = None,
 ) -> RunResult:
     """Migrate the records of ``paths`` into the database and return the run's counts.
 
@@ -51,11 +56,16 @@ def migrate(
     setting that changes what is loaded, are refused. Raises ``RunStopped`` (carrying the
     partial result) when fail-fast or ``max_errors`` stops the run and ``RunInterrupted``
     on Ctrl-C; batches committed before stay committed.
+
+    ``client``, a ``dask.distributed.Client``, has its workers read, validate, hash and plan
+    the batches (``pipeline.run.cluster``); the results are those of a run without it.
     """
     if resume and run_id and run_id != resume:
         raise ConfigError(f"--run-id {run_id} and --resume {resume} name different runs")
     if not resume:
         config = config or BatchConfig()
+        if client is not None:
+            config = replace(config, partitioning="ranges")
         dataset = get_dataset(config.dataset)
         files = resolve_inputs(paths)
         refuse_foreign_inputs(files, dataset)
@@ -88,7 +98,8 @@ def migrate(
         result.database = redact(url)
         inputs = [{"path": str(f), "size": f.stat().st_size} for f in files]
         start_run(loader, result.run_id, started_at, config.to_dict(), inputs)
-        run_batches(loader, dataset, config, files, started_at, result, fingerprints)
+        in_order = in_order_here if client is None else dask_in_order(client)
+        run_batches(loader, dataset, config, files, started_at, result, fingerprints, in_order)
         checkpoint("finish")
     except RunStopped as stop:
         _finish(loader, dataset, result, "aborted", str(stop))

@@ -2,9 +2,10 @@
 
 Thread protocol (one run; nothing here is shared with another run):
 
-- The **main thread** reads batch N+1, stages it (``normalize.stage_batch``) and plans it
-  (``dedup.plan_load``), submits its decision to the lookup thread and its load to the
-  loader thread, then accounts the oldest pending batch (waits for its load future).
+- The **main thread** takes batch N+1 read, staged and planned (``prepared``: here, or by
+  the workers of a cluster, in input order), submits its decision to the lookup thread and
+  its load to the loader thread, then accounts the oldest pending batch (waits for its load
+  future).
 - The **lookup thread** (``lookup`` connection) decides batch N+1 against what is stored:
   it reads the stored keys and near-duplicate candidates, takes the records batch N keeps
   as stored as soon as batch N is decided, and, once batch N committed, decides again
@@ -14,7 +15,8 @@ Thread protocol (one run; nothing here is shared with another run):
   transaction, waiting first for that batch's decision future; it retries transient
   failures (``retry``).
 - ``stages`` (the timings dict of the report) is written by the main thread for read,
-  parse, validate and plan, by the lookup thread for lookup; ``load`` is added by the main
+  parse, validate and plan (summed over the workers on a cluster, with ``wait``: the main
+  thread's time waiting for them), by the lookup thread for lookup; ``load`` is added by the main
   thread when it accounts a batch. Each key has one writer.
 - At most two batches wait for the loader (one with ``--fail-fast`` or ``--max-errors``,
   so that nothing after a failing batch loads). Ctrl-C sets a flag checked before each
@@ -38,22 +40,24 @@ from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset
 from pipeline.dedup.decide import Decision, decide_against
 from pipeline.dedup.known import KnownKeys
-from pipeline.dedup.plan import LoadPlan, loaded_records, plan_load
+from pipeline.dedup.plan import LoadPlan, loaded_records
 from pipeline.errors import DatabaseError, RunStopped
-from pipeline.extract import scan_batches
 from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection, connected
 from pipeline.load.ledger import BatchOutcome, fold_merges, record_inputs
 from pipeline.load.lookups import known_keys, stored_rows
-from pipeline.normalize.stage import add_seconds, stage_batch
+from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import BatchSizer, peak_rss_mb
+from pipeline.run.prepared import OrderedMap, in_order_here, prepared_batches
 from pipeline.run.progress import progress_display, show
 from pipeline.run.report import RunResult
 from pipeline.run.retry import load_with_retry
 from pipeline.run.staged import InFlight, StagedBatch
 
 
-def run_batches(loader, dataset, config, files, started_at, result, fingerprints) -> None:
+def run_batches(
+    loader, dataset, config, files, started_at, result, fingerprints, in_order: OrderedMap = in_order_here
+) -> None:
     clock = perf_counter() - result.seconds
     done = len(result.batches)
     total_bytes = sum(f.stat().st_size for f in files)
@@ -77,8 +81,8 @@ def run_batches(loader, dataset, config, files, started_at, result, fingerprints
         # after the failing one is loaded.
         pending: deque[InFlight] = deque()
         depth = 2 if config.continue_on_error and config.max_errors is None else 1
-        batches = scan_batches(files, lambda: sizer.size, dataset.csv_json_columns)
-        last_commit = read_began = perf_counter()
+        batches = prepared_batches(files, dataset.name, config, started_at, sizer, done, in_order)
+        last_commit = waiting = perf_counter()
 
         def account_oldest(staging: StagedBatch | None = None) -> None:
             """Wait for the oldest pending batch and count it; ``staging`` is the batch about
@@ -96,30 +100,30 @@ def run_batches(loader, dataset, config, files, started_at, result, fingerprints
 
         read_from: set[str] = set()
         try:
-            for number, raw in enumerate(batches, 1):
+            for prepared in batches:
                 if stop.is_set():
                     raise KeyboardInterrupt
-                read_from.add(raw.frame["source_file"][0])
-                sizer.note(sizer.size)
-                if number <= done:
-                    sizer.skipped(number)
-                    progress.update(task, completed=raw.bytes_done)
-                    read_began = perf_counter()
+                read_from.add(prepared.source_file)
+                staged = prepared.staged
+                if staged is None:
+                    progress.update(task, completed=prepared.bytes_done)
+                    waiting = perf_counter()
                     continue
-                add_seconds(stages, "read", perf_counter() - read_began)
+                waited = perf_counter() - waiting
+                for stage, seconds in prepared.seconds.items():
+                    add_seconds(stages, stage, seconds)
+                if in_order is not in_order_here:
+                    add_seconds(stages, "wait", waited)
                 checkpoint("read")
-                began = perf_counter()
-                records, rejects = stage_batch(raw.frame, dataset, config, started_at, stages)
-                planning = perf_counter()
-                plan = plan_load(records, dataset, config)
-                add_seconds(stages, "plan", perf_counter() - planning)
                 checkpoint("staged")
-                staged = StagedBatch(number, plan, rejects, raw.frame.height, _ledger(raw.frame))
+                # The batch's seconds count its stages, wherever they ran.
+                began = perf_counter() - sum(prepared.seconds.values())
+                number = staged.number
                 previous = pending[-1] if pending else None
                 decision = looker.submit(
-                    _look_up_before_loading, lookup, known, dataset, plan, config, previous, stages
+                    _look_up_before_loading, lookup, known, dataset, staged.plan, config, previous, stages
                 )
-                if not config.continue_on_error and _failed_records(rejects):
+                if not config.continue_on_error and _failed_records(staged.rejects):
                     while pending:
                         account_oldest(staged)
                     raise RunStopped(
@@ -134,8 +138,8 @@ def run_batches(loader, dataset, config, files, started_at, result, fingerprints
                     load_with_retry, loader, dataset, result.run_id, staged, config, began, decision
                 )
                 pending.append(InFlight(staged, decision, loading, began))
-                progress.update(task, completed=raw.bytes_done)
-                read_began = perf_counter()
+                progress.update(task, completed=prepared.bytes_done)
+                waiting = perf_counter()
             if dataset.near_duplicates:
                 # While the last batches load, fold the merge notes committed so far: the
                 # run's last fold (``_finish``) is then left with theirs only.
@@ -150,6 +154,7 @@ def run_batches(loader, dataset, config, files, started_at, result, fingerprints
             # resume counts it from the ledger).
             for in_flight in pending:
                 in_flight.loading.cancel()
+            batches.close()
             raise
         show(progress, task, result, completed=total_bytes)
 
@@ -285,12 +290,3 @@ def fail_fast_message(run_id: str, number: int) -> str:
         f"earlier batches are committed. To record this batch's rejects and go on, resume without "
         f"--fail-fast: `pipeline migrate --resume {run_id}`"
     )
-
-
-def _ledger(frame: pl.DataFrame) -> dict:
-    return {
-        "source_file": frame["source_file"][0],
-        "first_line": int(frame["source_line"].min()),
-        "last_line": int(frame["source_line"].max()),
-        "rows_in": frame.height,
-    }

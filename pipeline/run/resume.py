@@ -43,6 +43,8 @@ def resumed_config(run: dict, config: BatchConfig | None) -> BatchConfig:
     recorded = run_settings(run)
     if config is None:
         return recorded
+    # The batches committed before are counted off by number: cut them as the run did.
+    config = replace(config, partitioning=recorded.partitioning)
     changed = [
         f"{name} was {getattr(recorded, name)!r}, now {getattr(config, name)!r}"
         for name in RESULT_SETTINGS

@@ -1,0 +1,148 @@
+"""One process against Dask workers on the same export: the engine's overhead and each phase.
+
+Usage:
+    python benchmarks/bench_scale.py [--records 1000000] [--batch-size 20000] [--seed 7]
+                                     [--workers 1,2] [--repeat 3] [--out benchmarks/out]
+
+Each round runs ``pipeline migrate`` once in one process and once per ``--workers`` count
+(a local cluster the command starts and stops: its start is in the wall time), each into a
+fresh database, the order rotating from round to round. Every run's stored rows and rejects
+are digested (``DIGESTS``): a run on workers must leave exactly what one process leaves.
+Reported per variant: the median wall seconds of the rounds, the report's stage seconds of
+that run (on workers, read to plan are summed over the workers; ``wait`` is the time the
+loading process waited for them) and the ratio to one process.
+
+Results go to stdout as a markdown table and to ``OUT/scale-results[-RECORDS].json``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
+from common import argument_parser, fresh_databases, generate, machine, run_pipeline, save_results, versions
+
+from pipeline.load.connection import Connection
+
+# What a run leaves, by content, one md5 per table (merge metadata without its timestamp).
+DIGESTS = {
+    "memories": "SELECT md5(string_agg(concat_ws('|', id, content_hash, summary,"
+    " deduplication_metadata - 'mergedAt'), ',' ORDER BY id)) FROM memories",
+    "emotional_contexts": "SELECT md5(string_agg(concat_ws('|', id, memory_id, primary_mood, intensity),"
+    " ',' ORDER BY id)) FROM emotional_contexts",
+    "relationship_dynamics": "SELECT md5(string_agg(concat_ws('|', id, memory_id), ',' ORDER BY id))"
+    " FROM relationship_dynamics",
+    "pipeline_rejects": "SELECT md5(string_agg(concat_ws('|', source_file, source_line, category, reason,"
+    " duplicate_of, similarity), ',' ORDER BY source_file, source_line, reason)) FROM pipeline_rejects",
+}
+TARGET_SLOWER = 1.10
+STAGES = ("read", "parse", "validate", "plan", "wait", "lookup", "load")
+
+
+def main() -> int:
+    parser = argument_parser(__doc__, seed=True)
+    parser.add_argument("--workers", default="1,2", help="worker counts to compare with one process")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    source = generate(args.records, args.seed, args.out)
+    variants = [0, *(int(n) for n in args.workers.split(","))]
+    runs: dict[int, list[dict]] = {n: [] for n in variants}
+    for round_number in range(args.repeat):
+        shift = round_number % len(variants)
+        for workers in variants[shift:] + variants[:shift]:
+            run = measure(source, args, workers)
+            if run is None:
+                return 1
+            runs[workers].append(run)
+    results = summarize(runs, args)
+    name = "scale-results" + ("" if args.records == 1_000_000 else f"-{args.records}") + ".json"
+    save_results(args.out, name, results)
+    print(markdown(results))
+    return 0 if results["same_results"] else 1
+
+
+def measure(source, args, workers: int) -> dict | None:
+    url = fresh_databases("bench_scale")["bench_scale"]
+    report = args.out / f"scale-report-{workers}.json"
+    options = ["--workers", str(workers)] if workers else []
+    run = run_pipeline(source, url, args.batch_size, report, *options)
+    if run["exit_code"] != 0:
+        print(f"pipeline migrate {' '.join(options)} failed: exit {run['exit_code']}", file=sys.stderr)
+        return None
+    run["stage_seconds"] = json.loads(report.read_text())["stage_seconds"]
+    run["digests"] = digests(url)
+    run["versions"] = versions(url)
+    print(f"workers={workers}: {run['wall_seconds']:.1f}s", file=sys.stderr)
+    return run
+
+
+def digests(url: str) -> dict[str, str]:
+    db = Connection(url)
+    try:
+        return {table: db.execute(sql).column(0)[0].as_py() for table, sql in DIGESTS.items()}
+    finally:
+        db.close()
+
+
+def summarize(runs: dict[int, list[dict]], args) -> dict:
+    def median_run(workers: int) -> dict:
+        ordered = sorted(runs[workers], key=lambda r: r["wall_seconds"])
+        return ordered[len(ordered) // 2]
+
+    alone = statistics.median(r["wall_seconds"] for r in runs[0])
+    variants = {}
+    for workers, measured in runs.items():
+        middle = median_run(workers)
+        wall = middle["wall_seconds"]
+        variants["one process" if not workers else f"{workers} workers"] = {
+            "wall_seconds": wall,
+            "walls": [r["wall_seconds"] for r in measured],
+            "ratio_to_one_process": round(wall / alone, 3),
+            "report_seconds": middle["seconds"],
+            "peak_rss_mb_loading_process": middle["peak_rss_mb"],
+            "stage_seconds": middle["stage_seconds"],
+            "processed": middle["processed"],
+            "successful": middle["successful"],
+        }
+    all_digests = [r["digests"] for measured in runs.values() for r in measured]
+    slowest = max(v["ratio_to_one_process"] for v in variants.values())
+    return {
+        "records_in": args.records,
+        "batch_size": args.batch_size,
+        "variants": variants,
+        "same_results": all(d == all_digests[0] for d in all_digests),
+        "digests": all_digests[0],
+        "target": f"every worker count at most {TARGET_SLOWER}x one process's wall time",
+        "target_met": slowest <= TARGET_SLOWER,
+        "machine": machine(),
+        "versions": runs[0][0]["versions"],
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"{results['records_in']:,} records, batch size {results['batch_size']:,}; "
+        f"same rows and rejects in every run: {results['same_results']}",
+        "",
+        "| variant | wall s (median) | all runs | x one process | read | parse | validate | plan | wait"
+        " | lookup | load | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in results["variants"].items():
+        stages = [
+            f"{v['stage_seconds'].get(s, 0):.1f}" for s in ("read", "parse", "validate", "plan", "wait")
+        ]
+        stages += [f"{v['stage_seconds'].get(s, 0):.1f}" for s in ("lookup", "load")]
+        walls = ", ".join(f"{w:.1f}" for w in v["walls"])
+        lines.append(
+            f"| {name} | {v['wall_seconds']:.1f} | {walls} | {v['ratio_to_one_process']:.2f} | "
+            + " | ".join(stages)
+            + f" | {v['peak_rss_mb_loading_process']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

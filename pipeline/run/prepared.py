@@ -1,0 +1,149 @@
+"""The batches of a run up to the point where the order of the input matters: read, decoded,
+validated, hashed and planned, here or as tasks on the workers of a cluster.
+
+Everything here depends on one batch alone, so where it runs changes nothing: a batch's
+records carry their (file, line) however it was cut. What depends on the order of the input
+(duplicates, taken ids, near duplicates, what the server refused) is decided after, batch by
+batch in input order (``pipelining``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from time import perf_counter
+
+import polars as pl
+
+from pipeline.config import BatchConfig
+from pipeline.datasets import get_dataset
+from pipeline.dedup.plan import plan_load
+from pipeline.extract import scan_batches
+from pipeline.extract.parts import Part, count_newlines, file_parts, read_part, readable_in_parts
+from pipeline.faults import checkpoint
+from pipeline.normalize.stage import add_seconds, stage_batch
+from pipeline.run.autosize import START, BatchSizer
+from pipeline.run.staged import StagedBatch
+
+# Runs a function over argument tuples and returns the results in the order of the tuples:
+# here, one after the other as they are asked for, or as tasks of a cluster (``cluster``).
+OrderedMap = Callable[[Callable, Iterable[tuple]], Iterator]
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch ready to be decided: ``staged`` is None for a batch a resumed run committed
+    before. ``seconds`` are the stages' seconds wherever they ran."""
+
+    number: int
+    bytes_done: int
+    source_file: str
+    staged: StagedBatch | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def in_order_here(function: Callable, arguments: Iterable[tuple]) -> Iterator:
+    return (function(*args) for args in arguments)
+
+
+def prepare_batch(
+    number: int, work: Part | pl.DataFrame, dataset_name: str, config: BatchConfig, started_at: datetime
+) -> tuple[StagedBatch, dict[str, float]]:
+    """Pure: a part of an input (read here) or raw records → the batch's load plan and rejects."""
+    seconds: dict[str, float] = {}
+    began = perf_counter()
+    raw = read_part(work) if isinstance(work, Part) else work
+    add_seconds(seconds, "read", perf_counter() - began)
+    checkpoint("prepare")
+    dataset = get_dataset(dataset_name)
+    records, rejects = stage_batch(raw, dataset, config, started_at, seconds)
+    planning = perf_counter()
+    plan = plan_load(records, dataset, config)
+    add_seconds(seconds, "plan", perf_counter() - planning)
+    ledger = _ledger(raw) if raw.height else _empty_ledger(work)
+    return StagedBatch(number, plan, rejects, raw.height, ledger), seconds
+
+
+def prepared_batches(
+    files: list[Path],
+    dataset_name: str,
+    config: BatchConfig,
+    started_at: datetime,
+    sizer: BatchSizer,
+    committed: int,
+    in_order: OrderedMap = in_order_here,
+) -> Iterator[PreparedBatch]:
+    """The run's batches in input order, the first ``committed`` of them only counted (a
+    resumed run committed them before). With ``config.partitioning == "ranges"``, JSONL and
+    Parquet inputs are cut into parts read where they are prepared; other inputs, and all with
+    ``"records"``, are read here, ``sizer.size`` records at a time."""
+    work = _numbered_work(files, config, sizer, in_order)
+    for number, _, bytes_done, source_file in islice(work, committed):
+        sizer.skipped(number)
+        yield PreparedBatch(number, bytes_done, source_file, None)
+    # Where each batch handed to ``in_order`` reaches and the seconds spent reading it here,
+    # taken back as its result comes.
+    reaching: deque[tuple[int, str, float]] = deque()
+
+    def arguments() -> Iterator[tuple]:
+        began = perf_counter()
+        for number, item, bytes_done, source_file in work:
+            reaching.append((bytes_done, source_file, perf_counter() - began))
+            yield number, item, dataset_name, config, started_at
+            began = perf_counter()
+
+    for staged, seconds in in_order(prepare_batch, arguments()):
+        bytes_done, source_file, reading = reaching.popleft()
+        add_seconds(seconds, "read", reading)
+        yield PreparedBatch(staged.number, bytes_done, source_file, staged, seconds)
+
+
+def _numbered_work(
+    files: list[Path], config: BatchConfig, sizer: BatchSizer, in_order: OrderedMap
+) -> Iterator[tuple[int, Part | pl.DataFrame, int, str]]:
+    """(number, a part or raw records, input bytes done after it, its file) of each batch."""
+    number, done = 0, 0
+    part_size = config.batch_size if isinstance(config.batch_size, int) else START
+    for path in files:
+        size = path.stat().st_size
+        if config.partitioning == "ranges" and readable_in_parts(path):
+            parts = file_parts(path, part_size, partial(_counted, in_order, str(path)))
+            pieces = ((part, part.stop * size // parts[-1].stop) for part in parts)
+        else:
+            json_columns = get_dataset(config.dataset).csv_json_columns
+            pieces = _noted(scan_batches([path], lambda: sizer.size, json_columns), sizer)
+        for item, reached in pieces:
+            number += 1
+            yield number, item, done + reached, str(path)
+        done += size
+
+
+def _counted(in_order: OrderedMap, path: str, ranges: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    return in_order(count_newlines, ((path, start, stop) for start, stop in ranges))
+
+
+def _noted(batches, sizer: BatchSizer) -> Iterator[tuple[pl.DataFrame, int]]:
+    for raw in batches:
+        sizer.note(sizer.size)
+        yield raw.frame, raw.bytes_done
+
+
+def _empty_ledger(part: Part) -> dict:
+    """A part of blank lines only: a batch of no records, recorded so that batch numbers
+    stay those of the parts."""
+    line = part.first_line
+    return {"source_file": part.path, "first_line": line, "last_line": line, "rows_in": 0}
+
+
+def _ledger(frame: pl.DataFrame) -> dict:
+    return {
+        "source_file": frame["source_file"][0],
+        "first_line": int(frame["source_line"].min()),
+        "last_line": int(frame["source_line"].max()),
+        "rows_in": frame.height,
+    }

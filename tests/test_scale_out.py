@@ -1,0 +1,238 @@
+"""A run on Dask workers leaves what a run in one process leaves, whatever the workers, the
+parts, the order tasks finish in, a worker killed or the run itself killed and resumed.
+
+The export holds the generator's mix (exact and near duplicates, taken ids, legacy records
+sharing the ``legacy-content`` source, broken lines), records the server refuses followed by
+copies that must then load, and rows stored before the run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from distributed import Client, LocalCluster
+
+from pipeline import BatchConfig, migrate
+from pipeline.extract.parts import count_newlines, file_parts, read_part
+from pipeline.extract.readers import END, file_frames
+from pipeline.load.connection import Connection
+from pipeline.load.databases import fresh_database
+from pipeline.testing import cli
+from tests.conftest import ROOT, TOTALS, final_state, memory, rows, write_jsonl
+
+RECORDS = 2_400
+STORED_BEFORE = 300
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> tuple[Path, Path]:
+    """(rows stored before the run, the run's export)."""
+    folder = tmp_path_factory.mktemp("scale-out")
+    export = folder / "export.jsonl"
+    generated = subprocess.run(
+        [sys.executable, ROOT / "data" / "generate.py", "--records", str(RECORDS), "--out", export],
+        capture_output=True,
+        text=True,
+    )
+    assert generated.returncode == 0, generated.stderr
+    lines = export.read_bytes().splitlines()
+    # The server refuses an id holding NUL; the copy after it is then no duplicate and loads,
+    # next to it (one batch) and far from it (another part).
+    refused = memory(90_001, id="refused\u0000near")
+    far = memory(90_002, id="refused\u0000far")
+    refusals = [refused, {**refused, "id": "kept-near"}, far]
+    lines[40:40] = [json.dumps(record).encode() for record in refusals]
+    lines.append(json.dumps({**far, "id": "kept-far"}).encode())
+    export.write_bytes(b"\n".join(lines) + b"\n")
+    before = folder / "before.jsonl"
+    before.write_bytes(b"\n".join(lines[500 : 500 + STORED_BEFORE]) + b"\n")
+    return before, export
+
+
+def migrated(server_url: str, name: str, inputs, client=None, **settings) -> dict:
+    """What the runs leave: the rows stored before, then the export (on ``client``'s workers)."""
+    before, export = inputs
+    url = fresh_database(server_url, name)
+    migrate([str(before)], BatchConfig(log_progress=False), db_url=url)
+    migrate([str(export)], BatchConfig(log_progress=False, **settings), db_url=url, client=client)
+    return decisions(final_state(url))
+
+
+def decisions(state: dict) -> dict:
+    """The state but how the batches were cut (each is in the ledger once, whatever the cut)."""
+    batches = state.pop("batches")
+    assert batches["n"] == batches["d"]
+    return state
+
+
+@pytest.fixture(scope="module")
+def one_process(server_url, inputs) -> dict:
+    state = migrated(server_url, "scale_one_process", inputs)
+    totals = state["totals"]
+    # The export holds every kind of decision the workers must reproduce.
+    assert totals["duplicates_skipped"] > STORED_BEFORE and totals["similar_merged"] > 0
+    assert totals["errors_by_reason"]["unique_violation:memories_pkey"] > 0
+    stored = {id_ for _, id_, _, _ in state["memories"]}
+    assert {"kept-near", "kept-far"} <= stored
+    assert totals["errors_by_reason"]["character_not_in_repertoire"] == 2  # the ids holding NUL
+    return state
+
+
+class ShuffledClient(Client):
+    """Tasks run in any order: each is given a random priority."""
+
+    def submit(self, *args, **kwargs):
+        return super().submit(*args, priority=random.randint(0, 1_000), **kwargs)
+
+
+def local_cluster(workers: int, **env) -> LocalCluster:
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        dashboard_address=None,
+        env={"POLARS_MAX_THREADS": "1", **env},
+    )
+
+
+@pytest.mark.parametrize(("workers", "batch_size"), [(1, 37), (2, 53), (3, 101)])
+def test_workers_leave_what_one_process_leaves(server_url, inputs, one_process, workers, batch_size):
+    random.seed(workers)
+    with local_cluster(workers) as cluster, ShuffledClient(cluster) as client:
+        state = migrated(server_url, f"scale_workers_{workers}", inputs, client, batch_size=batch_size)
+    assert state == one_process
+
+
+def test_a_killed_worker_is_replaced_and_the_results_are_the_same(server_url, inputs, one_process, tmp_path):
+    marker = tmp_path / "killed"
+    with (
+        local_cluster(2, PIPELINE_KILL_AT="prepare:3", PIPELINE_KILL_ONCE=str(marker)) as cluster,
+        Client(cluster) as client,
+    ):
+        state = migrated(server_url, "scale_worker_killed", inputs, client, batch_size=61)
+    assert marker.exists(), "no worker was killed"
+    assert state == one_process
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "resume_on"),
+    [("staged:2", ["--workers", "2"]), ("copy:4", []), ("accounted:5", ["--workers", "3"])],
+    ids=["staged-on-workers", "copy-in-one-process", "accounted-on-other-workers"],
+)
+def test_a_killed_run_resumes_to_the_same_results(server_url, inputs, one_process, kill_at, resume_on):
+    before, export = inputs
+    name = f"scale_driver_{kill_at.replace(':', '_')}_{len(resume_on)}"
+    url = fresh_database(server_url, name)
+    migrate([str(before)], BatchConfig(log_progress=False), db_url=url)
+    args = ("migrate", export, "--db", url, "--batch-size", "211", "--run-id", "R", "--quiet")
+    killed = cli(*args, "--workers", "2", env={"PIPELINE_KILL_AT": kill_at})
+    assert killed.returncode == -9, killed.stderr
+    resumed = cli("migrate", "--resume", "R", "--db", url, "--quiet", *resume_on)
+    assert resumed.returncode == 0, resumed.stderr
+    assert decisions(final_state(url)) == one_process
+
+
+def test_the_command_reports_the_same_totals_on_workers(db_url, server_url, tmp_path):
+    sample = ROOT / "data" / "sample.jsonl"
+    alone = cli("migrate", sample, "--db", fresh_database(server_url, "scale_cli_alone"), "--format", "json")
+    spread = cli(
+        "migrate", sample, "--db", db_url, "--workers", "2", "--batch-size", "90", "--format", "json"
+    )
+    assert alone.returncode == spread.returncode == 0, spread.stderr
+    reports = [json.loads(done.stdout) for done in (alone, spread)]
+    assert [{k: report[k] for k in TOTALS} for report in reports] == [{k: reports[0][k] for k in TOTALS}] * 2
+    assert json.loads(spread.stdout)["stage_seconds"]["wait"] >= 0
+
+
+def test_parquet_in_row_ranges_gives_the_same_results(server_url, tmp_path):
+    path = tmp_path / "memories.parquet"
+    records = [memory(n, confidence=n % 12) for n in range(300)] + [memory(n) for n in range(0, 300, 7)]
+    pl.DataFrame(records).write_parquet(path, row_group_size=40)
+    assert _both_ways(server_url, path, lambda url: decisions(final_state(url)), batch_size=29)
+
+
+def test_csv_read_here_and_prepared_on_workers_gives_the_same_results(server_url):
+    """A CSV's quoted cells may hold newlines: this process reads it, the workers prepare it."""
+    assert _both_ways(
+        server_url, ROOT / "data" / "messages_sample.csv", _messages_state, dataset="messages", batch_size=23
+    )
+
+
+def _both_ways(server_url: str, path: Path, state, **settings) -> bool:
+    """Whether ``path`` migrated in one process and on two workers leaves the same ``state``."""
+    states = []
+    for workers in (None, 2):
+        url = fresh_database(server_url, f"scale_{path.suffix[1:]}_{workers or 0}")
+        config = BatchConfig(log_progress=False, **settings)
+        if workers is None:
+            migrate([str(path)], config, db_url=url)
+        else:
+            with local_cluster(workers) as cluster, Client(cluster) as client:
+                migrate([str(path)], config, db_url=url, client=client)
+        states.append(state(url))
+    assert states[0]["totals"]["successful"] > 0
+    return states[0] == states[1]
+
+
+def _messages_state(url: str) -> dict:
+    db = Connection(url)
+    try:
+        result = json.loads(rows(db, "SELECT result::text AS r FROM pipeline_runs")[0]["r"])
+        return {
+            "messages": rows(db, "SELECT id, content_hash, text FROM messages ORDER BY id"),
+            "links": rows(db, "SELECT message_id, url FROM message_links ORDER BY 1, 2"),
+            "rejects": rows(
+                db,
+                "SELECT source_line, category, reason, duplicate_of FROM pipeline_rejects ORDER BY 1, 2, 3",
+            ),
+            "totals": {k: result[k] for k in TOTALS},
+        }
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "2", "--cluster", "tcp://127.0.0.1:1"], "choose one"),
+        (["--cluster", "tcp://127.0.0.1:1"], "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
+        (["--max-connections", "1"], "max_connections must be at least 2"),
+    ],
+)
+def test_cluster_mistakes_are_one_clear_line(db_url, tmp_path, args, message):
+    export = write_jsonl(tmp_path / "one.jsonl", [memory(1)])
+    done = cli("migrate", export, "--db", db_url, *args)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+JSONL_EDGES = [
+    "\ufeff" + json.dumps(memory(1)),
+    "",
+    json.dumps(memory(2)) + "\r",
+    "   ",
+    json.dumps(memory(3, summary="x" * 3_000)),
+    '{"id": "broken',
+    "INVALID not utf-8",
+    json.dumps(memory(4)),
+    "",
+    "",
+    json.dumps(memory(5)),
+]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 1_000])
+@pytest.mark.parametrize("trailing_newline", [True, False])
+def test_parts_hold_the_records_of_the_whole_file(tmp_path, batch_size, trailing_newline):
+    path = tmp_path / "edges.jsonl"
+    text = "\n".join(JSONL_EDGES) + ("\n" if trailing_newline else "")
+    path.write_bytes(text.encode().replace(b"INVALID", b"\xff\xfe"))
+    whole = pl.concat(file_frames(path, 1_000, frozenset())).drop(END)
+    parts = file_parts(path, batch_size, lambda ranges: (count_newlines(str(path), *r) for r in ranges))
+    assert len(parts) > 1 or batch_size == 1_000
+    assert pl.concat([read_part(part) for part in parts]).equals(whole)
