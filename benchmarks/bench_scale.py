@@ -12,6 +12,7 @@ Reported per variant: the median wall seconds of the rounds, the report's stage 
 that run (on workers, read to plan are summed over the workers; ``wait`` is the time the
 loading process waited for them) and the ratio to one process.
 
+A last run on the largest worker count, through the library, reads each worker's peak RSS.
 Results go to stdout as a markdown table and to ``OUT/scale-results[-RECORDS].json``.
 """
 
@@ -23,7 +24,10 @@ import sys
 
 from common import argument_parser, fresh_databases, generate, machine, run_pipeline, save_results, versions
 
+from pipeline import BatchConfig, migrate
 from pipeline.load.connection import Connection
+from pipeline.run.autosize import peak_rss_mb
+from pipeline.run.cluster import dask_client
 
 # What a run leaves, by content, one md5 per table (merge metadata without its timestamp).
 DIGESTS = {
@@ -57,6 +61,7 @@ def main() -> int:
                 return 1
             runs[workers].append(run)
     results = summarize(runs, args)
+    results["worker_peak_rss_mb"] = worker_peaks(source, args.batch_size, max(variants))
     name = "scale-results" + ("" if args.records == 1_000_000 else f"-{args.records}") + ".json"
     save_results(args.out, name, results)
     print(markdown(results))
@@ -76,6 +81,16 @@ def measure(source, args, workers: int) -> dict | None:
     run["versions"] = versions(url)
     print(f"workers={workers}: {run['wall_seconds']:.1f}s", file=sys.stderr)
     return run
+
+
+def worker_peaks(source, batch_size: int, workers: int) -> list[float]:
+    """Each worker's peak RSS over one more run on ``workers`` workers (through the library:
+    the command's workers are gone when it returns)."""
+    url = fresh_databases("bench_scale")["bench_scale"]
+    config = BatchConfig(batch_size=batch_size, log_progress=False)
+    with dask_client(workers) as client:
+        migrate([str(source)], config, db_url=url, client=client)
+        return sorted(round(mb, 1) for mb in client.run(peak_rss_mb).values())
 
 
 def digests(url: str) -> dict[str, str]:
@@ -141,6 +156,9 @@ def markdown(results: dict) -> str:
             + " | ".join(stages)
             + f" | {v['peak_rss_mb_loading_process']:.0f} |"
         )
+    lines.append(
+        f"\nPeak RSS of each worker: {', '.join(f'{mb:.0f}' for mb in results['worker_peak_rss_mb'])} MB"
+    )
     return "\n".join(lines)
 
 

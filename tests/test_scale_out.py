@@ -23,6 +23,7 @@ from pipeline.extract.parts import count_newlines, file_parts, read_part
 from pipeline.extract.readers import END, file_frames
 from pipeline.load.connection import Connection
 from pipeline.load.databases import fresh_database
+from pipeline.run import cluster as run_cluster
 from pipeline.testing import cli
 from tests.conftest import ROOT, TOTALS, final_state, memory, rows, write_jsonl
 
@@ -100,8 +101,15 @@ def local_cluster(workers: int, **env) -> LocalCluster:
     )
 
 
-@pytest.mark.parametrize(("workers", "batch_size"), [(1, 37), (2, 53), (3, 101)])
-def test_workers_leave_what_one_process_leaves(server_url, inputs, one_process, workers, batch_size):
+@pytest.mark.parametrize(
+    ("workers", "batch_size", "shared_memory"), [(1, 37, True), (2, 53, False), (3, 101, True)]
+)
+def test_workers_leave_what_one_process_leaves(
+    server_url, inputs, one_process, workers, batch_size, shared_memory, monkeypatch
+):
+    """Results come back in shared memory, or in the messages as from another host."""
+    if not shared_memory:
+        monkeypatch.setattr(run_cluster, "SHARED_MEMORY", None)
     random.seed(workers)
     with local_cluster(workers) as cluster, ShuffledClient(cluster) as client:
         state = migrated(server_url, f"scale_workers_{workers}", inputs, client, batch_size=batch_size)
@@ -135,6 +143,14 @@ def test_a_killed_run_resumes_to_the_same_results(server_url, inputs, one_proces
     resumed = cli("migrate", "--resume", "R", "--db", url, "--quiet", *resume_on)
     assert resumed.returncode == 0, resumed.stderr
     assert decisions(final_state(url)) == one_process
+    if resume_on:  # what the killed run's workers left in shared memory is gone
+        assert not dead_runs_folders()
+
+
+def dead_runs_folders() -> list[str]:
+    """The shared-memory folders of runs whose process is gone."""
+    folders = [path.name for path in Path("/dev/shm").glob("pipeline-*-*")]
+    return [name for name in folders if not Path(f"/proc/{name.split('-')[1]}").exists()]
 
 
 def test_the_command_reports_the_same_totals_on_workers(db_url, server_url, tmp_path):
