@@ -128,17 +128,30 @@ def test_a_killed_worker_is_replaced_and_the_results_are_the_same(server_url, in
 
 
 @pytest.mark.parametrize(
-    ("kill_at", "resume_on"),
-    [("staged:2", ["--workers", "2"]), ("copy:4", []), ("accounted:5", ["--workers", "3"])],
-    ids=["staged-on-workers", "copy-in-one-process", "accounted-on-other-workers"],
+    ("kill_at", "start_on", "resume_on"),
+    [
+        ("staged:2", ["--workers", "2"], ["--workers", "2"]),
+        ("copy:4", ["--workers", "2"], []),
+        ("accounted:5", ["--workers", "2"], ["--workers", "3"]),
+        ("committed:3", [], ["--workers", "2"]),
+    ],
+    ids=[
+        "staged-on-workers",
+        "copy-then-one-process",
+        "accounted-then-other-workers",
+        "one-process-then-workers",
+    ],
 )
-def test_a_killed_run_resumes_to_the_same_results(server_url, inputs, one_process, kill_at, resume_on):
+def test_a_killed_run_resumes_to_the_same_results(
+    server_url, inputs, one_process, kill_at, start_on, resume_on
+):
+    """A run cuts its batches as it started: in parts on workers, in records in one process."""
     before, export = inputs
-    name = f"scale_driver_{kill_at.replace(':', '_')}_{len(resume_on)}"
+    name = f"scale_driver_{kill_at.replace(':', '_')}_{len(start_on)}_{len(resume_on)}"
     url = fresh_database(server_url, name)
     migrate([str(before)], BatchConfig(log_progress=False), db_url=url)
     args = ("migrate", export, "--db", url, "--batch-size", "211", "--run-id", "R", "--quiet")
-    killed = cli(*args, "--workers", "2", env={"PIPELINE_KILL_AT": kill_at})
+    killed = cli(*args, *start_on, env={"PIPELINE_KILL_AT": kill_at})
     assert killed.returncode == -9, killed.stderr
     resumed = cli("migrate", "--resume", "R", "--db", url, "--quiet", *resume_on)
     assert resumed.returncode == 0, resumed.stderr
@@ -153,16 +166,33 @@ def dead_runs_folders() -> list[str]:
     return [name for name in folders if not Path(f"/proc/{name.split('-')[1]}").exists()]
 
 
-def test_the_command_reports_the_same_totals_on_workers(db_url, server_url, tmp_path):
+@pytest.mark.parametrize("batch_size", ["90", "auto"])
+def test_the_command_on_an_existing_scheduler_reports_what_one_process_does(server_url, batch_size):
     sample = ROOT / "data" / "sample.jsonl"
-    alone = cli("migrate", sample, "--db", fresh_database(server_url, "scale_cli_alone"), "--format", "json")
-    spread = cli(
-        "migrate", sample, "--db", db_url, "--workers", "2", "--batch-size", "90", "--format", "json"
-    )
+    alone = cli("migrate", sample, "--db", fresh_database(server_url, "scale_cli_alone"), "--format=json")
+    with local_cluster(2) as cluster:
+        url = fresh_database(server_url, "scale_cli_cluster")
+        spread = cli(
+            "migrate", sample, "--db", url, "--cluster", cluster.scheduler_address,
+            "--batch-size", batch_size, "--format=json",
+        )  # fmt: skip
     assert alone.returncode == spread.returncode == 0, spread.stderr
     reports = [json.loads(done.stdout) for done in (alone, spread)]
     assert [{k: report[k] for k in TOTALS} for report in reports] == [{k: reports[0][k] for k in TOTALS}] * 2
-    assert json.loads(spread.stdout)["stage_seconds"]["wait"] >= 0
+    assert reports[1]["stage_seconds"]["wait"] > 0
+
+
+def test_fail_fast_on_workers_stops_and_resumes_to_what_one_process_leaves(server_url, inputs, one_process):
+    before, export = inputs
+    url = fresh_database(server_url, "scale_fail_fast")
+    migrate([str(before)], BatchConfig(log_progress=False), db_url=url)
+    args = ("migrate", export, "--db", url, "--batch-size", "300", "--run-id", "F", "--quiet")
+    stopped = cli(*args, "--workers", "2", "--fail-fast")
+    assert stopped.returncode == 1
+    assert "--fail-fast" in stopped.stderr and "Traceback" not in stopped.stderr
+    resumed = cli("migrate", "--resume", "F", "--db", url, "--quiet", "--workers", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert decisions(final_state(url)) == one_process
 
 
 def test_parquet_in_row_ranges_gives_the_same_results(server_url, tmp_path):
@@ -225,6 +255,22 @@ def test_cluster_mistakes_are_one_clear_line(db_url, tmp_path, args, message):
     done = cli("migrate", export, "--db", db_url, *args)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_parts_of_blank_lines_only_are_batches_of_no_records(server_url, tmp_path):
+    """Cut in byte ranges (here, without a cluster), a run of blank lines longer than a part
+    makes parts without records: they are counted, and change nothing."""
+    lines = [json.dumps(memory(n)) for n in range(6)]
+    path = tmp_path / "gaps.jsonl"
+    path.write_text("\n".join(lines[:3] + [""] * 2_000 + lines[3:] + ["  "] * 500) + "\n")
+    states = []
+    for partitioning in ("records", "ranges"):
+        url = fresh_database(server_url, f"scale_gaps_{partitioning}")
+        config = BatchConfig(log_progress=False, batch_size=2, partitioning=partitioning)
+        result = migrate([str(path)], config, db_url=url)
+        states.append((decisions(final_state(url)), result.processed, result.successful))
+    assert states[0] == states[1] == (states[0][0], 6, 6)
+    assert final_state(url)["batches"]["n"] > 3  # the empty parts are in the ledger too
 
 
 JSONL_EDGES = [

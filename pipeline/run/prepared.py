@@ -23,7 +23,7 @@ import polars as pl
 from pipeline.config import BatchConfig
 from pipeline.datasets import get_dataset
 from pipeline.dedup.plan import plan_load
-from pipeline.extract import scan_batches
+from pipeline.extract import RawBatch, scan_batches
 from pipeline.extract.parts import Part, count_newlines, file_parts, read_part, readable_in_parts
 from pipeline.faults import checkpoint
 from pipeline.normalize.stage import add_seconds, stage_batch
@@ -113,6 +113,7 @@ def _numbered_work(
         size = path.stat().st_size
         if config.partitioning == "ranges" and readable_in_parts(path):
             parts = file_parts(path, part_size, partial(_counted, in_order, str(path)))
+            sizer.note(part_size)
             pieces = ((part, part.stop * size // parts[-1].stop) for part in parts)
         else:
             json_columns = get_dataset(config.dataset).csv_json_columns
@@ -127,7 +128,7 @@ def _counted(in_order: OrderedMap, path: str, ranges: list[tuple[int, int]]) -> 
     return in_order(count_newlines, ((path, start, stop) for start, stop in ranges))
 
 
-def _noted(batches, sizer: BatchSizer) -> Iterator[tuple[pl.DataFrame, int]]:
+def _noted(batches: Iterable[RawBatch], sizer: BatchSizer) -> Iterator[tuple[pl.DataFrame, int]]:
     for raw in batches:
         sizer.note(sizer.size)
         yield raw.frame, raw.bytes_done
