@@ -12,6 +12,8 @@ import json
 import random
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -193,6 +195,33 @@ def test_fail_fast_on_workers_stops_and_resumes_to_what_one_process_leaves(serve
     resumed = cli("migrate", "--resume", "F", "--db", url, "--quiet", "--workers", "2")
     assert resumed.returncode == 0, resumed.stderr
     assert decisions(final_state(url)) == one_process
+
+
+def test_a_run_on_three_workers_holds_two_connections(server_url, inputs):
+    """Workers never connect: the run's loader and lookup connections are all the server sees."""
+    _, export = inputs
+    url = fresh_database(server_url, "scale_connections")
+    seen: list[int] = []
+    done = threading.Event()
+    watcher = Connection(url)
+
+    def watch() -> None:
+        while not done.is_set():
+            sql = "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+            seen.append(rows(watcher, sql)[0]["n"] - 1)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        with local_cluster(3) as cluster, Client(cluster) as client:
+            config = BatchConfig(log_progress=False, batch_size=50)
+            migrate([str(export)], config, db_url=url, client=client)
+    finally:
+        done.set()
+        thread.join()
+        watcher.close()
+    assert max(seen) == 2
 
 
 def test_parquet_in_row_ranges_gives_the_same_results(server_url, tmp_path):

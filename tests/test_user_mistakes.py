@@ -170,6 +170,23 @@ def test_resume_takes_the_runs_recorded_settings(db_url, db, tmp_path):
     assert [b["rows_in"] for b in report["batches"]] == [2, 2, 1]
 
 
+def test_resume_from_another_directory_says_where_the_inputs_were_named(db_url, db, tmp_path):
+    (tmp_path / "exports").mkdir()
+    write_jsonl(tmp_path / "exports" / "in.jsonl", [memory(1), memory(2), "{oops", memory(4)])
+    stopped = cli(
+        "migrate", "exports/in.jsonl", "--db", db_url, "--run-id", "R", "--batch-size", "2",
+        "--max-errors", "0", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert stopped.returncode == 1, stopped.stderr
+    elsewhere = cli("migrate", "--resume", "R", "--db", db_url, cwd=tmp_path / "exports")
+    assert elsewhere.returncode == 2
+    assert "exports/in.jsonl: no such file" in elsewhere.stderr
+    assert "relative to the directory it started in: resume from there" in elsewhere.stderr
+    there = cli("migrate", "--resume", "R", "--db", db_url, "--quiet", cwd=tmp_path)
+    assert there.returncode == 0, there.stderr
+    assert run_row(db, "R")["status"] == "completed"
+
+
 def test_resume_refuses_only_a_setting_passed_that_differs(db_url, db, tmp_path):
     path = stopped_run(db_url, tmp_path, "--batch-size", "2")
     differs = cli("migrate", path, "--resume", "R", "--db", db_url, "--batch-size", "3")

@@ -13,7 +13,7 @@ from loguru import logger
 
 from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputError
 from pipeline.extract import resolve_inputs
 from pipeline.load.connection import Connection
 from pipeline.load.ledger import run_history, run_record
@@ -68,7 +68,16 @@ def resumed_inputs(run: dict, paths: Sequence[str]) -> list[Path]:
             f"cannot resume {run['run_id']}: its input files changed since it started (it read "
             f"{', '.join(recorded)}; now {', '.join(map(str, paths))}); start a new run instead"
         )
-    return resolve_inputs(recorded)
+    try:
+        return resolve_inputs(recorded)
+    except InputError as exc:
+        if exc.path is None or os.path.isabs(exc.path):
+            raise
+        raise InputError(
+            f"cannot resume {run['run_id']}: {exc}, from {os.getcwd()}; the run recorded its "
+            f"inputs as given, relative to the directory it started in: resume from there",
+            path=exc.path,
+        ) from None
 
 
 def resumed(
