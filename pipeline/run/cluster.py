@@ -3,7 +3,9 @@
 The workers read, decode, validate, hash and plan batches (``prepared.prepare_batch``); they
 hold no database connection. This process takes their results in input order and decides
 and loads them as it would its own. A worker that dies loses only results not taken yet:
-Dask computes them again, on another worker, and they are the same.
+Dask computes them again, on another worker, and they are the same. Results come back as
+Arrow (``ArrowFrame``): in shared-memory files when every worker is on this host, else in
+Dask's messages.
 
 Dask is an extra (``pip install 'memory-pipeline[dask]'``): it is imported only here, when a
 run asks for workers.
