@@ -291,7 +291,7 @@ def test_parts_of_blank_lines_only_are_batches_of_no_records(server_url, tmp_pat
     makes parts without records: they are counted, and change nothing."""
     lines = [json.dumps(memory(n)) for n in range(6)]
     path = tmp_path / "gaps.jsonl"
-    path.write_text("\n".join(lines[:3] + [""] * 2_000 + lines[3:] + ["  "] * 500) + "\n")
+    path.write_text("\n".join(lines[:3] + [""] * 5_000 + lines[3:] + ["  "] * 2_000) + "\n")
     states = []
     for partitioning in ("records", "ranges"):
         url = fresh_database(server_url, f"scale_gaps_{partitioning}")
@@ -299,7 +299,10 @@ def test_parts_of_blank_lines_only_are_batches_of_no_records(server_url, tmp_pat
         result = migrate([str(path)], config, db_url=url)
         states.append((decisions(final_state(url)), result.processed, result.successful))
     assert states[0] == states[1] == (states[0][0], 6, 6)
-    assert final_state(url)["batches"]["n"] > 3  # the empty parts are in the ledger too
+    db = Connection(url)
+    empty = rows(db, "SELECT count(*) AS n FROM pipeline_batches WHERE rows_in = 0")[0]["n"]
+    db.close()
+    assert empty > 0  # the parts without records are in the ledger too
 
 
 JSONL_EDGES = [

@@ -55,7 +55,9 @@ def nominal_ranges(path: Path, batch_size: int) -> list[tuple[int, int]]:
     size = path.stat().st_size
     with path.open("rb") as handle:
         sample = handle.read(SAMPLE_BYTES)
-    step = max(batch_size * len(sample) // max(sample.count(b"\n"), 1), 1)
+    # Blank lines are no records: a file of many would otherwise be cut into tiny parts.
+    records = sum(1 for line in sample.splitlines() if line.strip())
+    step = max(batch_size * len(sample) // max(records, 1), 1)
     return [(start, min(start + step, size)) for start in range(0, size, step)]
 
 
