@@ -1,23 +1,27 @@
 """Inputs cut into parts that any process can read on its own: what a worker of a cluster reads.
 
-A JSONL file is cut into newline-aligned byte ranges of about a batch each, a Parquet file
-into row ranges of a batch; the part's first line number comes from a pass that counts the
-newlines of each range (``count_newlines``, also one task per range), so the records of a
-part carry the same (file, line) as when the file is read from its start. Other formats
-(CSV, whose quoted cells may hold newlines, and JSON arrays) are read in order by the
-process that runs the migration (``scan_batches``).
+A JSONL file is cut into byte ranges of about a batch each; a part holds the lines that
+start in its range, so the parts of a file hold each line once, whoever reads them. A Parquet
+file is cut into row ranges of a batch. Other formats (CSV, whose quoted cells may hold
+newlines, and JSON arrays) are read in order by the process that runs the migration
+(``scan_batches``).
 
-The cut depends on the file's bytes and the batch size only, so a resumed run cuts the same
-parts again.
+A part's records are numbered from its own start (its first line or row is 1), with the
+count of lines or rows it holds: the process that takes the parts in order adds to each the
+lines of the parts before it, so records carry the same (file, line) as when the file is read
+from its start, and no pass over the file is needed first.
+
+The cut depends on the file's first bytes and the batch size only, so a resumed run cuts the
+same parts again.
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable, Iterable
+import os
 from dataclasses import dataclass
-from itertools import accumulate
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
@@ -33,88 +37,79 @@ SEEK_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class Part:
-    """Records ``start`` to ``stop`` of one file: bytes of a JSONL file (``start`` at a line's
-    start, ``first_line`` its number), rows of a Parquet file (``first_line`` is ``start + 1``)."""
+    """Lines starting in bytes ``start`` to ``stop`` of a JSONL file, or rows ``start`` to
+    ``stop`` of a Parquet file."""
 
     path: str
     start: int
     stop: int
-    first_line: int
 
 
 def readable_in_parts(path: Path) -> bool:
     return input_format(path) in ("lines", "parquet")
 
 
-def nominal_ranges(path: Path, batch_size: int) -> list[tuple[int, int]]:
-    """A JSONL file's byte ranges of about ``batch_size`` records each, before aligning them to
-    lines, or a Parquet file's row ranges of ``batch_size`` rows."""
+def file_parts(path: Path, batch_size: int) -> list[Part]:
+    """A JSONL file's byte ranges of about ``batch_size`` records each, or a Parquet file's
+    row ranges of ``batch_size`` rows."""
     if input_format(path) == "parquet":
         rows = pl.scan_parquet(path).select(pl.len()).collect().item()
-        return [(start, min(start + batch_size, rows)) for start in range(0, rows, batch_size)]
+        return [Part(str(path), start, min(start + batch_size, rows)) for start in range(0, rows, batch_size)]
     size = path.stat().st_size
     with path.open("rb") as handle:
         sample = handle.read(SAMPLE_BYTES)
     # Blank lines are no records: a file of many would otherwise be cut into tiny parts.
     records = sum(1 for line in sample.splitlines() if line.strip())
     step = max(batch_size * len(sample) // max(records, 1), 1)
-    return [(start, min(start + step, size)) for start in range(0, size, step)]
+    return [Part(str(path), start, min(start + step, size)) for start in range(0, size, step)]
 
 
-def count_newlines(path: str, start: int, stop: int) -> tuple[int, int]:
-    """For the nominal range ``start``..``stop`` of a JSONL file: the newlines from the byte
-    before ``start`` up to the byte before ``stop``, and where the range's first whole line
-    starts (after the first newline from the byte before ``start``; the file's size if none)."""
-    with open(path, "rb") as handle:
-        before = max(start - 1, 0)
-        handle.seek(before)
-        newlines = handle.read(max(stop - 1 - before, 0)).count(b"\n")
-        if start == 0:
-            return newlines, 0
-        handle.seek(before)
-        position = before
-        while block := handle.read(SEEK_BYTES):
-            found = block.find(b"\n")
-            if found >= 0:
-                return newlines, position + found + 1
-            position += len(block)
-        return newlines, position
-
-
-def file_parts(
-    path: Path, batch_size: int, counts: Callable[[list[tuple[int, int]]], Iterable[tuple[int, int]]]
-) -> list[Part]:
-    """The parts of one file, none empty. ``counts`` runs ``count_newlines`` over the nominal
-    ranges (here, or as tasks of a cluster) and returns the results in order."""
-    ranges = nominal_ranges(path, batch_size)
-    if input_format(path) == "parquet":
-        return [Part(str(path), start, stop, start + 1) for start, stop in ranges]
-    counted = list(counts(ranges))
-    # The newlines before each range's first line: those of the ranges before it, and the
-    # one that ends the line it starts after.
-    before = [0, *accumulate(newlines for newlines, _ in counted[:-1])]
-    starts = [start for _, start in counted]
-    stops = [*starts[1:], path.stat().st_size]
-    return [
-        Part(str(path), start, stop, lines + (start > 0) + 1)
-        for start, stop, lines in zip(starts, stops, before, strict=True)
-        if start < stop
-    ]
-
-
-def read_part(part: Part) -> pl.DataFrame:
-    """The raw records of one part (``readers.RAW_SCHEMA``)."""
+def read_part(part: Part) -> tuple[pl.DataFrame, int]:
+    """The raw records of one part (``readers.RAW_SCHEMA``), numbered from the part's first
+    line or row, and how many lines (or rows) the part holds, blank ones included."""
     path = Path(part.path)
     try:
         if input_format(path) == "parquet":
             rows = pl.scan_parquet(path).slice(part.start, part.stop - part.start).collect()
-            return parquet_rows_frame(rows, path, part.start)
-        with path.open("rb") as handle:
-            handle.seek(part.start)
-            chunk = handle.read(part.stop - part.start)
+            return parquet_rows_frame(rows, path, 0), rows.height
+        offset, chunk = _part_bytes(part)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(f"{path}: cannot be read ({exc})", path=str(path)) from exc
-    offset = part.start
+    lines = chunk.count(b"\n")
     if offset == 0 and chunk.startswith(codecs.BOM_UTF8):
         chunk, offset = chunk[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
-    return lines_to_frame(chunk, part.first_line, str(path), offset).drop(END)
+    return lines_to_frame(chunk, 1, str(path), offset).drop(END), lines
+
+
+def part_lines(part: Part) -> int:
+    """How many lines (or rows) a part holds, without reading its records: what a resumed
+    run needs of the parts it committed before."""
+    if input_format(Path(part.path)) == "parquet":
+        return part.stop - part.start
+    return _part_bytes(part)[1].count(b"\n")
+
+
+def _part_bytes(part: Part) -> tuple[int, bytes]:
+    """Where the part's first line starts, and the bytes of the lines that start in it."""
+    with open(part.path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        start = _line_start(handle, part.start)
+        stop = size if part.stop >= size else _line_start(handle, part.stop)
+        handle.seek(start)
+        return start, handle.read(max(stop - start, 0))
+
+
+def _line_start(handle: BinaryIO, position: int) -> int:
+    """Where the first line starting at or after ``position`` begins: ``position`` itself at
+    the file's start or right after a newline, else after the next newline (the end of the
+    file if there is none)."""
+    if position == 0:
+        return 0
+    handle.seek(position - 1)
+    offset = position - 1
+    while block := handle.read(SEEK_BYTES):
+        found = block.find(b"\n")
+        if found >= 0:
+            return offset + found + 1
+        offset += len(block)
+    return offset

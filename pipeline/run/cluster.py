@@ -66,7 +66,7 @@ def dask_client(workers: int | None = None, address: str | None = None) -> Itera
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: two runs at once must not collide
             silence_logs=logging.ERROR,
             # One thread per worker process: Polars' own pool would compete with the others.
             env={"POLARS_MAX_THREADS": "1"},

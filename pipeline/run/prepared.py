@@ -9,11 +9,10 @@ batch in input order (``pipelining``).
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import partial
 from itertools import islice
 from pathlib import Path
 from time import perf_counter
@@ -24,7 +23,7 @@ from pipeline.config import BatchConfig
 from pipeline.datasets import get_dataset
 from pipeline.dedup.plan import plan_load
 from pipeline.extract import RawBatch, scan_batches
-from pipeline.extract.parts import Part, count_newlines, file_parts, read_part, readable_in_parts
+from pipeline.extract.parts import Part, file_parts, part_lines, read_part, readable_in_parts
 from pipeline.faults import checkpoint
 from pipeline.normalize.stage import add_seconds, stage_batch
 from pipeline.run.autosize import START, BatchSizer
@@ -53,11 +52,13 @@ def in_order_here(function: Callable, arguments: Iterable[tuple]) -> Iterator:
 
 def prepare_batch(
     number: int, work: Part | pl.DataFrame, dataset_name: str, config: BatchConfig, started_at: datetime
-) -> tuple[StagedBatch, dict[str, float]]:
-    """Pure: a part of an input (read here) or raw records → the batch's load plan and rejects."""
+) -> tuple[StagedBatch, dict[str, float], int | None]:
+    """Pure: a part of an input (read here) or raw records → the batch's load plan and
+    rejects, its stages' seconds and, for a part, how many lines it holds (its records are
+    numbered from its start: ``numbered_after`` puts the lines before it in)."""
     seconds: dict[str, float] = {}
     began = perf_counter()
-    raw = read_part(work) if isinstance(work, Part) else work
+    raw, lines = read_part(work) if isinstance(work, Part) else (work, None)
     add_seconds(seconds, "read", perf_counter() - began)
     checkpoint("prepare")
     dataset = get_dataset(dataset_name)
@@ -66,7 +67,15 @@ def prepare_batch(
     plan = plan_load(records, dataset, config)
     add_seconds(seconds, "plan", perf_counter() - planning)
     ledger = _ledger(raw) if raw.height else _empty_ledger(work)
-    return StagedBatch(number, plan, rejects, raw.height, ledger), seconds
+    return StagedBatch(number, plan, rejects, raw.height, ledger), seconds, lines
+
+
+def numbered_after(staged: StagedBatch, lines: int) -> StagedBatch:
+    """A batch prepared from a part, its records numbered after the ``lines`` before the part."""
+    line = pl.col("source_line") + lines
+    plan = replace(staged.plan, records=staged.plan.records.with_columns(line))
+    ledger = staged.ledger | {k: staged.ledger[k] + lines for k in ("first_line", "last_line")}
+    return replace(staged, plan=plan, rejects=staged.rejects.with_columns(line), ledger=ledger)
 
 
 def prepared_batches(
@@ -82,10 +91,18 @@ def prepared_batches(
     resumed run committed them before). With ``config.partitioning == "ranges"``, JSONL and
     Parquet inputs are cut into parts read where they are prepared; other inputs, and all with
     ``"records"``, are read here, ``sizer.size`` records at a time."""
-    work = _numbered_work(files, config, sizer, in_order)
-    for number, _, bytes_done, source_file in islice(work, committed):
+    work = _numbered_work(files, config, sizer)
+    # The lines of each file before the next part of it.
+    lines_before: Counter[str] = Counter()
+    skipped, skipped_parts = [], []
+    for number, item, bytes_done, source_file in islice(work, committed):
         sizer.skipped(number)
-        yield PreparedBatch(number, bytes_done, source_file, None)
+        skipped.append(PreparedBatch(number, bytes_done, source_file, None))
+        if isinstance(item, Part):
+            skipped_parts.append(item)
+    for part, lines in zip(skipped_parts, in_order(part_lines, ((p,) for p in skipped_parts)), strict=True):
+        lines_before[part.path] += lines
+    yield from skipped
     # Where each batch handed to ``in_order`` reaches and the seconds spent reading it here,
     # taken back as its result comes.
     reaching: deque[tuple[int, str, float]] = deque()
@@ -97,14 +114,17 @@ def prepared_batches(
             yield number, item, dataset_name, config, started_at
             began = perf_counter()
 
-    for staged, seconds in in_order(prepare_batch, arguments()):
+    for staged, seconds, lines in in_order(prepare_batch, arguments()):
         bytes_done, source_file, reading = reaching.popleft()
         add_seconds(seconds, "read", reading)
+        if lines is not None:
+            staged = numbered_after(staged, lines_before[source_file])
+            lines_before[source_file] += lines
         yield PreparedBatch(staged.number, bytes_done, source_file, staged, seconds)
 
 
 def _numbered_work(
-    files: list[Path], config: BatchConfig, sizer: BatchSizer, in_order: OrderedMap
+    files: list[Path], config: BatchConfig, sizer: BatchSizer
 ) -> Iterator[tuple[int, Part | pl.DataFrame, int, str]]:
     """(number, a part or raw records, input bytes done after it, its file) of each batch."""
     number, done = 0, 0
@@ -112,7 +132,7 @@ def _numbered_work(
     for path in files:
         size = path.stat().st_size
         if config.partitioning == "ranges" and readable_in_parts(path):
-            parts = file_parts(path, part_size, partial(_counted, in_order, str(path)))
+            parts = file_parts(path, part_size)
             sizer.note(part_size)
             pieces = ((part, part.stop * size // parts[-1].stop) for part in parts)
         else:
@@ -124,10 +144,6 @@ def _numbered_work(
         done += size
 
 
-def _counted(in_order: OrderedMap, path: str, ranges: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    return in_order(count_newlines, ((path, start, stop) for start, stop in ranges))
-
-
 def _noted(batches: Iterable[RawBatch], sizer: BatchSizer) -> Iterator[tuple[pl.DataFrame, int]]:
     for raw in batches:
         sizer.note(sizer.size)
@@ -137,8 +153,7 @@ def _noted(batches: Iterable[RawBatch], sizer: BatchSizer) -> Iterator[tuple[pl.
 def _empty_ledger(part: Part) -> dict:
     """A part of blank lines only: a batch of no records, recorded so that batch numbers
     stay those of the parts."""
-    line = part.first_line
-    return {"source_file": part.path, "first_line": line, "last_line": line, "rows_in": 0}
+    return {"source_file": part.path, "first_line": 1, "last_line": 1, "rows_in": 0}
 
 
 def _ledger(frame: pl.DataFrame) -> dict:
