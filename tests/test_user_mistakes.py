@@ -187,6 +187,19 @@ def test_resume_from_another_directory_says_where_the_inputs_were_named(db_url, 
     assert run_row(db, "R")["status"] == "completed"
 
 
+def test_runs_counts_a_resumed_runs_work_not_its_pause(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(6)])
+    args = ("migrate", path, "--db", db_url, "--run-id", "P", "--batch-size", "2", "--quiet")
+    killed = cli(*args, env={"PIPELINE_KILL_AT": "accounted:1"})
+    assert killed.returncode == -signal.SIGKILL
+    pause = 4
+    time.sleep(pause)
+    assert cli("migrate", "--resume", "P", "--db", db_url, "--quiet").returncode == 0
+    listed = json.loads(cli("runs", "--db", db_url, "--format", "json").stdout)
+    assert [(r["run_id"], r["status"]) for r in listed] == [("P", "completed")]
+    assert 0 < listed[0]["seconds"] < pause
+
+
 def test_resume_refuses_only_a_setting_passed_that_differs(db_url, db, tmp_path):
     path = stopped_run(db_url, tmp_path, "--batch-size", "2")
     differs = cli("migrate", path, "--resume", "R", "--db", db_url, "--batch-size", "3")

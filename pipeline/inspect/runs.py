@@ -24,7 +24,9 @@ class UnknownRunError(PipelineError):
 
 RUNS_SQL = """
 SELECT r.run_id, r.status, r.started_at,
-       extract(epoch FROM coalesce(r.finished_at, now()) - r.started_at)::float8 AS seconds,
+       -- A finished run's own seconds: a resumed run's pause is not its work.
+       coalesce((r.result->>'seconds')::float8,
+                extract(epoch FROM coalesce(r.finished_at, now()) - r.started_at)::float8) AS seconds,
        coalesce((r.result->>'processed')::bigint, b.rows_in, 0) AS processed,
        coalesce((r.result->>'successful')::bigint, b.loaded, 0) AS loaded,
        (r.result->>'failed')::bigint AS failed,
