@@ -215,6 +215,16 @@ def refused_by_the_server(tmp_path) -> Path:
     )
 
 
+@pytest.mark.parametrize("batch_size", [3, 100])
+def test_in_standard_mode_a_copy_of_a_record_the_server_refused_loads(db_url, db, tmp_path, batch_size):
+    """Standard mode leaves exact copies to the hash's unique constraint: inside a batch, the
+    copy after a refused record must not be refused for a row that was never stored."""
+    config = BatchConfig(batch_size=batch_size, mode="standard", log_progress=False)
+    result = migrate([str(refused_by_the_server(tmp_path))], config, db_url=db_url)
+    assert_invariant(result, db)
+    assert "mem-2-copy" in {r["id"] for r in rows(db, "SELECT id FROM memories")}
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 100])
 def test_records_refused_by_the_server_are_decided_without_as_the_original_did(
     db_url, db, tmp_path, batch_size

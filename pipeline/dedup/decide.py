@@ -7,7 +7,7 @@ and the loader decides one itself, in its transaction, when that lookup failed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
@@ -29,6 +29,25 @@ class Decision:
     kept: pl.DataFrame
     merges: pl.DataFrame
     found: StoredMatches
+
+
+def without_refused(decision: Decision, records: pl.DataFrame, failed: pl.DataFrame) -> Decision | None:
+    """``decision`` less the ``failed`` records (kept, but refused by the server), when no record
+    it refused depends on them: none is a duplicate of one, shares its id or its content hash.
+    Deciding again would then keep the same records but these. None when one does: the batch
+    must be decided again (``decide``)."""
+    gone = records.join(failed.select("record").unique(), on="record", how="semi")
+    refused = decision.refused.select("record", "duplicate_of").join(
+        records.select("record", "id", "content_hash"), on="record"
+    )
+    depends = refused.filter(
+        pl.col("duplicate_of").is_in(gone["id"].implode())
+        | pl.col("id").is_in(gone["id"].implode())
+        | pl.col("content_hash").is_in(gone["content_hash"].implode())
+    )
+    if not depends.is_empty():
+        return None
+    return replace(decision, kept=decision.kept.join(gone.select("record"), on="record", how="anti"))
 
 
 def decide(dataset: Dataset, plan: LoadPlan, config: BatchConfig, found: StoredMatches) -> Decision:

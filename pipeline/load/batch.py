@@ -10,7 +10,7 @@ from loguru import logger
 
 from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset
-from pipeline.dedup.decide import Decision, decide, decide_against
+from pipeline.dedup.decide import Decision, decide, decide_against, without_refused
 from pipeline.dedup.plan import LoadPlan, plan_load
 from pipeline.errors import DatabaseError
 from pipeline.faults import checkpoint
@@ -80,6 +80,10 @@ def _copy_decided(
         if failures.is_empty():
             break
         refusals.append(failures)
+        # Usually no refused record depends on them: the decision stands without them.
+        if (unaffected := without_refused(decided, plan.records, failures)) is not None:
+            decided = unaffected
+            break
         plan = plan_load(plan.records.join(failures, on="record", how="anti"), dataset, config)
         again = decide(dataset, plan, config, decided.found)
         copied = decided.kept.join(failures, on="record", how="anti")
