@@ -17,7 +17,6 @@ same parts again.
 
 from __future__ import annotations
 
-import codecs
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +74,7 @@ def read_part(part: Part) -> tuple[pl.DataFrame, int]:
         offset, chunk = _part_bytes(part)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(f"{path}: cannot be read ({exc})", path=str(path)) from exc
-    lines = chunk.count(b"\n")
-    if offset == 0 and chunk.startswith(codecs.BOM_UTF8):
-        chunk, offset = chunk[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
-    return lines_to_frame(chunk, 1, str(path), offset).drop(END), lines
+    return lines_to_frame(chunk, 1, str(path), offset).drop(END), chunk.count(b"\n")
 
 
 def part_lines(part: Part) -> int:

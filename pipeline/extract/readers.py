@@ -61,8 +61,6 @@ def _line_frames(path: Path) -> Iterator[pl.DataFrame]:
     first_line, offset, pending = 1, 0, b""
     with path.open("rb") as handle:
         block = handle.read(BLOCK_BYTES)
-        if block.startswith(codecs.BOM_UTF8):
-            block, offset = block[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
         while block:
             data = pending + block
             cut = data.rfind(b"\n") + 1
@@ -78,7 +76,10 @@ def _line_frames(path: Path) -> Iterator[pl.DataFrame]:
 
 
 def lines_to_frame(chunk: bytes, first_line: int, source: str, offset: int) -> pl.DataFrame:
-    """The records of a chunk of whole lines that starts at byte ``offset`` of the file."""
+    """The records of a chunk of whole lines that starts at byte ``offset`` of the file; a
+    byte-order mark at the file's start is skipped."""
+    if offset == 0 and chunk.startswith(codecs.BOM_UTF8):
+        chunk, offset = chunk[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
     bad_lines = _invalid_utf8_lines(chunk)
     lines = pl.read_lines(_with_replacement_characters(chunk, bad_lines), name="raw").with_row_index("index")
     # Where each line ends: its bytes and a newline (a bad line's U+FFFD are longer than its
