@@ -71,7 +71,14 @@ def decisions(state: dict) -> dict:
     """The state but how the batches were cut (each is in the ledger once, whatever the cut)."""
     batches = state.pop("batches")
     assert batches["n"] == batches["d"]
+    assert_totals_add_up(state["totals"])
     return state
+
+
+def assert_totals_add_up(totals: dict) -> None:
+    """The accounting invariant: every record processed is loaded, failed, skipped or merged."""
+    not_loaded = totals["failed"] + totals["duplicates_skipped"] + totals["similar_merged"]
+    assert totals["processed"] == totals["successful"] + not_loaded
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +190,7 @@ def test_the_command_on_an_existing_scheduler_reports_what_one_process_does(serv
     assert alone.returncode == spread.returncode == 0, spread.stderr
     reports = [json.loads(done.stdout) for done in (alone, spread)]
     assert [{k: report[k] for k in TOTALS} for report in reports] == [{k: reports[0][k] for k in TOTALS}] * 2
+    assert_totals_add_up(reports[1])
     assert reports[1]["stage_seconds"]["wait"] > 0
 
 
@@ -253,6 +261,8 @@ def _both_ways(server_url: str, path: Path, state, **settings) -> bool:
                 migrate([str(path)], config, db_url=url, client=client)
         states.append(state(url))
     assert states[0]["totals"]["successful"] > 0
+    for state in states:
+        assert_totals_add_up(state["totals"])
     return states[0] == states[1]
 
 

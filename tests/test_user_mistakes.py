@@ -182,19 +182,22 @@ def test_resume_from_another_directory_says_where_the_inputs_were_named(db_url, 
     assert elsewhere.returncode == 2
     assert "exports/in.jsonl: no such file" in elsewhere.stderr
     assert "relative to the directory it started in: resume from there" in elsewhere.stderr
-    there = cli("migrate", "--resume", "R", "--db", db_url, "--quiet", cwd=tmp_path)
+    there = cli("migrate", "--resume", "R", "--db", db_url, "--report", "-", cwd=tmp_path)
     assert there.returncode == 0, there.stderr
+    checked(json.loads(there.stdout), db)
     assert run_row(db, "R")["status"] == "completed"
 
 
-def test_runs_counts_a_resumed_runs_work_not_its_pause(db_url, tmp_path):
+def test_runs_counts_a_resumed_runs_work_not_its_pause(db_url, db, tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(6)])
     args = ("migrate", path, "--db", db_url, "--run-id", "P", "--batch-size", "2", "--quiet")
     killed = cli(*args, env={"PIPELINE_KILL_AT": "accounted:1"})
     assert killed.returncode == -signal.SIGKILL
     pause = 4
     time.sleep(pause)
-    assert cli("migrate", "--resume", "P", "--db", db_url, "--quiet").returncode == 0
+    resumed = cli("migrate", "--resume", "P", "--db", db_url, "--report", "-")
+    assert resumed.returncode == 0, resumed.stderr
+    checked(json.loads(resumed.stdout), db)
     listed = json.loads(cli("runs", "--db", db_url, "--format", "json").stdout)
     assert [(r["run_id"], r["status"]) for r in listed] == [("P", "completed")]
     assert 0 < listed[0]["seconds"] < pause
