@@ -7,11 +7,11 @@ Usage:
 
 On the embedded PostgreSQL (``./.pipeline/``), each in a fresh database:
 
-a. ceiling: plain ADBC COPY of exactly the rows the pipeline loaded, into the same
-   indexed tables, in the same batches (``bench_core.copy_ceiling``);
-b. this pipeline: ``pipeline migrate`` as a subprocess (as ``bench_core``); with
-   ``--repeat N``, N pipeline runs each followed by its ceiling, and the peers compared
-   with the run of median seconds;
+a. ceiling: plain ADBC COPY of exactly the rows the pipeline loaded into the user's three
+   tables (same DDL), one COPY per table in one transaction (``bench_core.copy_ceiling``);
+b. this pipeline: ``pipeline migrate`` as a subprocess (as ``bench_core``, first load); with
+   ``--repeat N``, N rounds of a run and its ceiling (the ceiling first in odd rounds), and
+   the peers compared with the run of median seconds;
 c. the original's approach, one record at a time in plain Python over the pipeline's
    connection: parse, legacy transform, validate, hash, look up the exact hash and
    the stored memories sharing a source id (GIN index) and score them, then INSERT

@@ -7,7 +7,7 @@ Usage:
 Each round runs ``pipeline migrate`` once in one process and once per ``--workers`` count
 (a local cluster the command starts and stops: its start is in the wall time), each into a
 fresh database, the order rotating from round to round. Every run's stored rows and rejects
-are digested (``DIGESTS``): a run on workers must leave exactly what one process leaves.
+are digested (``common.DIGESTS``): a run on workers must leave exactly what one process leaves.
 Reported per variant: the median wall seconds of the rounds, the report's stage seconds of
 that run (on workers, read to plan are summed over the workers; ``wait`` is the time the
 loading process waited for them) and the ratio to one process.
@@ -22,24 +22,21 @@ import json
 import statistics
 import sys
 
-from common import argument_parser, fresh_databases, generate, machine, run_pipeline, save_results, versions
+from common import (
+    argument_parser,
+    digests,
+    fresh_databases,
+    generate,
+    machine,
+    run_pipeline,
+    save_results,
+    versions,
+)
 
 from pipeline import BatchConfig, migrate
-from pipeline.load.connection import Connection
 from pipeline.run.autosize import peak_rss_mb
 from pipeline.run.cluster import dask_client
 
-# What a run leaves, by content, one md5 per table (merge metadata without its timestamp).
-DIGESTS = {
-    "memories": "SELECT md5(string_agg(concat_ws('|', id, content_hash, summary,"
-    " deduplication_metadata - 'mergedAt'), ',' ORDER BY id)) FROM memories",
-    "emotional_contexts": "SELECT md5(string_agg(concat_ws('|', id, memory_id, primary_mood, intensity),"
-    " ',' ORDER BY id)) FROM emotional_contexts",
-    "relationship_dynamics": "SELECT md5(string_agg(concat_ws('|', id, memory_id), ',' ORDER BY id))"
-    " FROM relationship_dynamics",
-    "pipeline_rejects": "SELECT md5(string_agg(concat_ws('|', source_file, source_line, category, reason,"
-    " duplicate_of, similarity), ',' ORDER BY source_file, source_line, reason)) FROM pipeline_rejects",
-}
 TARGET_SLOWER = 1.10
 STAGES = ("read", "parse", "validate", "plan", "wait", "lookup", "load")
 
@@ -91,14 +88,6 @@ def worker_peaks(source, batch_size: int, workers: int) -> list[float]:
     with dask_client(workers) as client:
         migrate([str(source)], config, db_url=url, client=client)
         return sorted(round(mb, 1) for mb in client.run(peak_rss_mb).values())
-
-
-def digests(url: str) -> dict[str, str]:
-    db = Connection(url)
-    try:
-        return {table: db.execute(sql).column(0)[0].as_py() for table, sql in DIGESTS.items()}
-    finally:
-        db.close()
 
 
 def summarize(runs: dict[int, list[dict]], args) -> dict:

@@ -1,4 +1,5 @@
-"""What the benchmarks share: inputs, fresh databases, a timed ``pipeline migrate``, the machine."""
+"""What the benchmarks share: inputs, fresh databases, a timed ``pipeline migrate``, digests of
+what a run stored, the machine and the code measured."""
 
 from __future__ import annotations
 
@@ -17,11 +18,24 @@ import pyarrow as pa
 
 from pipeline.bench import measured_run
 from pipeline.config import BatchConfig
-from pipeline.load.connection import Connection
-from pipeline.load.databases import fresh_database
+from pipeline.load.connection import Connection, connected, quoted
+from pipeline.load.databases import database_url, fresh_database
 from pipeline.load.server import start_embedded
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# What a run leaves, by content, one md5 per table (merge metadata without its timestamp):
+# two runs with equal digests stored the same rows and rejects.
+DIGESTS = {
+    "memories": "SELECT md5(string_agg(concat_ws('|', id, content_hash, summary,"
+    " deduplication_metadata - 'mergedAt'), ',' ORDER BY id)) FROM memories",
+    "emotional_contexts": "SELECT md5(string_agg(concat_ws('|', id, memory_id, primary_mood, intensity),"
+    " ',' ORDER BY id)) FROM emotional_contexts",
+    "relationship_dynamics": "SELECT md5(string_agg(concat_ws('|', id, memory_id), ',' ORDER BY id))"
+    " FROM relationship_dynamics",
+    "pipeline_rejects": "SELECT md5(string_agg(concat_ws('|', source_file, source_line, category, reason,"
+    " duplicate_of, similarity), ',' ORDER BY source_file, source_line, reason)) FROM pipeline_rejects",
+}
 
 
 def argument_parser(doc: str, migrates: bool = True, seed: bool = False) -> argparse.ArgumentParser:
@@ -41,10 +55,26 @@ def save_results(out: Path, name: str, results: dict) -> None:
     (out / name).write_text(json.dumps(results, indent=2) + "\n")
 
 
+def server_url() -> str:
+    """The embedded server's URL (started when it is not running)."""
+    return start_embedded(ROOT / ".pipeline")
+
+
 def fresh_databases(*names: str) -> dict[str, str]:
     """Drop and create databases on the embedded server; their URLs by name."""
-    server_url = start_embedded(ROOT / ".pipeline")
-    return {name: fresh_database(server_url, name) for name in names}
+    server = server_url()
+    return {name: fresh_database(server, name) for name in names}
+
+
+def copy_database(template: str, name: str) -> str:
+    """Drop ``name`` and create it as a copy of ``template`` on the embedded server; its URL.
+
+    PostgreSQL refuses to copy a database someone is connected to: close yours first."""
+    server = server_url()
+    with connected(server) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {quoted(name)} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {quoted(name)} TEMPLATE {quoted(template)}")
+    return database_url(server, name)
 
 
 def postgres_version(url: str) -> str:
@@ -63,6 +93,23 @@ def versions(url: str) -> dict:
         "adbc_driver_postgresql": adbc_driver_postgresql.__version__,
         "postgresql": postgres_version(url),
     }
+
+
+def digests(url: str) -> dict[str, str]:
+    """``DIGESTS`` of the database at ``url``."""
+    db = Connection(url)
+    try:
+        return {table: db.execute(sql).column(0)[0].as_py() for table, sql in DIGESTS.items()}
+    finally:
+        db.close()
+
+
+def git_commit() -> dict:
+    """The commit measured, and whether the working tree differed from it."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+    return {"commit": head.stdout.strip(), "uncommitted_changes": bool(status.stdout.strip())}
 
 
 def generate(records: int, seed: int, out: Path, *options: str) -> Path:

@@ -2,6 +2,7 @@
 
 Usage:
     python data/generate.py --records N [--seed S] --out FILE [--expected FILE.json] [--clean]
+                            [--id-prefix P]
 
 The same seed and record count always give byte-identical output (one
 ``random.Random(seed)``, no clock, no uuid). Lines are written as they are
@@ -35,6 +36,11 @@ Unless ``--clean`` is given, the export also holds (rates are of N; from
 * malformed lines (~0.5%) -- invalid_json, not_an_object or invalid_utf8 (raw
   bytes). The last line is a truncated record with no newline. Rejected: parse.
 * a few blank lines between records: not records, but they count as lines.
+
+``--id-prefix`` is put before every id the export makes up (memories, legacy records, the
+ids of emotional contexts and relationship dynamics, source message ids), so that exports
+with different prefixes never share one: a second export to load on top of a first. Without
+it the output is unchanged.
 
 ``--expected`` writes the ground truth: counts per pipeline stage, rejections per
 reason, and every rejected (1-based, physical) line with its category and reasons.
@@ -394,8 +400,9 @@ def dumps(rec):
 class RecordFactory:
     """Builds fresh records with unique ids, message ids and (legacy) texts."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, id_prefix=""):
         self.rng = rng
+        self.id_prefix = id_prefix
         self.next_memory = 0
         self.next_message = 0
         self.next_legacy = 0
@@ -409,17 +416,17 @@ class RecordFactory:
 
     def memory_id(self):
         self.next_memory += 1
-        return f"mem-{self.next_memory:06d}"
+        return f"{self.id_prefix}mem-{self.next_memory:06d}"
 
     def aux_id(self, prefix):
         self.next_aux += 1
-        return f"{prefix}-{self.next_aux}"
+        return f"{self.id_prefix}{prefix}-{self.next_aux}"
 
     def message_ids(self, prefix="msg-", width=7):
         ids = []
         for _ in range(self.rng.randint(1, 6)):
             self.next_message += self.rng.randint(1, 3)
-            ids.append(f"{prefix}{self.next_message:0{width}d}")
+            ids.append(f"{self.id_prefix}{prefix}{self.next_message:0{width}d}")
         return ids
 
     def recase(self, text):
@@ -570,7 +577,7 @@ class RecordFactory:
 
     def legacy_id(self):
         self.next_legacy += 1
-        return f"legacy-{self.next_legacy}"
+        return f"{self.id_prefix}legacy-{self.next_legacy}"
 
 
 class Export:
@@ -579,9 +586,9 @@ class Export:
     An outcome is ``(category, reasons, duplicate_of)``; LOADED for kept lines.
     """
 
-    def __init__(self, rng):
+    def __init__(self, rng, id_prefix=""):
         self.rng = rng
-        self.factory = RecordFactory(rng)
+        self.factory = RecordFactory(rng, id_prefix)
         self.current_pool = Reservoir(rng)
         self.verbatim_pool = Reservoir(rng)
         self.invalid_count = 0
@@ -855,12 +862,22 @@ class LineWriter:
         return self.line_number
 
 
-def generate(n, seed, clean, out_path):
+def generate(n, seed, clean, out_path, id_prefix=""):
     rng = random.Random(seed)
     plan = plan_kinds(n, clean, rng)
     blanks = blank_line_positions(n, clean, rng)
     with out_path.open("wb") as out:
-        return generation.write_all(plan, Export(rng), Ledger(), LineWriter(out, blanks), "current")
+        export = Export(rng, id_prefix)
+        return generation.write_all(plan, export, Ledger(), LineWriter(out, blanks), "current")
+
+
+def id_prefix_option(parser):
+    parser.add_argument(
+        "--id-prefix",
+        default="",
+        help="put before every id the export makes up, so that exports with different "
+        "prefixes share no memory or source message id (default: none)",
+    )
 
 
 def main():
@@ -871,6 +888,7 @@ def main():
         unit_help="number of records (non-blank lines)",
         file_kind="JSONL",
         clean_items="records",
+        options=id_prefix_option,
     )
 
 

@@ -137,24 +137,30 @@ def write_all(plan, export, ledger, write, plain):
     return ledger
 
 
-def parse_args(doc, unit, unit_help, file_kind, clean_items):
+def parse_args(doc, unit, unit_help, file_kind, clean_items, options=None):
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument(f"--{unit}", type=int, required=True, help=unit_help)
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--out", type=Path, required=True, help=f"{file_kind} file to write")
     parser.add_argument("--expected", type=Path, help="also write the ground truth JSON here")
     parser.add_argument("--clean", action="store_true", help=f"only valid, unique {clean_items}")
+    if options:
+        options(parser)
     return parser.parse_args()
 
 
-def main(doc, generate, *, unit, unit_help, file_kind, clean_items):
+def main(doc, generate, *, unit, unit_help, file_kind, clean_items, options=None):
     """Write ``generate(n, seed, clean, out)``'s export and, with --expected, its ledger's JSON.
 
     ``doc``'s first paragraph is the --help description; ``unit`` names the count option
     (--records, --rows), ``file_kind`` the --out file and ``clean_items`` what --clean keeps.
+    ``options(parser)``, when given, adds a generator's own options: their values reach
+    ``generate`` as keywords.
     """
-    args = parse_args(doc, unit, unit_help, file_kind, clean_items)
-    ledger = generate(getattr(args, unit), args.seed, args.clean, args.out)
+    args = parse_args(doc, unit, unit_help, file_kind, clean_items, options)
+    shared = {unit, "seed", "out", "expected", "clean"}
+    own = {name: value for name, value in vars(args).items() if name not in shared}
+    ledger = generate(getattr(args, unit), args.seed, args.clean, args.out, **own)
     if args.expected:
         text = json.dumps(ledger.to_json(), ensure_ascii=False, indent=2) + "\n"
         args.expected.write_text(text, encoding="utf-8")

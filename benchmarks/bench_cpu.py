@@ -1,0 +1,160 @@
+"""Where a migration's CPU goes: core-seconds per stage, sampled with py-spy.
+
+Usage:
+    python benchmarks/bench_cpu.py [--records 1000000] [--batch-size 20000] [--seed 7]
+                                   [--rate 100] [--label NAME]
+
+One ``pipeline migrate`` of the generated file into a fresh database ``bench_cpu``, run under
+``py-spy record`` (raw stacks of every Python thread). The pipeline process's CPU time (user +
+system, read from ``/proc`` until it exits) is split over the stages in proportion to the
+samples whose deepest stage function is that stage's (``STAGES``); py-spy counts a thread
+that waits for a core as busy, so only the shares are taken from it. The server's CPU time is
+that of every PostgreSQL process over the run (the reaped backends' included).
+
+Results go to stdout as a markdown table and to ``benchmarks/results/cpu-budget[-LABEL].json``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from time import perf_counter, sleep
+
+from common import ROOT, argument_parser, fresh_databases, generate, git_commit, machine, save_results
+
+# Stage by the deepest frame of a stack that names one of these functions (file, function).
+STAGES = (
+    ("read", "pipeline/extract/"),
+    ("fingerprint", "fingerprint (pipeline/extract/inputs.py"),
+    ("parse", "decode (pipeline/normalize/decode.py"),
+    ("parse", "type_errors (pipeline/normalize/decode.py"),
+    ("transform + hash", "prepare (pipeline/datasets/"),
+    ("validate (pandera)", "schema_failures (pipeline/normalize/validate.py"),
+    ("rejects", "failure_rejects (pipeline/normalize/validate.py"),
+    ("plan", "plan_load (pipeline/dedup/plan.py"),
+    ("look up + decide", "_look_up_before_loading (pipeline/run/pipelining.py"),
+    ("load", "load_with_retry (pipeline/run/retry.py"),
+    ("load: COPY", "ingest (pipeline/load/connection.py"),
+    ("start", "known_keys (pipeline/load/lookups.py"),
+    ("finish", "fold_merges (pipeline/load/ledger.py"),
+)
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def main() -> int:
+    parser = argument_parser(__doc__, seed=True)
+    parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--label", default="", help="a name for the results file")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    source = generate(args.records, args.seed, args.out)
+    url = fresh_databases("bench_cpu")["bench_cpu"]
+    samples = args.out / "cpu-budget.raw"
+    server_before = server_cpu()
+    began = perf_counter()
+    client_cpu, exit_code = profiled_migrate(source, url, args.batch_size, samples, args.rate)
+    wall = perf_counter() - began
+    server = server_cpu() - server_before
+    if exit_code != 0:
+        print(f"pipeline migrate failed with exit code {exit_code}", file=sys.stderr)
+        return 1
+    shares = stage_shares(samples)
+    results = {
+        **git_commit(),
+        "records": args.records,
+        "batch_size": args.batch_size,
+        "wall_seconds": round(wall, 2),
+        "client_cpu_seconds": round(client_cpu, 2),
+        "server_cpu_seconds": round(server, 2),
+        "stages": {stage: round(share * client_cpu, 2) for stage, share in shares.most_common()},
+        "machine": machine(),
+    }
+    name = f"cpu-budget{'-' + args.label if args.label else ''}.json"
+    save_results(ROOT / "benchmarks" / "results", name, results)
+    print(markdown(results))
+    return 0
+
+
+def profiled_migrate(source: Path, url: str, batch_size: int, samples: Path, rate: int) -> tuple[float, int]:
+    """Run the migration under py-spy; the pipeline process's CPU seconds and py-spy's exit code."""
+    command = ["py-spy", "record", "--format", "raw", "--threads", "--rate", str(rate), "--output", samples]
+    command += ["--", sys.executable, "-m", "pipeline", "migrate", source, "--db", url]
+    command += ["--batch-size", str(batch_size), "--quiet"]
+    env = os.environ | {"POLARS_MAX_THREADS": "1"}
+    spy = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu = [0.0]
+    watcher = threading.Thread(target=_watch_child_cpu, args=(spy.pid, cpu), daemon=True)
+    watcher.start()
+    exit_code = spy.wait()
+    watcher.join()
+    return cpu[0], exit_code
+
+
+def _watch_child_cpu(parent: int, cpu: list[float]) -> None:
+    """Keep in ``cpu[0]`` the CPU seconds of ``parent``'s child until it is gone."""
+    child = None
+    while child is None:
+        children = Path(f"/proc/{parent}/task/{parent}/children")
+        if not children.exists():
+            return
+        found = children.read_text().split()
+        child = int(found[0]) if found else None
+        sleep(0.05)
+    while (times := _cpu_of(child)) is not None:
+        cpu[0] = times
+        sleep(0.1)
+
+
+def _cpu_of(pid: int, children: bool = False) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # utime, stime, cutime, cstime are fields 14-17 of stat, 12-15 after the command's ")".
+    used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return used / TICKS
+
+
+def server_cpu() -> float:
+    """CPU seconds of the embedded server's processes, with those of its exited backends."""
+    postmaster = int((ROOT / ".pipeline" / "pgdata" / "postmaster.pid").read_text().split()[0])
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    own = _cpu_of(postmaster, children=True) or 0.0
+    return own + sum(_cpu_of(int(pid)) or 0.0 for pid in children)
+
+
+def stage_shares(samples: Path) -> Counter:
+    """Each stage's share of the samples (``STAGES``; the rest is ``other``)."""
+    counts: Counter = Counter()
+    for line in samples.read_text().splitlines():
+        stack, count = line.rsplit(" ", 1)
+        counts[_stage(stack.split(";"))] += int(count)
+    total = sum(counts.values())
+    return Counter({stage: n / total for stage, n in counts.items()})
+
+
+def _stage(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for stage, marker in reversed(STAGES):
+            if marker in frame:
+                return stage
+    return "other"
+
+
+def markdown(r: dict) -> str:
+    lines = ["| stage | client core-seconds |", "|---|---|"]
+    lines += [f"| {stage} | {seconds:.2f} |" for stage, seconds in r["stages"].items()]
+    lines += [
+        f"| **client, all** | **{r['client_cpu_seconds']:.2f}** |",
+        f"| **server (PostgreSQL)** | **{r['server_cpu_seconds']:.2f}** |",
+        f"| wall seconds | {r['wall_seconds']:.2f} |",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
