@@ -5,11 +5,20 @@ Usage:
                                    [--rate 100] [--label NAME]
 
 One ``pipeline migrate`` of the generated file into a fresh database ``bench_cpu``, run under
-``py-spy record`` (raw stacks of every Python thread). The pipeline process's CPU time (user +
-system, read from ``/proc`` until it exits) is split over the stages in proportion to the
-samples whose deepest stage function is that stage's (``STAGES``); py-spy counts a thread
-that waits for a core as busy, so only the shares are taken from it. The server's CPU time is
-that of every PostgreSQL process over the run (the reaped backends' included).
+``py-spy record`` (raw stacks of every Python thread), and each thread's CPU time (user +
+system, read from ``/proc`` until it exits) split over the stages (``STAGES``, by the deepest
+stage function of a stack): py-spy counts a thread that waits for a core, or for another
+thread, as busy, so only shares are taken from its samples.
+
+- A Python thread's own CPU goes to its samples outside Polars, in proportion, but those
+  waiting for another thread of the process (``WAITS``: a queue, a future, a lock).
+- With ``POLARS_MAX_THREADS=1`` Polars computes on threads of its own (``polars-*``,
+  ``async-executor-*``) while the calling thread waits: their CPU goes to the samples of any
+  Python thread inside a Polars call, in proportion.
+- Other threads that run no Python are a line each, by name.
+
+The server's CPU time is that of every PostgreSQL process over the run (the reaped backends'
+included).
 
 Results go to stdout as a markdown table and to ``benchmarks/results/cpu-budget[-LABEL].json``.
 """
@@ -42,6 +51,10 @@ STAGES = (
     ("start", "known_keys (pipeline/load/lookups.py"),
     ("finish", "fold_merges (pipeline/load/ledger.py"),
 )
+# A stack whose deepest frame is in one of these waits for another thread of the process.
+WAITS = ("(threading.py", "(concurrent/futures/", "(queue.py")
+# Threads that compute for whichever Python thread waits in a call into their library.
+POOLS = {"polars": "(polars/", "async-executor": "(polars/"}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -56,13 +69,14 @@ def main() -> int:
     samples = args.out / "cpu-budget.raw"
     server_before = server_cpu()
     began = perf_counter()
-    client_cpu, exit_code = profiled_migrate(source, url, args.batch_size, samples, args.rate)
+    threads, exit_code = profiled_migrate(source, url, args.batch_size, samples, args.rate)
     wall = perf_counter() - began
     server = server_cpu() - server_before
     if exit_code != 0:
         print(f"pipeline migrate failed with exit code {exit_code}", file=sys.stderr)
         return 1
-    shares = stage_shares(samples)
+    stages = stage_seconds(samples, threads)
+    client_cpu = sum(used for _, used in threads.values())
     results = {
         **git_commit(),
         "records": args.records,
@@ -70,7 +84,7 @@ def main() -> int:
         "wall_seconds": round(wall, 2),
         "client_cpu_seconds": round(client_cpu, 2),
         "server_cpu_seconds": round(server, 2),
-        "stages": {stage: round(share * client_cpu, 2) for stage, share in shares.most_common()},
+        "stages": {stage: round(seconds, 2) for stage, seconds in stages.most_common()},
         "machine": machine(),
     }
     name = f"cpu-budget{'-' + args.label if args.label else ''}.json"
@@ -79,23 +93,27 @@ def main() -> int:
     return 0
 
 
-def profiled_migrate(source: Path, url: str, batch_size: int, samples: Path, rate: int) -> tuple[float, int]:
-    """Run the migration under py-spy; the pipeline process's CPU seconds and py-spy's exit code."""
+def profiled_migrate(
+    source: Path, url: str, batch_size: int, samples: Path, rate: int
+) -> tuple[dict[int, float], int]:
+    """Run the migration under py-spy; the CPU seconds of each thread of the pipeline process
+    (by thread id) and py-spy's exit code."""
     command = ["py-spy", "record", "--format", "raw", "--threads", "--rate", str(rate), "--output", samples]
     command += ["--", sys.executable, "-m", "pipeline", "migrate", source, "--db", url]
     command += ["--batch-size", str(batch_size), "--quiet"]
     env = os.environ | {"POLARS_MAX_THREADS": "1"}
     spy = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cpu = [0.0]
-    watcher = threading.Thread(target=_watch_child_cpu, args=(spy.pid, cpu), daemon=True)
+    threads: dict[int, tuple[str, float]] = {}
+    watcher = threading.Thread(target=_watch_child_threads, args=(spy.pid, threads), daemon=True)
     watcher.start()
     exit_code = spy.wait()
     watcher.join()
-    return cpu[0], exit_code
+    return threads, exit_code
 
 
-def _watch_child_cpu(parent: int, cpu: list[float]) -> None:
-    """Keep in ``cpu[0]`` the CPU seconds of ``parent``'s child until it is gone."""
+def _watch_child_threads(parent: int, threads: dict[int, tuple[str, float]]) -> None:
+    """Keep in ``threads`` the name and CPU seconds of each thread of ``parent``'s child until
+    it is gone."""
     child = None
     while child is None:
         children = Path(f"/proc/{parent}/task/{parent}/children")
@@ -104,14 +122,30 @@ def _watch_child_cpu(parent: int, cpu: list[float]) -> None:
         found = children.read_text().split()
         child = int(found[0]) if found else None
         sleep(0.05)
-    while (times := _cpu_of(child)) is not None:
-        cpu[0] = times
+    while (tasks := Path(f"/proc/{child}/task")).exists():
+        try:
+            ids = [int(task.name) for task in tasks.iterdir()]
+        except FileNotFoundError:
+            return
+        for tid in ids:
+            if (used := _cpu_of(f"{child}/task/{tid}")) is not None:
+                name = threads[tid][0] if tid in threads else _thread_name(child, tid)
+                threads[tid] = (name, used)
         sleep(0.1)
 
 
-def _cpu_of(pid: int, children: bool = False) -> float | None:
+def _thread_name(pid: int, tid: int) -> str:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    except FileNotFoundError:
+        return "?"
+
+
+def _cpu_of(task: int | str, children: bool = False) -> float | None:
+    """CPU seconds of ``task`` (a process id, or ``PID/task/TID`` for one thread), with those
+    of its reaped children when asked."""
+    try:
+        fields = Path(f"/proc/{task}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # utime, stime, cutime, cstime are fields 14-17 of stat, 12-15 after the command's ")".
@@ -127,14 +161,32 @@ def server_cpu() -> float:
     return own + sum(_cpu_of(int(pid)) or 0.0 for pid in children)
 
 
-def stage_shares(samples: Path) -> Counter:
-    """Each stage's share of the samples (``STAGES``; the rest is ``other``)."""
-    counts: Counter = Counter()
+def stage_seconds(samples: Path, threads: dict[int, tuple[str, float]]) -> Counter:
+    """Each stage's CPU seconds (the module's docstring says how; the rest of a Python thread's
+    is ``other``)."""
+    own: dict[int, Counter] = {}  # by thread: samples outside any pool's library
+    waiting: dict[str, Counter] = {marker: Counter() for marker in POOLS.values()}
     for line in samples.read_text().splitlines():
         stack, count = line.rsplit(" ", 1)
-        counts[_stage(stack.split(";"))] += int(count)
-    total = sum(counts.values())
-    return Counter({stage: n / total for stage, n in counts.items()})
+        frames = stack.split(";")
+        tid = int(frames[0].split("(", 1)[1].split(")", 1)[0])
+        stage = _stage(frames[1:])
+        markers = [marker for marker in waiting if marker in stack]
+        for marker in markers:
+            waiting[marker][stage] += int(count)
+        if not markers and not frames[-1].startswith(WAITS, frames[-1].rfind("(")):
+            own.setdefault(tid, Counter())[stage] += int(count)
+    seconds: Counter = Counter()
+    for tid, (name, used) in threads.items():
+        pool = name.rstrip("0123456789-_")
+        sampled = waiting[POOLS[pool]] if pool in POOLS else own.get(tid)
+        if not sampled:
+            seconds[f"thread {pool}" if tid not in own else "other"] += used
+            continue
+        total = sum(sampled.values())
+        for stage, n in sampled.items():
+            seconds[stage] += used * n / total
+    return seconds
 
 
 def _stage(frames: list[str]) -> str:

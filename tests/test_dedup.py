@@ -219,20 +219,32 @@ def test_known_keys_find_every_row_added_however_their_runs_merged():
     assert known.maybe_stored(strangers).is_empty()
 
 
-@pytest.mark.parametrize(
-    ("threshold", "outcome"),
-    [
-        (0.7, ("similar_duplicate", "C", 1.0)),
-        (1.0, ("unique_violation:memories_content_hash_key", None, None)),
-    ],
-    ids=["near_duplicates_on", "exact_only"],
-)
+def test_known_sources_name_every_row_citing_a_source_however_their_runs_merged():
+    # Rows read when the run starts, then batches of rows added: several rows cite one source
+    # (the hub of legacy records), some cite none.
+    stored = pl.DataFrame({"id": ["s0", "s1"], "sources": [["hub", "m0"], None]})
+    known = KnownKeys(cited=[stored])
+    cited = {"s0": ["hub", "m0"]}
+    for number, size in enumerate([5, 3, 1, 1, 8, 2, 20, 1]):
+        ids = [f"id-{number}-{n}" for n in range(size)]
+        sources = [
+            [f"m{number}-{n}", f"m{number}-{n}", "hub"] if n % 3 else [f"m{number}-{n}"] for n in range(size)
+        ]
+        rows = pl.DataFrame({"id": ids, "content_hash": ids, "sources": sources})
+        known.add(rows.select("id", "content_hash"), rows.select("id", "sources"))
+        cited |= dict(zip(ids, sources, strict=True))
+    for wanted in (["hub"], ["m0", "m4-3", "m6-19"], ["m6-19", "nowhere", None], []):
+        expected = sorted(i for i, s in cited.items() if set(s) & set(wanted))
+        assert sorted(known.citing(pl.Series(wanted, dtype=pl.String))) == expected
+
+
+@pytest.mark.parametrize("threshold", [0.7, 1.0], ids=["near_duplicates_on", "exact_only"])
 def test_a_duplicate_of_a_row_another_writer_stores_during_the_run_is_refused(
-    db_url, db, tmp_path, monkeypatch, threshold, outcome
+    db_url, db, tmp_path, monkeypatch, threshold
 ):
     # The run knows the keys stored when it started and those it loads, not those another
-    # writer stores meanwhile: a copy of such a row is found among the near-duplicate
-    # candidates (read from the table), or else refused by the unique constraint.
+    # writer stores meanwhile (nor the sources they cite): a copy of such a row is refused
+    # by the unique constraint, near duplicates on or off.
     a, b = record("A", "a words", ["a1"], ["p1"]), record("B", "b words", ["b1"], ["p2"])
     c = record("C", "c words", ["c1"], ["p3"])
     load_batch = retry.load_batch
@@ -248,7 +260,7 @@ def test_a_duplicate_of_a_row_another_writer_stores_during_the_run_is_refused(
     assert len(others) == 1
     for done in (*others, result):
         assert_invariant(done, db)
-    assert outcomes(db, result.run_id) == {3: outcome}
+    assert outcomes(db, result.run_id) == {3: ("unique_violation:memories_content_hash_key", None, None)}
     assert sorted(r["id"] for r in rows(db, "SELECT id FROM memories")) == ["A", "B", "C"]
 
 

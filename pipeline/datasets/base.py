@@ -21,12 +21,14 @@ class NearDuplicates:
     message ids and participants (the prepared frame: ``summary``, ``sourceMessageIds``,
     ``participants``), with the SQL that serves it.
 
-    ``candidates_sql`` reads the stored root rows sharing a source with a batch (``$1``: its
-    distinct sources) as ``candidate`` (the key), ``summary``, ``sourceMessageIds`` and
-    ``people`` (participant ids). ``fold_sql`` notes on each kept row what the run's
-    ``pipeline_merges`` rows merged into it, and deletes those rows.
+    ``cited_sql`` reads every stored root row's key as ``id`` and its source message ids as
+    ``sources``, once when a run starts. ``candidates_sql`` reads the stored root rows of the
+    keys ``$1`` (those citing a batch's sources) as ``candidate`` (the key), ``summary``,
+    ``sourceMessageIds`` and ``people`` (participant ids). ``fold_sql`` notes on each kept row
+    what the run's ``pipeline_merges`` rows merged into it, and deletes those rows.
     """
 
+    cited_sql: str
     candidates_sql: str
     fold_sql: str
 

@@ -263,27 +263,6 @@ EMOTIONAL_CONTEXTS_TABLE = Table(
 )
 
 
-def source_rows(prepared: pl.DataFrame) -> pl.DataFrame:
-    return (
-        prepared.select("record", memory_id="id", source_id="sourceMessageIds")
-        .explode("source_id")
-        .drop_nulls("source_id")
-    )
-
-
-# Which memories cite a source message: how near-duplicate candidates are found. A GIN
-# index on memories.source_message_ids answers one source fast, but a batch asks for tens
-# of thousands at once; a btree on this table joins them in one pass. No foreign key:
-# a stale row only adds a candidate, which is then scored and dismissed.
-MEMORY_SOURCES_TABLE = Table(
-    name="memory_sources",
-    ddl=(
-        "CREATE TABLE IF NOT EXISTS memory_sources (memory_id text NOT NULL, source_id text NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS memory_sources_source_id_idx ON memory_sources (source_id)",
-    ),
-    rows=source_rows,
-)
-
 RELATIONSHIP_DYNAMICS_TABLE = Table(
     name="relationship_dynamics",
     ddl=(
@@ -305,13 +284,13 @@ RELATIONSHIP_DYNAMICS_TABLE = Table(
 )
 
 
-# Stored memories citing one of a batch's sources: the near-duplicate candidates. A GIN index
-# on memories.source_message_ids answers one source fast, but a batch asks for tens of
-# thousands at once; memory_sources' btree joins them in one pass.
+# The sources every stored memory cites, read once when a run starts (``dedup.known``); then the
+# near-duplicate candidates of a batch, by key: the stored memories citing one of its sources.
+CITED_SQL = "SELECT id, source_message_ids AS sources FROM memories"
 CANDIDATES_SQL = """
 SELECT m.id AS candidate, m.summary, m.source_message_ids AS "sourceMessageIds",
        ARRAY(SELECT p->>'id' FROM jsonb_array_elements(m.participants) p) AS people
-FROM memories m WHERE m.id IN (SELECT memory_id FROM memory_sources WHERE source_id = ANY($1))"""
+FROM memories m WHERE m.id = ANY($1)"""
 
 # Merged ids are appended in order (merge time, batch, position in the batch), and a source
 # already noted on the row is not noted again, so folding in steps gives what one fold would.
@@ -349,7 +328,7 @@ DATASET = Dataset(
     name="memories",
     input_dtype=INPUT,
     prepare=prepare,
-    tables=(MEMORIES_TABLE, EMOTIONAL_CONTEXTS_TABLE, RELATIONSHIP_DYNAMICS_TABLE, MEMORY_SOURCES_TABLE),
+    tables=(MEMORIES_TABLE, EMOTIONAL_CONTEXTS_TABLE, RELATIONSHIP_DYNAMICS_TABLE),
     csv_json_columns=(
         "confidence",
         "participants",
@@ -362,5 +341,7 @@ DATASET = Dataset(
     # The original silently ignores a legacy record's ``messages`` when it is not a list.
     lenient_fields=("messages", "content"),
     json_paths=STRUCTURES,
-    near_duplicates=NearDuplicates(candidates_sql=CANDIDATES_SQL, fold_sql=FOLD_MERGES_SQL),
+    near_duplicates=NearDuplicates(
+        cited_sql=CITED_SQL, candidates_sql=CANDIDATES_SQL, fold_sql=FOLD_MERGES_SQL
+    ),
 )

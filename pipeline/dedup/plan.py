@@ -88,6 +88,14 @@ def near_duplicate_input(records: pl.DataFrame, threshold: float) -> NearDuplica
     return NearDuplicateInput(batch, sources, probes, keys.join(shared, on="source", how="semi"))
 
 
+def cited_by(plan: LoadPlan, rows: pl.DataFrame) -> pl.DataFrame | None:
+    """``id`` and ``sources`` of the ``rows`` (``record``, ``id``) of ``plan``; None without
+    near duplicates."""
+    if plan.near is None:
+        return None
+    return plan.near.batch.join(rows.select("record", "id"), on="record").select("id", "sources")
+
+
 def loaded_records(plan: LoadPlan, rejects: pl.DataFrame) -> pl.DataFrame:
     """``record``, ``id`` and ``content_hash`` of the records of ``plan`` that loaded: none of
     their lines is in ``rejects``, the batch's rejects."""

@@ -11,6 +11,7 @@ from loguru import logger
 from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset
 from pipeline.dedup.decide import Decision, decide, decide_against, without_refused
+from pipeline.dedup.known import KnownKeys
 from pipeline.dedup.plan import LoadPlan, plan_load
 from pipeline.errors import DatabaseError
 from pipeline.faults import checkpoint
@@ -29,13 +30,15 @@ def load_batch(
     rejects: pl.DataFrame,
     config: BatchConfig,
     ledger: dict,
+    known: KnownKeys,
     decision: Future[Decision] | None = None,
 ) -> BatchOutcome:
     """Load ``plan.records`` and write ``rejects`` in one transaction; return what loaded.
 
     ``decision``, when given, yields the batch's duplicates and key conflicts, decided
     beforehand (after ``stored_rows`` on another connection); without it, or when it
-    failed, they are looked up and decided here. Without
+    failed, they are looked up and decided here (every record by key; near-duplicate
+    candidates by the sources ``known`` rows cite). Without
     ``config.continue_on_error``, a batch in which the database refused a record is
     rolled back.
     """
@@ -44,7 +47,7 @@ def load_batch(
             # Parse and validation rejects need no decision: they go first, while the
             # decision may still be on its way from the lookup thread.
             ingest_rejects(conn, run_id, rejects)
-            decided = _decision(conn, dataset, plan, config, decision)
+            decided = _decision(conn, dataset, plan, config, known, decision)
             checkpoint("keys")
             decided, failures = _copy_decided(conn, dataset, plan, config, decided)
             if not decided.merges.is_empty():
@@ -96,14 +99,19 @@ def _copy_decided(
 
 
 def _decision(
-    conn: Connection, dataset: Dataset, plan: LoadPlan, config: BatchConfig, decision: Future[Decision] | None
+    conn: Connection,
+    dataset: Dataset,
+    plan: LoadPlan,
+    config: BatchConfig,
+    known: KnownKeys,
+    decision: Future[Decision] | None,
 ) -> Decision:
     if decision is not None:
         try:
             return decision.result()
         except DatabaseError as exc:
             logger.debug("the early lookup failed ({}); looking up again in the batch", exc)
-    return decide_against(dataset, plan, config, *stored_rows_now(conn, dataset, plan))
+    return decide_against(dataset, plan, config, *stored_rows_now(conn, dataset, plan, known, every_key=True))
 
 
 class _RolledBack(Exception):

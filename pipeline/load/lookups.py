@@ -1,7 +1,8 @@
 """What stored rows say about a batch: ids and content hashes taken, near-duplicate candidates.
 
 The key lookups are generic (a dataset's root table has its key and ``content_hash``); the
-candidates come from the dataset's own SQL (``NearDuplicates.candidates_sql``).
+candidates are the rows the run knows to cite a batch's sources (``dedup.known``), read by key
+with the dataset's own SQL (``NearDuplicates.candidates_sql``).
 """
 
 from __future__ import annotations
@@ -17,16 +18,21 @@ from pipeline.dedup.similarity import comparable
 from pipeline.load.connection import Connection, quoted
 
 
-def known_keys(conn: Connection, root: Table) -> KnownKeys:
-    """The keys of every stored row of ``root``, read in Arrow batches as they stream in."""
+def known_keys(conn: Connection, dataset: Dataset) -> KnownKeys:
+    """The keys of every stored row of ``dataset``'s root table, and the sources they cite when
+    the dataset looks for near duplicates, read in Arrow batches as they stream in."""
+    root = dataset.tables[0]
     table, key = quoted(root.name), quoted(root.key)
     with conn.transaction("reading the stored keys"):
         sql = f"SELECT {key} AS id, content_hash::text AS content_hash FROM {table}"
-        return KnownKeys(pl.from_arrow(batch) for batch in conn.stream(sql))
+        stored = (pl.from_arrow(batch) for batch in conn.stream(sql))
+        near = dataset.near_duplicates
+        cited = (pl.from_arrow(batch) for batch in conn.stream(near.cited_sql)) if near else ()
+        return KnownKeys(stored, cited)
 
 
 def stored_rows(
-    conn: Connection, dataset: Dataset, plan: LoadPlan, known: KnownKeys | None = None
+    conn: Connection, dataset: Dataset, plan: LoadPlan, known: KnownKeys
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """``stored_rows_now`` in a transaction of its own, so another thread can look them up
     while the previous batch loads."""
@@ -35,25 +41,25 @@ def stored_rows(
 
 
 def stored_rows_now(
-    conn: Connection, dataset: Dataset, plan: LoadPlan, known: KnownKeys | None = None
+    conn: Connection, dataset: Dataset, plan: LoadPlan, known: KnownKeys, every_key: bool = False
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """What stored rows say about a batch, in the transaction under way: per record, the id of
     a stored row with its content hash and whether its key is taken
     (``dedup.resolve.StoredMatches.keys``); and, when near duplicates are looked for, the
-    stored rows sharing a source with the batch (a ``comparable`` frame keyed by
-    ``candidate``, their ids). With ``known``, only the records it may hold are looked up by key."""
+    stored rows ``known`` to cite one of the batch's sources (a ``comparable`` frame keyed by
+    ``candidate``, their ids). Only the records ``known`` may hold are looked up by key, or
+    ``every_key`` record."""
     # A batch's keys are a sliver of a table that grows all run: walk the indexes. The
     # planner, seeing thousands of keys, would read the whole table once per batch.
     for method in ("hashjoin", "mergejoin", "seqscan"):
         conn.execute(f"SET LOCAL enable_{method} = off")
-    records = plan.records if known is None else known.maybe_stored(plan.records)
+    records = plan.records if every_key else known.maybe_stored(plan.records)
     keys = _stored_keys(conn, dataset.tables[0], records)
     # A near duplicate shares a source: a batch without sources has none.
     if plan.near is None or plan.near.sources.is_empty():
         return keys, None
-    candidates = conn.execute(
-        dataset.near_duplicates.candidates_sql, sorted_arrays(plan.near.sources["source"])
-    )
+    citing = known.citing(plan.near.sources["source"])
+    candidates = conn.execute(dataset.near_duplicates.candidates_sql, sorted_arrays(citing))
     return keys, comparable(pl.from_arrow(candidates), "candidate")
 
 

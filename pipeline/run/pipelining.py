@@ -40,7 +40,7 @@ from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset
 from pipeline.dedup.decide import Decision, decide_against
 from pipeline.dedup.known import KnownKeys
-from pipeline.dedup.plan import LoadPlan, loaded_records
+from pipeline.dedup.plan import LoadPlan, cited_by, loaded_records
 from pipeline.errors import DatabaseError, RunStopped
 from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection, connected
@@ -74,7 +74,7 @@ def run_batches(
         ThreadPoolExecutor(1, "lookup") as looker,
     ):
         task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
-        known = known_keys(lookup, dataset.tables[0])
+        known = known_keys(lookup, dataset)
         # Batches submitted to the loader and not yet accounted. Two may wait, so that the
         # next batch is read, validated and looked up while the loader copies; a run that
         # stops at the first failure (fail-fast, --max-errors) keeps one, so that no batch
@@ -135,7 +135,7 @@ def run_batches(
                     # Before any batch can commit: a resumed run is checked against them.
                     record_inputs(loader, result.run_id, fingerprints.result())
                 loading = worker.submit(
-                    load_with_retry, loader, dataset, result.run_id, staged, config, began, decision
+                    load_with_retry, loader, dataset, result.run_id, staged, config, began, decision, known
                 )
                 pending.append(InFlight(staged, decision, loading, began))
                 progress.update(task, completed=prepared.bytes_done)
@@ -210,7 +210,7 @@ def _look_up_before_loading(
         with suppress(DatabaseError):
             lookup.reconnect()
         if previous is not None:
-            known.add(_loaded(previous))
+            _note_loaded(known, previous)
         raise
     if previous is None:
         decision = decide_against(dataset, plan, config, keys, candidates)
@@ -223,11 +223,17 @@ def _look_up_before_loading(
         waiting = perf_counter()
         loaded = _loaded(previous)
         began += perf_counter() - waiting
-        known.add(loaded)
+        _note_loaded(known, previous, loaded)
         if kept is None or not loaded["record"].sort().equals(kept["record"].sort()):
             decision = decide_against(dataset, plan, config, keys, candidates, (previous.staged.plan, loaded))
     add_seconds(stages, "lookup", perf_counter() - began)
     return decision
+
+
+def _note_loaded(known: KnownKeys, batch: InFlight, loaded: pl.DataFrame | None = None) -> None:
+    """Add the rows ``batch`` loaded (``loaded``, once it is done) to the ``known`` keys."""
+    loaded = _loaded(batch) if loaded is None else loaded
+    known.add(loaded, cited_by(batch.staged.plan, loaded))
 
 
 def _loaded(batch: InFlight) -> pl.DataFrame:

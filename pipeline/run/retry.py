@@ -11,6 +11,7 @@ from loguru import logger
 from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset
 from pipeline.dedup.decide import Decision
+from pipeline.dedup.known import KnownKeys
 from pipeline.errors import DatabaseError, TransientDatabaseError
 from pipeline.load.batch import load_batch
 from pipeline.load.connection import Connection
@@ -28,6 +29,7 @@ def load_with_retry(
     config: BatchConfig,
     began: float,
     decision: Future[Decision],
+    known: KnownKeys,
 ) -> tuple[BatchOutcome, float]:
     """Load one batch, retrying transient database failures with exponential backoff;
     what it did and the seconds it took (waiting for its decision, COPY, rejects, ledger)."""
@@ -48,6 +50,7 @@ def load_with_retry(
                 staged.rejects,
                 config,
                 ledger,
+                known,
                 decision,
             )
             return outcome, perf_counter() - loading
