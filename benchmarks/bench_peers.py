@@ -52,7 +52,7 @@ from common import argument_parser, fresh_databases, generate, machine, save_res
 from pipeline.config import BatchConfig
 from pipeline.datasets.memories import DATASET
 from pipeline.load.connection import Connection
-from pipeline.load.ledger import ensure_schema
+from pipeline.load.ledger import ensure_schema, start_run
 
 DBS = ("peers_pipeline", "peers_ceiling", "peers_original", "peers_dlt", "peers_pgloader")
 MOODS = {"positive", "negative", "neutral", "mixed", "ambiguous"}
@@ -133,7 +133,7 @@ def original_approach(source: Path, url: str, sample: int, records: int) -> dict
     loader.execute("CREATE INDEX IF NOT EXISTS memories_gin ON memories USING gin (source_message_ids)")
     run_id = "original-approach"
     started = datetime.now(UTC)
-    loader.start_run(run_id, started, {"approach": "one record at a time"}, [])
+    start_run(loader, run_id, started, {"approach": "one record at a time"}, [])
     outcomes: dict[str, int] = {}
     began = perf_counter()
     with source.open(encoding="utf-8", errors="replace") as handle:

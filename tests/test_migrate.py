@@ -38,7 +38,6 @@ def test_sample_counts_match_the_generators_ground_truth(db_url, db, batch_size)
     assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == EXPECTED["loaded"]
 
 
-
 def test_a_run_writes_the_users_tables_and_its_own_ledger_only(db_url, db):
     run([SAMPLE], db_url, batch_size=97)
     tables = rows(db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")

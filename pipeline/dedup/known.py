@@ -14,7 +14,7 @@ The sources work the same way, so a batch reads from the table only the rows tha
 of its sources, by key: each stored row's id once, and per source it cites a pair of 32-bit
 numbers (the source's hash, the row's place among the ids): 8 bytes a pair. A table of its
 own on the server cost a COPY of three rows per memory and a probe per source of every batch
-(8 of the server's 32 core-seconds per million records); held here, it writes nothing the
+(about 4 of the server's 24 core-seconds per million records); held here, it writes nothing the
 user did not ask for. A collision only adds a candidate (a few per batch of 20,000 against a
 million rows), which shares no source and is dismissed.
 
