@@ -6,8 +6,9 @@ Thread protocol (one run; nothing here is shared with another run):
   the workers of a cluster, in input order), submits its decision to the lookup thread and
   its load to the loader thread, then accounts the oldest pending batch (waits for its load
   future).
-- The **lookup thread** (``lookup`` connection) decides batch N+1 against what is stored:
-  it reads the stored keys and near-duplicate candidates, takes the records batch N keeps
+- The **lookup thread** (``lookup`` connection) first reads the ``known`` keys of the stored
+  rows (while the main thread prepares the first batches), then decides batch N+1 against
+  what is stored: it reads the stored keys and near-duplicate candidates, takes the records batch N keeps
   as stored as soon as batch N is decided, and, once batch N committed, decides again
   without any record batch N's COPY refused. It alone adds batch N's loaded rows to the
   ``known`` keys, and it writes ``stages["lookup"]``.
@@ -74,7 +75,9 @@ def run_batches(
         ThreadPoolExecutor(1, "lookup") as looker,
     ):
         task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
-        known = known_keys(lookup, dataset)
+        # Read by the lookup thread before its first lookup, while the first batches are prepared:
+        # a million stored rows take it two seconds.
+        known = looker.submit(known_keys, lookup, dataset)
         # Batches submitted to the loader and not yet accounted. Two may wait, so that the
         # next batch is read, validated and looked up while the loader copies; a run that
         # stops at the first failure (fail-fast, --max-errors) keeps one, so that no batch
@@ -188,7 +191,7 @@ def _stop_on_ctrl_c() -> Iterator[threading.Event]:
 
 def _look_up_before_loading(
     lookup: Connection,
-    known: KnownKeys,
+    known_read: Future[KnownKeys],
     dataset: Dataset,
     plan: LoadPlan,
     config: BatchConfig,
@@ -203,6 +206,7 @@ def _look_up_before_loading(
     again without it. A row found twice (committed meanwhile) counts once. The rows the
     previous batch loaded join the ``known`` keys, for the batches after this one.
     """
+    known = known_read.result()  # read on this thread, before the first lookup
     began = perf_counter()
     try:
         keys, candidates = stored_rows(lookup, dataset, plan, known)

@@ -29,7 +29,7 @@ def load_with_retry(
     config: BatchConfig,
     began: float,
     decision: Future[Decision],
-    known: KnownKeys,
+    known: Future[KnownKeys],
 ) -> tuple[BatchOutcome, float]:
     """Load one batch, retrying transient database failures with exponential backoff;
     what it did and the seconds it took (waiting for its decision, COPY, rejects, ledger)."""
@@ -50,7 +50,7 @@ def load_with_retry(
                 staged.rejects,
                 config,
                 ledger,
-                known,
+                known.result(),
                 decision,
             )
             return outcome, perf_counter() - loading
