@@ -16,10 +16,12 @@ import pytest
 
 from pipeline import BatchConfig, DatabaseError, migrate
 from pipeline.datasets import get_dataset
+from pipeline.errors import TransientDatabaseError
 from pipeline.load.connection import Connection
 from pipeline.load.databases import fresh_database
 from pipeline.load.ledger import ensure_schema
 from pipeline.load.server import start_embedded, stop_embedded
+from pipeline.run import pipelining
 from tests.conftest import ROOT, assert_invariant, final_state, memory, rows, write_jsonl
 
 SAMPLE = ROOT / "data" / "sample.jsonl"
@@ -358,6 +360,22 @@ def test_a_serialization_failure_is_retried_and_the_batch_loads_once(db_url, db,
     assert result.successful == 5
     assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == 5
     assert rows(db, "SELECT last_value FROM flaky_calls")[0]["last_value"] >= 2
+
+
+def test_stored_keys_that_cannot_be_read_fail_the_run_at_once(db_url, db, tmp_path, monkeypatch):
+    # The lookup thread reads them while the first batch is prepared; the loader must not
+    # retry a batch against a read that already failed (its retries span 31 s).
+    def broken(conn, dataset):
+        raise TransientDatabaseError("database error while reading the stored keys: connection lost")
+
+    monkeypatch.setattr(pipelining, "known_keys", broken)
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(1, 6)])
+    started = time.monotonic()
+    with pytest.raises(DatabaseError, match="reading the stored keys"):
+        migrate([str(path)], BatchConfig(log_progress=False), db_url=db_url)
+    assert time.monotonic() - started < 10
+    assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == 0
+    assert rows(db, "SELECT status FROM pipeline_runs") == [{"status": "failed"}]
 
 
 def test_missing_permissions_stop_at_once_with_what_to_do(db_url, db, tmp_path):

@@ -35,6 +35,8 @@ def load_with_retry(
     what it did and the seconds it took (waiting for its decision, COPY, rejects, ledger)."""
     loading = perf_counter()
     ledger = {**staged.ledger, "seconds": loading - began}
+    # Read once by the lookup thread: a failure to read them is not retried here.
+    known_keys = known.result()
     for attempt, delay in enumerate((*RETRY_DELAYS, None)):
         try:
             if attempt:
@@ -50,7 +52,7 @@ def load_with_retry(
                 staged.rejects,
                 config,
                 ledger,
-                known.result(),
+                known_keys,
                 decision,
             )
             return outcome, perf_counter() - loading
