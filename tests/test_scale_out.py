@@ -21,7 +21,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from pipeline import BatchConfig, migrate
-from pipeline.extract.parts import file_parts, part_lines, read_part
+from pipeline.extract.parts import file_parts, part_lines, quotes_in, read_part, with_quote_states
 from pipeline.extract.readers import END, file_frames
 from pipeline.load.connection import Connection
 from pipeline.load.databases import fresh_database
@@ -241,11 +241,26 @@ def test_parquet_in_row_ranges_gives_the_same_results(server_url, tmp_path):
     assert _both_ways(server_url, path, lambda url: decisions(final_state(url)), batch_size=29)
 
 
-def test_csv_read_here_and_prepared_on_workers_gives_the_same_results(server_url):
-    """A CSV's quoted cells may hold newlines: this process reads it, the workers prepare it."""
+def test_csv_in_byte_ranges_gives_the_same_results(server_url):
+    """A CSV's quoted cells hold line breaks: the workers' ranges start in them."""
     assert _both_ways(
         server_url, ROOT / "data" / "messages_sample.csv", _messages_state, dataset="messages", batch_size=23
     )
+
+
+def test_a_csv_run_killed_on_workers_resumes_to_what_one_process_leaves(server_url):
+    """The resumed run counts the lines of the parts it committed before, quoted cells and all."""
+    path = ROOT / "data" / "messages_sample.csv"
+    alone = fresh_database(server_url, "scale_csv_alone")
+    migrate([str(path)], BatchConfig(log_progress=False, dataset="messages"), db_url=alone)
+    url = fresh_database(server_url, "scale_csv_resumed")
+    settings = ("--db", url, "--quiet", "--workers", "2")
+    run = ("migrate", path, "--dataset", "messages", "--batch-size", "23", "--run-id", "C", *settings)
+    killed = cli(*run, env={"PIPELINE_KILL_AT": "committed:4"})
+    assert killed.returncode == -9, killed.stderr
+    resumed = cli("migrate", "--resume", "C", *settings)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _messages_state(url) == _messages_state(alone)
 
 
 def _both_ways(server_url: str, path: Path, state, **settings) -> bool:
@@ -332,15 +347,48 @@ JSONL_EDGES = [
 ]
 
 
+# Cells a CSV row may hold (each quoted as a CSV writer would): separators, doubled quotes,
+# line breaks of both kinds, a cell longer than a seek and full of both, nothing at all.
+CSV_CELLS = [
+    "plain",
+    "a, b",
+    'she said "hi"',
+    "two\nlines",
+    "windows\r\nbreak",
+    '"',
+    "",
+    ('"x" ' * 20_000) + "\nend",
+    '{"nested": "json", "n": 1}',
+]
+
+
+def _csv_edges(eol: str) -> str:
+    """A CSV with a byte-order mark, a quoted header, blank lines and every kind of cell."""
+    rows = ['\ufeff"id","text",note']
+    for n in range(40):
+        quoted = CSV_CELLS[n * 7 % len(CSV_CELLS)].replace('"', '""')
+        note = "x" if n % 3 else ""
+        rows.append(f'{n},"{quoted}",{note}')
+        if n % 11 == 5:
+            rows.append("")
+    return eol.join(rows)
+
+
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 1_000])
 @pytest.mark.parametrize("trailing_newline", [True, False])
-def test_parts_hold_the_records_of_the_whole_file(tmp_path, batch_size, trailing_newline):
-    path = tmp_path / "edges.jsonl"
-    text = "\n".join(JSONL_EDGES) + ("\n" if trailing_newline else "")
-    path.write_bytes(text.encode().replace(b"INVALID", b"\xff\xfe"))
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "csv-crlf"])
+def test_parts_hold_the_records_of_the_whole_file(tmp_path, batch_size, trailing_newline, kind):
+    eol = "\r\n" if kind.endswith("crlf") else "\n"
+    invalid_utf8 = "\udcff\udcfe"  # written back as the bytes ff fe
+    text = "\n".join(JSONL_EDGES).replace("INVALID", invalid_utf8) if kind == "jsonl" else _csv_edges(eol)
+    path = tmp_path / f"edges.{kind.split('-')[0]}"
+    path.write_bytes((text + (eol if trailing_newline else "")).encode(errors="surrogateescape"))
     whole = pl.concat(file_frames(path, 1_000, frozenset())).drop(END)
     parts = file_parts(path, batch_size)
     assert len(parts) > 1 or batch_size == 1_000
+    if kind != "jsonl":
+        assert whole.height == 44
+        parts = with_quote_states(parts, [quotes_in(part) for part in parts])
     frames, before = [], 0
     for part in parts:
         frame, lines = read_part(part)

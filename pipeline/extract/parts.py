@@ -1,15 +1,18 @@
 """Inputs cut into parts that any process can read on its own: what a worker of a cluster reads.
 
-A JSONL file is cut into byte ranges of about a batch each; a part holds the lines that
-start in its range, so the parts of a file hold each line once, whoever reads them. A Parquet
-file is cut into row ranges of a batch. Other formats (CSV, whose quoted cells may hold
-newlines, and JSON arrays) are read in order by the process that runs the migration
-(``scan_batches``).
+A JSONL or CSV file is cut into byte ranges of about a batch each; a part holds the lines
+(rows) that start in its range, so the parts of a file hold each record once, whoever reads
+them. A CSV row starts after a line break outside quoted cells, and whether a byte is inside
+one is told by the count of quotes before it (a doubled quote in a cell counts twice, and
+Polars reads every quote so): the quotes of each range are counted first, anywhere
+(``quotes_in``), and each part is told whether its ends fall inside a cell
+(``with_quote_states``). A Parquet file is cut into row ranges of a batch. JSON arrays are
+read in order by the process that runs the migration (``scan_batches``).
 
 A part's records are numbered from its own start (its first line or row is 1), with the
 count of lines or rows it holds: the process that takes the parts in order adds to each the
 lines of the parts before it, so records carry the same (file, line) as when the file is read
-from its start, and no pass over the file is needed first.
+from its start, and no pass over the file is needed first (but the count of a CSV's quotes).
 
 The cut depends on the file's first bytes and the batch size only, so a resumed run cuts the
 same parts again.
@@ -18,7 +21,8 @@ same parts again.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,7 +30,7 @@ import polars as pl
 
 from pipeline.errors import InputError
 from pipeline.extract.inputs import input_format
-from pipeline.extract.readers import END, lines_to_frame, parquet_rows_frame
+from pipeline.extract.readers import END, csv_rows_frame, lines_to_frame, parquet_rows_frame
 
 # Bytes of a JSONL file looked at to tell how long its records are.
 SAMPLE_BYTES = 1024 * 1024
@@ -36,21 +40,23 @@ SEEK_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class Part:
-    """Lines starting in bytes ``start`` to ``stop`` of a JSONL file, or rows ``start`` to
-    ``stop`` of a Parquet file."""
+    """Lines (rows) starting in bytes ``start`` to ``stop`` of a JSONL (CSV) file, or rows
+    ``start`` to ``stop`` of a Parquet file. ``quoted``: whether a CSV's ``start`` and
+    ``stop`` fall inside a quoted cell."""
 
     path: str
     start: int
     stop: int
+    quoted: tuple[bool, bool] = (False, False)
 
 
 def readable_in_parts(path: Path) -> bool:
-    return input_format(path) in ("lines", "parquet")
+    return input_format(path) in ("lines", "csv", "parquet")
 
 
 def file_parts(path: Path, batch_size: int) -> list[Part]:
-    """A JSONL file's byte ranges of about ``batch_size`` records each, or a Parquet file's
-    row ranges of ``batch_size`` rows."""
+    """A JSONL or CSV file's byte ranges of about ``batch_size`` records each (a CSV's need
+    ``with_quote_states``), or a Parquet file's row ranges of ``batch_size`` rows."""
     if input_format(path) == "parquet":
         rows = pl.scan_parquet(path).select(pl.len()).collect().item()
         return [Part(str(path), start, min(start + batch_size, rows)) for start in range(0, rows, batch_size)]
@@ -63,15 +69,37 @@ def file_parts(path: Path, batch_size: int) -> list[Part]:
     return [Part(str(path), start, min(start + step, size)) for start in range(0, size, step)]
 
 
-def read_part(part: Part) -> tuple[pl.DataFrame, int]:
+def quotes_in(part: Part) -> int:
+    """How many quotes the bytes of a part's range hold."""
+    with open(part.path, "rb") as handle:
+        handle.seek(part.start)
+        return handle.read(part.stop - part.start).count(b'"')
+
+
+def with_quote_states(parts: list[Part], quote_counts: Iterable[int]) -> list[Part]:
+    """A CSV's parts told whether their ends fall inside a quoted cell, from the quotes each
+    range holds (``quotes_in``): an odd count of quotes before a byte puts it inside one."""
+    told, quoted = [], False
+    for part, count in zip(parts, quote_counts, strict=True):
+        after = quoted ^ bool(count % 2)
+        told.append(replace(part, quoted=(quoted, after)))
+        quoted = after
+    return told
+
+
+def read_part(part: Part, csv_json_columns: frozenset[str] = frozenset()) -> tuple[pl.DataFrame, int]:
     """The raw records of one part (``readers.RAW_SCHEMA``), numbered from the part's first
-    line or row, and how many lines (or rows) the part holds, blank ones included."""
+    line or row, and how many lines (or rows) the part holds, blank ones included (a CSV's
+    as its file is read whole: a line per row and per line break in its cells)."""
     path = Path(part.path)
     try:
-        if input_format(path) == "parquet":
+        fmt = input_format(path)
+        if fmt == "parquet":
             rows = pl.scan_parquet(path).slice(part.start, part.stop - part.start).collect()
             return parquet_rows_frame(rows, path, 0), rows.height
-        offset, chunk = _part_bytes(part)
+        if fmt == "csv":
+            return _csv_part(part, csv_json_columns)
+        offset, chunk = _part_bytes(part, quotes=False)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(f"{path}: cannot be read ({exc})", path=str(path)) from exc
     return lines_to_frame(chunk, 1, str(path), offset).drop(END), chunk.count(b"\n")
@@ -79,33 +107,75 @@ def read_part(part: Part) -> tuple[pl.DataFrame, int]:
 
 def part_lines(part: Part) -> int:
     """How many lines (or rows) a part holds, without reading its records: what a resumed
-    run needs of the parts it committed before."""
-    if input_format(Path(part.path)) == "parquet":
+    run needs of the parts it committed before (a CSV's rows are read for it)."""
+    fmt = input_format(Path(part.path))
+    if fmt == "parquet":
         return part.stop - part.start
-    return _part_bytes(part)[1].count(b"\n")
+    if fmt == "csv":
+        return read_part(part)[1]
+    return _part_bytes(part, quotes=False)[1].count(b"\n")
 
 
-def _part_bytes(part: Part) -> tuple[int, bytes]:
-    """Where the part's first line starts, and the bytes of the lines that start in it."""
+def _csv_part(part: Part, json_columns: frozenset[str]) -> tuple[pl.DataFrame, int]:
+    """A CSV part's rows, read after the file's header; the first part holds the header's line."""
     with open(part.path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        start = _line_start(handle, part.start)
-        stop = size if part.stop >= size else _line_start(handle, part.stop)
+        header_end = _record_start(handle, 1, handle.read(1) == b'"') if size else 0
+        handle.seek(0)
+        header = handle.read(header_end)
+    start, body = _part_bytes(part, quotes=True)
+    first_line = 1
+    if start < header_end:
+        body, start, first_line = body[header_end - start :], header_end, 2
+    rows = pl.read_csv(header + body, infer_schema=False, encoding="utf8-lossy")
+    frame, lines = csv_rows_frame(rows, part.path, first_line, start, size, json_columns)
+    return frame.drop(END), lines + first_line - 1
+
+
+def _part_bytes(part: Part, quotes: bool) -> tuple[int, bytes]:
+    """Where the part's first record starts, and the bytes of the records that start in it."""
+    with open(part.path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        start_quoted, stop_quoted = part.quoted if quotes else (None, None)
+        start = _record_start(handle, part.start, start_quoted)
+        stop = size if part.stop >= size else _record_start(handle, part.stop, stop_quoted)
         handle.seek(start)
         return start, handle.read(max(stop - start, 0))
 
 
-def _line_start(handle: BinaryIO, position: int) -> int:
-    """Where the first line starting at or after ``position`` begins: ``position`` itself at
-    the file's start or right after a newline, else after the next newline (the end of the
-    file if there is none)."""
+def _record_start(handle: BinaryIO, position: int, quoted: bool | None) -> int:
+    """Where the first record starting at or after ``position`` begins: ``position`` itself at
+    the file's start or right after a line break, else after the next line break (the end of
+    the file if there is none). In a CSV (``quoted`` not None: whether ``position`` is inside
+    a quoted cell) a line break inside a quoted cell ends no record."""
     if position == 0:
         return 0
     handle.seek(position - 1)
-    offset = position - 1
+    if handle.read(1) == b"\n" and not quoted:
+        return position
+    offset = position
     while block := handle.read(SEEK_BYTES):
-        found = block.find(b"\n")
+        found, quoted = _first_break(block, quoted)
         if found >= 0:
             return offset + found + 1
         offset += len(block)
     return offset
+
+
+def _first_break(block: bytes, quoted: bool | None) -> tuple[int, bool | None]:
+    """Where the block's first line break outside quoted cells is (-1: none), and whether the
+    block ends inside a quoted cell. ``quoted`` None: quotes do not count (JSONL)."""
+    newline = block.find(b"\n")
+    if quoted is None:
+        return newline, None
+    at = 0
+    while True:
+        quote = block.find(b'"', at)
+        if not quoted:
+            if 0 <= newline < at:
+                newline = block.find(b"\n", at)
+            if newline >= 0 and (quote < 0 or newline < quote):
+                return newline, False
+        if quote < 0:
+            return -1, quoted
+        quoted, at = not quoted, quote + 1

@@ -163,37 +163,46 @@ def _raw_frame(source: str, lines: list[int], raws: list[str], error: str | None
 
 
 def _csv_frames(path: Path, batch_size: int, json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
-    """CSV: each row becomes a JSON object; cells of nested or numeric fields hold JSON text.
-
-    Polars skips a byte-order mark before the header. A row's end is estimated from its
-    cells (``_csv_row_bytes``).
-    """
+    """CSV: each row becomes a JSON object (``csv_rows_frame``). Polars skips a byte-order
+    mark before the header."""
     lazy = pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
-    columns = lazy.collect_schema().names()
-    # Null cells count nothing: the sums skip them.
-    newlines = pl.sum_horizontal(pl.col(c).str.count_matches("\n", literal=True) for c in columns)
-    counts = "_newlines"
-    while counts in columns:  # a name no header takes
-        counts = f"_{counts}"
     next_line = 2
     offset = _header_bytes(path)
     size = path.stat().st_size
     for batch in lazy.collect_batches(chunk_size=batch_size):
         if not batch.height:
             continue
-        counted = batch.with_columns(newlines.alias(counts))
-        frame = counted.select(
-            source_file=pl.lit(str(path)),
-            source_line=next_line
-            + pl.int_range(pl.len(), dtype=pl.Int64)
-            + pl.col(counts).cum_sum().shift(1, fill_value=0),
-            raw=_json_object(columns, json_columns),
-            parse_error=pl.lit(None, pl.String),
-            **{END: pl.min_horizontal(offset + _csv_row_bytes(columns, pl.col(counts)).cum_sum(), size)},
-        )
-        next_line = frame["source_line"][-1] + 1 + counted[counts][-1]
+        frame, lines = csv_rows_frame(batch, str(path), next_line, offset, size, json_columns)
+        next_line += lines
         offset = frame[END][-1]
         yield frame
+
+
+def csv_rows_frame(
+    rows: pl.DataFrame, source: str, first_line: int, offset: int, size: int, json_columns: frozenset[str]
+) -> tuple[pl.DataFrame, int]:
+    """The raw records of CSV rows (string cells) that start on line ``first_line``, at byte
+    ``offset`` of a file of ``size`` bytes, and how many lines they span: a row is a line and
+    one more per line break in its cells. Cells of nested or numeric fields hold JSON text. A
+    row's end is estimated from its cells (``_csv_row_bytes``)."""
+    columns = rows.columns
+    # Null cells count nothing: the sums skip them.
+    counts = "_newlines"
+    while counts in columns:  # a name no header takes
+        counts = f"_{counts}"
+    counted = rows.with_columns(
+        pl.sum_horizontal(pl.col(c).str.count_matches("\n", literal=True) for c in columns).alias(counts)
+    )
+    frame = counted.select(
+        source_file=pl.lit(source),
+        source_line=first_line
+        + pl.int_range(pl.len(), dtype=pl.Int64)
+        + pl.col(counts).cum_sum().shift(1, fill_value=0),
+        raw=_json_object(columns, json_columns),
+        parse_error=pl.lit(None, pl.String),
+        **{END: pl.min_horizontal(offset + _csv_row_bytes(columns, pl.col(counts)).cum_sum(), size)},
+    )
+    return frame, rows.height + int(counted[counts].sum())
 
 
 def _csv_row_bytes(columns: list[str], newlines: pl.Expr) -> pl.Expr:

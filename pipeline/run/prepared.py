@@ -23,7 +23,16 @@ from pipeline.config import BatchConfig
 from pipeline.datasets import get_dataset
 from pipeline.dedup.plan import plan_load
 from pipeline.extract import RawBatch, scan_batches
-from pipeline.extract.parts import Part, file_parts, part_lines, read_part, readable_in_parts
+from pipeline.extract.inputs import input_format
+from pipeline.extract.parts import (
+    Part,
+    file_parts,
+    part_lines,
+    quotes_in,
+    read_part,
+    readable_in_parts,
+    with_quote_states,
+)
 from pipeline.faults import checkpoint
 from pipeline.normalize.stage import add_seconds, stage_batch
 from pipeline.run.autosize import START, BatchSizer
@@ -57,11 +66,11 @@ def prepare_batch(
     rejects, its stages' seconds and, for a part, how many lines it holds (its records are
     numbered from its start: ``numbered_after`` puts the lines before it in)."""
     seconds: dict[str, float] = {}
+    dataset = get_dataset(dataset_name)
     began = perf_counter()
-    raw, lines = read_part(work) if isinstance(work, Part) else (work, None)
+    raw, lines = read_part(work, dataset.csv_json_columns) if isinstance(work, Part) else (work, None)
     add_seconds(seconds, "read", perf_counter() - began)
     checkpoint("prepare")
-    dataset = get_dataset(dataset_name)
     records, rejects = stage_batch(raw, dataset, config, started_at, seconds)
     planning = perf_counter()
     plan = plan_load(records, dataset, config)
@@ -88,10 +97,10 @@ def prepared_batches(
     in_order: OrderedMap = in_order_here,
 ) -> Iterator[PreparedBatch]:
     """The run's batches in input order, the first ``committed`` of them only counted (a
-    resumed run committed them before). With ``config.partitioning == "ranges"``, JSONL and
-    Parquet inputs are cut into parts read where they are prepared; other inputs, and all with
-    ``"records"``, are read here, ``sizer.size`` records at a time."""
-    work = _numbered_work(files, config, sizer)
+    resumed run committed them before). With ``config.partitioning == "ranges"``, JSONL, CSV
+    and Parquet inputs are cut into parts read where they are prepared; JSON arrays, and all
+    inputs with ``"records"``, are read here, ``sizer.size`` records at a time."""
+    work = _numbered_work(files, config, sizer, in_order)
     # The lines of each file before the next part of it.
     lines_before: Counter[str] = Counter()
     skipped, skipped_parts = [], []
@@ -124,15 +133,18 @@ def prepared_batches(
 
 
 def _numbered_work(
-    files: list[Path], config: BatchConfig, sizer: BatchSizer
+    files: list[Path], config: BatchConfig, sizer: BatchSizer, in_order: OrderedMap
 ) -> Iterator[tuple[int, Part | pl.DataFrame, int, str]]:
-    """(number, a part or raw records, input bytes done after it, its file) of each batch."""
+    """(number, a part or raw records, input bytes done after it, its file) of each batch.
+    A CSV's quotes are counted (by ``in_order``) before its first part is read."""
     number, done = 0, 0
     part_size = config.batch_size if isinstance(config.batch_size, int) else START
     for path in files:
         size = path.stat().st_size
         if config.partitioning == "ranges" and readable_in_parts(path):
             parts = file_parts(path, part_size)
+            if input_format(path) == "csv":
+                parts = with_quote_states(parts, in_order(quotes_in, ((part,) for part in parts)))
             sizer.note(part_size)
             pieces = ((part, part.stop * size // parts[-1].stop) for part in parts)
         else:
