@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from pipeline import BatchConfig, migrate
+from pipeline.dedup.known import KnownKeys
 from pipeline.extract.parts import file_parts, part_lines, quotes_in, read_part, with_quote_states
 from pipeline.extract.readers import END, file_frames
 from pipeline.load.connection import Connection
@@ -169,6 +171,27 @@ def test_a_killed_run_resumes_to_the_same_results(
     assert decisions(final_state(url)) == one_process
     if resume_on:  # a run on workers removes what killed runs left
         assert not set(left) & set(dead_runs_folders())
+
+
+def test_known_keys_keep_no_batch_handed_over_in_shared_memory(tmp_path):
+    """The run keeps the ids of the rows it loads for the whole run: a batch's shared-memory
+    file must be unmapped once the batch is done all the same."""
+    known = KnownKeys()
+    ids = [f"memory-{n:020d}" for n in range(1_000)]  # longer than the 12 bytes a view holds itself
+    folder = run_cluster._shared_folder()
+    try:
+        batch = pl.DataFrame({"record": range(1_000), "id": ids, "raw": ["x" * 500] * 1_000}).with_columns(
+            content_hash=pl.col("id"), sources=pl.concat_list(pl.col("id"))
+        )
+        handed = run_cluster.ArrowFrame(batch, folder)
+        received = handed.data()
+        loaded = received.filter(pl.col("record") % 2 == 0)
+        known.add(loaded.select("id", "content_hash"), loaded.select("id", "sources"))
+        del received, loaded
+        assert known.citing(pl.Series(ids[2:4])).to_list() == ids[2:3]
+        assert handed.path not in Path("/proc/self/maps").read_text()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def dead_runs_folders() -> list[str]:
