@@ -13,7 +13,8 @@ that run (on workers, read to plan are summed over the workers; ``wait`` is the 
 loading process waited for them) and the ratio to one process.
 
 A last run on the largest worker count, through the library, reads each worker's peak RSS.
-Results go to stdout as a markdown table and to ``OUT/scale-results[-RECORDS].json``.
+Results go to stdout as a markdown table and to
+``benchmarks/results/scale-results[-RECORDS].json``, with the commit measured.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import statistics
 import sys
 
 from common import (
+    ROOT,
     argument_parser,
     digests,
     fresh_databases,
     generate,
+    git_commit,
     machine,
     run_pipeline,
     save_results,
@@ -60,7 +63,7 @@ def main() -> int:
     results = summarize(runs, args)
     results["worker_peak_rss_mb"] = worker_peaks(source, args.batch_size, max(variants))
     name = "scale-results" + ("" if args.records == 1_000_000 else f"-{args.records}") + ".json"
-    save_results(args.out, name, results)
+    save_results(ROOT / "benchmarks" / "results", name, results)
     print(markdown(results))
     return 0 if results["same_results"] else 1
 
@@ -122,6 +125,7 @@ def summarize(runs: dict[int, list[dict]], args) -> dict:
         "target_met": slowest <= TARGET_SLOWER,
         "machine": machine(),
         "versions": runs[0][0]["versions"],
+        **git_commit(),
     }
 
 
