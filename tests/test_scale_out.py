@@ -336,6 +336,20 @@ def test_cluster_mistakes_are_one_clear_line(db_url, tmp_path, args, message):
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_broken_csv_on_workers_is_one_clear_line_naming_its_bytes(db_url, tmp_path):
+    """A quote left open far into the file: the worker's error is this process's, with no
+    traceback (a worker logs a task that raises), and the part's bytes in it."""
+    rows = ["id,summary,confidence"] + [f"m{n},summary number {n},5" for n in range(3_000)]
+    rows[2_001] = 'm2000,a quote "left open,5'
+    path = tmp_path / "open-quote.csv"
+    path.write_text("\n".join(rows) + "\n")
+    alone = cli("migrate", path, "--db", db_url, "--batch-size", "500", "--quiet")
+    spread = cli("migrate", path, "--db", db_url, "--batch-size", "500", "--quiet", "--workers", "2")
+    assert alone.returncode == spread.returncode == 2
+    assert "cannot be read at bytes" in spread.stderr and "Traceback" not in spread.stderr
+    assert spread.stderr.count("\n") == 1
+
+
 def test_parts_of_blank_lines_only_are_batches_of_no_records(server_url, tmp_path):
     """Cut in byte ranges (here, without a cluster), a run of blank lines longer than a part
     makes parts without records: they are counted, and change nothing."""

@@ -101,7 +101,10 @@ def read_part(part: Part, csv_json_columns: frozenset[str] = frozenset()) -> tup
             return _csv_part(part, csv_json_columns)
         offset, chunk = _part_bytes(part, quotes=False)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(f"{path}: cannot be read ({exc})", path=str(path)) from exc
+        # A Parquet part is a range of rows, others of bytes.
+        unit = "rows" if path.suffix.lower() == ".parquet" else "bytes"
+        where = f"{unit} {part.start:,}-{part.stop:,}"
+        raise InputError(f"{path}: cannot be read at {where} ({exc})", path=str(path)) from exc
     return lines_to_frame(chunk, 1, str(path), offset).drop(END), chunk.count(b"\n")
 
 

@@ -118,9 +118,21 @@ def _loopback(address: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Failed:
+    """A task's ``PipelineError`` (a broken input, say), handed back as its result: raised as a
+    task's error, the worker would log it with its traceback before this process reports it."""
+
+    error: PipelineError
+
+
 def _handed_over(folder: str | None, function: Callable, *args) -> Any:
     """On a worker: ``function``'s result with its frames and tables as ``ArrowFrame``s."""
-    return _converted(function(*args), (pl.DataFrame, pa.Table), partial(ArrowFrame, folder=folder))
+    try:
+        result = function(*args)
+    except PipelineError as exc:
+        return _Failed(exc)
+    return _converted(result, (pl.DataFrame, pa.Table), partial(ArrowFrame, folder=folder))
 
 
 def _converted(value: Any, kind: type | tuple[type, ...], convert: Callable) -> Any:
@@ -166,8 +178,11 @@ def _result(future: Any) -> Any:
     from distributed import KilledWorker
 
     try:
-        return _converted(future.result(), ArrowFrame, ArrowFrame.data)
+        result = future.result()
     except KilledWorker as exc:
         raise PipelineError(
             f"the workers died again and again on one task ({exc}); see the workers' logs"
         ) from None
+    if isinstance(result, _Failed):
+        raise result.error
+    return _converted(result, ArrowFrame, ArrowFrame.data)
