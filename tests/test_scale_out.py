@@ -264,6 +264,23 @@ def test_parquet_in_row_ranges_gives_the_same_results(server_url, tmp_path):
     assert _both_ways(server_url, path, lambda url: decisions(final_state(url)), batch_size=29)
 
 
+@pytest.mark.parametrize(
+    ("batch_size", "ranges"),
+    [
+        (100, [(0, 80), (80, 160), (160, 240), (240, 300)]),
+        (29, [(0, 29), (29, 40), (40, 69), (69, 80)]),
+        (1_000, [(0, 300)]),
+    ],
+)
+def test_parquet_parts_end_where_row_groups_end(tmp_path, batch_size, ranges):
+    """No two parts decode one row group, and no part holds more than a batch."""
+    path = tmp_path / "groups.parquet"
+    pl.DataFrame({"n": range(300)}).write_parquet(path, row_group_size=40)
+    parts = file_parts(path, batch_size)
+    assert [(part.start, part.stop) for part in parts][: len(ranges)] == ranges
+    assert parts[-1].stop == 300 and all(part.stop - part.start <= batch_size for part in parts)
+
+
 def test_csv_in_byte_ranges_gives_the_same_results(server_url):
     """A CSV's quoted cells hold line breaks: the workers' ranges start in them."""
     assert _both_ways(

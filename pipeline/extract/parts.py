@@ -6,16 +6,17 @@ them. A CSV row starts after a line break outside quoted cells, and whether a by
 one is told by the count of quotes before it (a doubled quote in a cell counts twice, and
 Polars reads every quote so): the quotes of each range are counted first, anywhere
 (``quotes_in``), and each part is told whether its ends fall inside a cell
-(``with_quote_states``). A Parquet file is cut into row ranges of a batch. JSON arrays are
-read in order by the process that runs the migration (``scan_batches``).
+(``with_quote_states``). A Parquet file is cut into row ranges of at most a batch that end
+where its row groups end. JSON arrays are read in order by the process that runs the
+migration (``scan_batches``).
 
 A part's records are numbered from its own start (its first line or row is 1), with the
 count of lines or rows it holds: the process that takes the parts in order adds to each the
 lines of the parts before it, so records carry the same (file, line) as when the file is read
 from its start, and no pass over the file is needed first (but the count of a CSV's quotes).
 
-The cut depends on the file's first bytes and the batch size only, so a resumed run cuts the
-same parts again.
+The cut depends on the file's first bytes (a Parquet file's footer) and the batch size only,
+so a resumed run cuts the same parts again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
 from pipeline.extract.inputs import input_format
@@ -56,10 +59,9 @@ def readable_in_parts(path: Path) -> bool:
 
 def file_parts(path: Path, batch_size: int) -> list[Part]:
     """A JSONL or CSV file's byte ranges of about ``batch_size`` records each (a CSV's need
-    ``with_quote_states``), or a Parquet file's row ranges of ``batch_size`` rows."""
+    ``with_quote_states``), or a Parquet file's row ranges (``_row_group_ranges``)."""
     if input_format(path) == "parquet":
-        rows = pl.scan_parquet(path).select(pl.len()).collect().item()
-        return [Part(str(path), start, min(start + batch_size, rows)) for start in range(0, rows, batch_size)]
+        return [Part(str(path), start, stop) for start, stop in _row_group_ranges(path, batch_size)]
     size = path.stat().st_size
     with path.open("rb") as handle:
         sample = handle.read(SAMPLE_BYTES)
@@ -67,6 +69,29 @@ def file_parts(path: Path, batch_size: int) -> list[Part]:
     records = sum(1 for line in sample.splitlines() if line.strip())
     step = max(batch_size * len(sample) // max(records, 1), 1)
     return [Part(str(path), start, min(start + step, size)) for start in range(0, size, step)]
+
+
+def _row_group_ranges(path: Path, batch_size: int) -> list[tuple[int, int]]:
+    """Row ranges of at most ``batch_size`` rows that end where the file's row groups end, so
+    that no two parts decode one group; a group of more rows is cut into ranges of a batch."""
+    try:
+        groups = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(
+            f"{path}: cannot be read ({exc}); is it a valid parquet file?", path=str(path)
+        ) from exc
+    ranges, start, end = [], 0, 0
+    for group in range(groups.num_row_groups):
+        group_start, end = end, end + groups.row_group(group).num_rows
+        if end - start > batch_size and group_start > start:
+            ranges.append((start, group_start))
+            start = group_start
+        while end - start > batch_size:
+            ranges.append((start, start + batch_size))
+            start += batch_size
+    if end > start:
+        ranges.append((start, end))
+    return ranges
 
 
 def quotes_in(part: Part) -> int:
