@@ -23,7 +23,8 @@ from distributed import Client, LocalCluster
 
 from pipeline import BatchConfig, migrate
 from pipeline.dedup.known import KnownKeys
-from pipeline.extract.parts import file_parts, part_lines, quotes_in, read_part, with_quote_states
+from pipeline.errors import InputError
+from pipeline.extract.parts import Part, file_parts, part_lines, quotes_in, read_part, with_quote_states
 from pipeline.extract.readers import END, file_frames
 from pipeline.load.connection import Connection
 from pipeline.load.databases import fresh_database
@@ -365,6 +366,12 @@ def test_a_broken_csv_on_workers_is_one_clear_line_naming_its_bytes(db_url, tmp_
     assert alone.returncode == spread.returncode == 2
     assert "cannot be read at bytes" in spread.stderr and "Traceback" not in spread.stderr
     assert spread.stderr.count("\n") == 1
+
+
+def test_a_csv_gone_before_its_quotes_are_counted_is_an_input_error(tmp_path):
+    """Counted on a worker, the error comes back as this process's (``cluster._Failed``)."""
+    with pytest.raises(InputError, match=r"gone\.csv: cannot be read"):
+        quotes_in(Part(str(tmp_path / "gone.csv"), 0, 10))
 
 
 def test_parts_of_blank_lines_only_are_batches_of_no_records(server_url, tmp_path):

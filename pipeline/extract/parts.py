@@ -96,9 +96,12 @@ def _row_group_ranges(path: Path, batch_size: int) -> list[tuple[int, int]]:
 
 def quotes_in(part: Part) -> int:
     """How many quotes the bytes of a part's range hold."""
-    with open(part.path, "rb") as handle:
-        handle.seek(part.start)
-        return handle.read(part.stop - part.start).count(b'"')
+    try:
+        with open(part.path, "rb") as handle:
+            handle.seek(part.start)
+            return handle.read(part.stop - part.start).count(b'"')
+    except OSError as exc:
+        raise InputError(f"{part.path}: cannot be read ({exc})", path=part.path) from exc
 
 
 def with_quote_states(parts: list[Part], quote_counts: Iterable[int]) -> list[Part]:
