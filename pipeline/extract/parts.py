@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
 from pipeline.extract.inputs import input_format
-from pipeline.extract.readers import END, csv_rows_frame, lines_to_frame, parquet_rows_frame
+from pipeline.extract.readers import CSV_OPTIONS, END, csv_rows_frame, lines_to_frame, parquet_rows_frame
 
 # Bytes of a JSONL file looked at to tell how long its records are.
 SAMPLE_BYTES = 1024 * 1024
@@ -158,7 +158,7 @@ def _csv_part(part: Part, json_columns: frozenset[str]) -> tuple[pl.DataFrame, i
     first_line = 1
     if start < header_end:
         body, start, first_line = body[header_end - start :], header_end, 2
-    rows = pl.read_csv(header + body, infer_schema=False, encoding="utf8-lossy")
+    rows = pl.read_csv(header + body, **CSV_OPTIONS)
     frame, lines = csv_rows_frame(rows, part.path, first_line, start, size, json_columns)
     return frame.drop(END), lines + first_line - 1
 

@@ -33,6 +33,10 @@ RAW_SCHEMA = {
     "parse_error": pl.String,
 }
 
+# How CSV cells are read, the whole file here or a part of it on a worker (``parts``): alike,
+# or the two would disagree about a record.
+CSV_OPTIONS = {"infer_schema": False, "encoding": "utf8-lossy"}
+
 # Each frame read from a file carries, per record, the byte offset in the file where the
 # record ends (an estimate where the text is not the file's own); the batch's last one is
 # how far into the file the batch reaches.
@@ -165,7 +169,7 @@ def _raw_frame(source: str, lines: list[int], raws: list[str], error: str | None
 def _csv_frames(path: Path, batch_size: int, json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
     """CSV: each row becomes a JSON object (``csv_rows_frame``). Polars skips a byte-order
     mark before the header."""
-    lazy = pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
+    lazy = pl.scan_csv(path, **CSV_OPTIONS)
     next_line = 2
     offset = _header_bytes(path)
     size = path.stat().st_size
