@@ -140,16 +140,16 @@ def migrate(
     ] = ReportFormat.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print errors only")] = False,
     workers: Annotated[
-        int | None,
-        typer.Option(min=1, help="prepare batches on a local Dask cluster of this many processes"),
+        int | None, typer.Option(min=1, help="prepare batches on a local Dask cluster of this many processes")
     ] = None,
     cluster: Annotated[
-        str | None,
-        typer.Option(help="prepare batches on the Dask scheduler at this address (tcp://HOST:PORT)"),
+        str | None, typer.Option(help="prepare batches on the Dask scheduler at tcp://HOST:PORT")
     ] = None,
     max_connections: Annotated[
-        int | None,
-        typer.Option(min=1, help="database connections the run may open, workers included (default: 2)"),
+        int | None, typer.Option(min=1, help="database connections, workers included (default: 2 per shard)")
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option(min=1, help="groups of records decided and loaded side by side (default: 1)")
     ] = None,
 ) -> None:
     """Migrate PATHS into the database and print a summary of the run.
@@ -171,7 +171,8 @@ def migrate(
         "similarity_threshold": similarity_threshold,
         "dataset": dataset and dataset.value,
         "self_name": self_name,
-        "max_connections": max_connections,
+        "max_connections": max_connections or (2 * shards if shards else None),
+        "shards": shards,
     }
     passed = {name: value for name, value in passed.items() if value is not None}
     json_out = fmt is ReportFormat.json or report == "-"

@@ -9,7 +9,7 @@ from pipeline.errors import ConfigError
 
 Mode = Literal["dedup", "standard"]
 AUTO = "auto"
-# The connections a run opens: one loads, one looks up stored rows.
+# The connections a run opens per shard: one loads, one looks up stored rows.
 CONNECTIONS = 2
 
 
@@ -38,9 +38,14 @@ class BatchConfig:
         ``batch_size`` records each, or the size ``auto`` starts from; each read by
         whichever worker prepares it). A run on a cluster cuts ``ranges``; a resumed run
         cuts its batches as it first did.
-    max_connections: database connections the run may open. It opens two (one loads, one
-        looks up stored rows), whatever the number of workers of a cluster: workers never
-        connect.
+    max_connections: database connections the run may open. It opens two per shard (one
+        loads, one looks up stored rows), whatever the number of workers of a cluster:
+        workers never connect.
+    shards: how many groups of records are decided and loaded side by side, each in input
+        order through its own two connections (``pipeline.run.sharding``). Records that can
+        affect each other (sharing a content hash, a key or a source) are always in one
+        shard, so the results are those of one shard; more than one needs a fixed
+        ``batch_size`` (the input is cut twice, alike: once for the groups, once to load).
     memory_limit_mb: with ``batch_size="auto"``, the resident memory the run should stay
         under (sizes stop growing at 70% of it and halve above 85%); unused otherwise.
     """
@@ -58,6 +63,7 @@ class BatchConfig:
     memory_limit_mb: int = 1024
     partitioning: Literal["records", "ranges"] = "records"
     max_connections: int = 2
+    shards: int = 1
 
     def __post_init__(self) -> None:
         if self.batch_size != AUTO and (
@@ -70,10 +76,18 @@ class BatchConfig:
             )
         if self.mode not in ("dedup", "standard"):
             raise ConfigError(f"mode must be 'dedup' or 'standard', got {self.mode!r}")
-        if not isinstance(self.max_connections, int) or self.max_connections < CONNECTIONS:
+        if not isinstance(self.shards, int) or isinstance(self.shards, bool) or self.shards < 1:
+            raise ConfigError(f"shards must be a positive integer, got {self.shards!r}")
+        if not isinstance(self.max_connections, int) or self.max_connections < CONNECTIONS * self.shards:
             raise ConfigError(
-                f"max_connections must be at least {CONNECTIONS}: a run loads on one connection and "
-                f"looks up stored rows on another, got {self.max_connections!r}"
+                f"max_connections must be at least {CONNECTIONS * self.shards}: each of the "
+                f"{self.shards} shard(s) loads on one connection and looks up stored rows on "
+                f"another, got {self.max_connections!r}"
+            )
+        if self.shards > 1 and self.batch_size == AUTO:
+            raise ConfigError(
+                "shards need a fixed batch_size: the input is cut twice (to group the records, "
+                "then to load them) and both cuts must be alike"
             )
         if self.partitioning not in ("records", "ranges"):
             raise ConfigError(f"partitioning must be 'records' or 'ranges', got {self.partitioning!r}")

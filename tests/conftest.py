@@ -157,7 +157,8 @@ def final_state(url: str) -> dict:
             "totals": {k: result[k] for k in TOTALS},
             "status": rows(db, f"SELECT status {last}")[0]["status"],
             "batches": rows(
-                db, "SELECT count(*) AS n, count(DISTINCT (run_id, batch_no)) AS d FROM pipeline_batches"
+                db,
+                "SELECT count(*) AS n, count(DISTINCT (run_id, batch_no, shard)) AS d FROM pipeline_batches",
             )[0],
         }
     finally:

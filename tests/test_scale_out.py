@@ -55,6 +55,12 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
     refusals = [refused, {**refused, "id": "kept-near"}, far]
     lines[40:40] = [json.dumps(record).encode() for record in refusals]
     lines.append(json.dumps({**far, "id": "kept-far"}).encode())
+    # Two memories holding one emotional context id: the server refuses the second. Only the
+    # context links them, so they must be decided in one group.
+    context = {"id": "ec-shared", "primaryMood": "mixed", "intensity": 4, "themes": []}
+    context |= {"emotionalMarkers": [], "contextualEvents": [], "temporalPatterns": {}}
+    lines.insert(60, json.dumps(memory(90_003, emotionalContext=context)).encode())
+    lines.append(json.dumps(memory(90_004, emotionalContext=context)).encode())
     export.write_bytes(b"\n".join(lines) + b"\n")
     before = folder / "before.jsonl"
     before.write_bytes(b"\n".join(lines[500 : 500 + STORED_BEFORE]) + b"\n")
@@ -94,6 +100,7 @@ def one_process(server_url, inputs) -> dict:
     stored = {id_ for _, id_, _, _ in state["memories"]}
     assert {"kept-near", "kept-far"} <= stored
     assert totals["errors_by_reason"]["character_not_in_repertoire"] == 2  # the ids holding NUL
+    assert totals["errors_by_reason"]["unique_violation:emotional_contexts_pkey"] == 1
     return state
 
 
@@ -128,13 +135,18 @@ def test_workers_leave_what_one_process_leaves(
     assert state == one_process
 
 
-def test_a_killed_worker_is_replaced_and_the_results_are_the_same(server_url, inputs, one_process, tmp_path):
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_killed_worker_is_replaced_and_the_results_are_the_same(
+    server_url, inputs, one_process, tmp_path, shards
+):
+    """With shards, the worker dies in the first pass, which finds the groups."""
     marker = tmp_path / "killed"
+    settings = {"batch_size": 61, "shards": shards, "max_connections": 2 * shards}
     with (
         local_cluster(2, PIPELINE_KILL_AT="prepare:3", PIPELINE_KILL_ONCE=str(marker)) as cluster,
         Client(cluster) as client,
     ):
-        state = migrated(server_url, "scale_worker_killed", inputs, client, batch_size=61)
+        state = migrated(server_url, f"scale_worker_killed_{shards}", inputs, client, **settings)
     assert marker.exists(), "no worker was killed"
     assert state == one_process
 
@@ -195,6 +207,78 @@ def test_known_keys_keep_no_batch_handed_over_in_shared_memory(tmp_path):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def test_known_keys_noted_by_shards_at_once_are_all_known():
+    """Each shard's lookup thread notes its loaded rows while the others look theirs up."""
+    known = KnownKeys()
+    batches = [
+        pl.DataFrame(
+            {
+                "id": [f"s{shard}-{n}-{i}" for i in range(50)],
+                "content_hash": [f"h{shard}-{n}-{i}" for i in range(50)],
+                "sources": [[f"m{shard}-{n}-{i}"] for i in range(50)],
+            }
+        )
+        for shard in range(4)
+        for n in range(150)
+    ]
+
+    def note(shard: int) -> None:
+        for loaded in batches[shard * 150 : (shard + 1) * 150]:
+            known.add(loaded.select("id", "content_hash"), loaded.select("id", "sources"))
+            known.maybe_stored(loaded.select("id", "content_hash"))
+
+    threads = [threading.Thread(target=note, args=(shard,)) for shard in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = pl.concat(batches)
+    assert known.maybe_stored(every.select("id", "content_hash")).height == every.height
+    sources = every["sources"].list.first()
+    assert sorted(known.citing(sources)) == sorted(every["id"])
+
+
+@pytest.mark.parametrize(("shards", "workers", "batch_size"), [(2, None, 37), (3, 2, 53)])
+def test_shards_leave_what_one_process_leaves(server_url, inputs, one_process, shards, workers, batch_size):
+    """Each group of records that can affect each other (a hash, a key, a source) is decided
+    in one shard, in input order, while the other shards decide and load theirs."""
+    random.seed(shards)
+    settings = {"batch_size": batch_size, "shards": shards, "max_connections": 2 * shards}
+    if workers is None:
+        state = migrated(server_url, f"scale_shards_{shards}", inputs, **settings)
+    else:
+        with local_cluster(workers) as cluster, ShuffledClient(cluster) as client:
+            state = migrated(server_url, f"scale_shards_{shards}_on_{workers}", inputs, client, **settings)
+    assert state == one_process
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "start_on", "resume_on"),
+    [
+        ("prepare:5", [], ["--workers", "2"]),
+        ("committed:7", ["--workers", "2"], []),
+        ("copy:9", ["--workers", "2"], ["--workers", "2"]),
+    ],
+    ids=["finding-the-groups", "one-shard-committed", "copying"],
+)
+def test_a_killed_run_with_shards_resumes_to_the_same_results(
+    server_url, inputs, one_process, kill_at, start_on, resume_on
+):
+    """Each shard goes on after its own last committed part of a batch; the groups are found
+    again, alike."""
+    before, export = inputs
+    url = fresh_database(server_url, f"scale_shards_killed_{kill_at.replace(':', '_')}")
+    migrate([str(before)], BatchConfig(log_progress=False), db_url=url)
+    args = ("migrate", export, "--db", url, "--batch-size", "211", "--run-id", "S", "--quiet")
+    killed = cli(*args, "--shards", "2", *start_on, env={"PIPELINE_KILL_AT": kill_at})
+    assert killed.returncode == -9, killed.stderr
+    other = cli("migrate", "--resume", "S", "--db", url, "--shards", "3")
+    assert other.returncode == 2 and "shards was 2, now 3" in other.stderr
+    resumed = cli("migrate", "--resume", "S", "--db", url, "--quiet", *resume_on)
+    assert resumed.returncode == 0, resumed.stderr
+    assert decisions(final_state(url)) == one_process
+
+
 def dead_runs_folders() -> list[str]:
     """The shared-memory folders of runs whose process is gone."""
     folders = [path.name for path in Path("/dev/shm").glob("pipeline-*-*")]
@@ -218,12 +302,15 @@ def test_the_command_on_an_existing_scheduler_reports_what_one_process_does(serv
     assert reports[1]["stage_seconds"]["wait"] > 0
 
 
-def test_fail_fast_on_workers_stops_and_resumes_to_what_one_process_leaves(server_url, inputs, one_process):
+@pytest.mark.parametrize("shards", ["1", "2"])
+def test_fail_fast_on_workers_stops_and_resumes_to_what_one_process_leaves(
+    server_url, inputs, one_process, shards
+):
     before, export = inputs
-    url = fresh_database(server_url, "scale_fail_fast")
+    url = fresh_database(server_url, f"scale_fail_fast_{shards}")
     migrate([str(before)], BatchConfig(log_progress=False), db_url=url)
     args = ("migrate", export, "--db", url, "--batch-size", "300", "--run-id", "F", "--quiet")
-    stopped = cli(*args, "--workers", "2", "--fail-fast")
+    stopped = cli(*args, "--workers", "2", "--fail-fast", "--shards", shards)
     assert stopped.returncode == 1
     assert "--fail-fast" in stopped.stderr and "Traceback" not in stopped.stderr
     resumed = cli("migrate", "--resume", "F", "--db", url, "--quiet", "--workers", "2")
@@ -231,10 +318,11 @@ def test_fail_fast_on_workers_stops_and_resumes_to_what_one_process_leaves(serve
     assert decisions(final_state(url)) == one_process
 
 
-def test_a_run_on_three_workers_holds_two_connections(server_url, inputs):
-    """Workers never connect: the run's loader and lookup connections are all the server sees."""
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_run_on_three_workers_holds_two_connections_per_shard(server_url, inputs, shards):
+    """Workers never connect: the shards' loader and lookup connections are all the server sees."""
     _, export = inputs
-    url = fresh_database(server_url, "scale_connections")
+    url = fresh_database(server_url, f"scale_connections_{shards}")
     seen: list[int] = []
     done = threading.Event()
     watcher = Connection(url)
@@ -249,13 +337,13 @@ def test_a_run_on_three_workers_holds_two_connections(server_url, inputs):
     thread.start()
     try:
         with local_cluster(3) as cluster, Client(cluster) as client:
-            config = BatchConfig(log_progress=False, batch_size=50)
+            config = BatchConfig(log_progress=False, batch_size=50, shards=shards, max_connections=2 * shards)
             migrate([str(export)], config, db_url=url, client=client)
     finally:
         done.set()
         thread.join()
         watcher.close()
-    assert max(seen) == 2
+    assert max(seen) == 2 * shards
 
 
 def test_parquet_in_row_ranges_gives_the_same_results(server_url, tmp_path):
@@ -282,11 +370,12 @@ def test_parquet_parts_end_where_row_groups_end(tmp_path, batch_size, ranges):
     assert parts[-1].stop == 300 and all(part.stop - part.start <= batch_size for part in parts)
 
 
-def test_csv_in_byte_ranges_gives_the_same_results(server_url):
+@pytest.mark.parametrize("shards", [1, 2])
+def test_csv_in_byte_ranges_gives_the_same_results(server_url, shards):
     """A CSV's quoted cells hold line breaks: the workers' ranges start in them."""
-    assert _both_ways(
-        server_url, ROOT / "data" / "messages_sample.csv", _messages_state, dataset="messages", batch_size=23
-    )
+    path = ROOT / "data" / "messages_sample.csv"
+    sharded = {"shards": shards, "max_connections": 2 * shards}
+    assert _both_ways(server_url, path, _messages_state, sharded, dataset="messages", batch_size=23)
 
 
 def test_a_csv_run_killed_on_workers_resumes_to_what_one_process_leaves(server_url):
@@ -304,12 +393,13 @@ def test_a_csv_run_killed_on_workers_resumes_to_what_one_process_leaves(server_u
     assert _messages_state(url) == _messages_state(alone)
 
 
-def _both_ways(server_url: str, path: Path, state, **settings) -> bool:
-    """Whether ``path`` migrated in one process and on two workers leaves the same ``state``."""
+def _both_ways(server_url: str, path: Path, state, on_workers: dict | None = None, **settings) -> bool:
+    """Whether ``path`` migrated in one process and on two workers (with ``on_workers``
+    settings too) leaves the same ``state``."""
     states = []
     for workers in (None, 2):
         url = fresh_database(server_url, f"scale_{path.suffix[1:]}_{workers or 0}")
-        config = BatchConfig(log_progress=False, **settings)
+        config = BatchConfig(log_progress=False, **settings, **((on_workers or {}) if workers else {}))
         if workers is None:
             migrate([str(path)], config, db_url=url)
         else:
@@ -345,6 +435,8 @@ def _messages_state(url: str) -> dict:
         (["--workers", "2", "--cluster", "tcp://127.0.0.1:1"], "choose one"),
         (["--cluster", "tcp://127.0.0.1:1"], "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
         (["--max-connections", "1"], "max_connections must be at least 2"),
+        (["--shards", "3", "--max-connections", "4"], "max_connections must be at least 6"),
+        (["--shards", "2", "--batch-size", "auto"], "shards need a fixed batch_size"),
     ],
 )
 def test_cluster_mistakes_are_one_clear_line(db_url, tmp_path, args, message):

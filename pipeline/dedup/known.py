@@ -18,6 +18,9 @@ own on the server cost a COPY of three rows per memory and a probe per source of
 user did not ask for. A collision only adds a candidate (a few per batch of 20,000 against a
 million rows), which shares no source and is dismissed.
 
+With shards, every shard's threads share one ``KnownKeys`` (a lock keeps it whole): a shard
+never meets another's keys but through a collision, which only costs a lookup.
+
 Rows that another writer stores during the run are not known here: their copies are refused
 by the unique constraints as database rejects (DESIGN: the unique constraint is the final
 judge of exact duplicates), and they are no near-duplicate candidates for this run.
@@ -25,6 +28,7 @@ judge of exact duplicates), and they are no near-duplicate candidates for this r
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 import polars as pl
@@ -57,6 +61,7 @@ class KnownKeys:
         """``stored``: frames of stored rows (``id``, ``content_hash``), hashed one by one so
         that a big table's keys never sit in memory as text; ``cited``: frames of stored rows'
         ``id`` and ``sources`` (a list)."""
+        self._lock = threading.Lock()
         hashed = [_hashed(rows) for rows in stored]
         self._keys = {
             column: SortedRuns(
@@ -73,10 +78,12 @@ class KnownKeys:
     def add(self, rows: pl.DataFrame, cited: pl.DataFrame | None = None) -> None:
         """Note ``rows`` (``id``, ``content_hash``) as stored, and what they cite (``id``,
         ``sources``) when given."""
-        for column, keys in _hashed(rows).items():
-            self._keys[column].add(keys.to_frame())
-        if cited is not None:
-            self._cite(cited)
+        hashed = _hashed(rows)
+        with self._lock:
+            for column, keys in hashed.items():
+                self._keys[column].add(keys.to_frame())
+            if cited is not None:
+                self._cite(cited)
 
     def _cite(self, rows: pl.DataFrame) -> None:
         first = self._citing_ids.len()
@@ -90,12 +97,14 @@ class KnownKeys:
     def maybe_stored(self, records: pl.DataFrame) -> pl.DataFrame:
         """The ``records`` whose id or content hash may be stored."""
         found = pl.repeat(False, records.height, eager=True)
+        with self._lock:
+            runs = {column: list(self._keys[column].runs) for column in KEY_COLUMNS}
         for column, keys in _hashed(records).items():
             # Sorted, the keys look runs up in order: about twice as fast in a big run.
             order = keys.arg_sort()
             wanted = keys.gather(order)
             in_column = pl.repeat(False, records.height, eager=True)
-            for run in self._keys[column].runs:
+            for run in runs[column]:
                 in_column |= _among(wanted, run[column])
             found = found.scatter(order.filter(in_column), True)
         return records.filter(found)
@@ -105,7 +114,9 @@ class KnownKeys:
         wanted = sources.drop_nulls().to_frame("source").select(_source_hash(pl.col("source")))["source"]
         wanted = wanted.unique().sort()
         rows = [pl.Series("row", [], pl.UInt32)]
-        for run in self._cited.runs:
+        with self._lock:
+            cited, citing_ids = list(self._cited.runs), self._citing_ids.clone()
+        for run in cited:
             # Most sources are cited nowhere yet: find where each would start, and only for
             # those found where the rows citing them end.
             keys = run["source"]
@@ -113,7 +124,7 @@ class KnownKeys:
             found = _among(wanted, keys, first)
             last = keys.search_sorted(wanted.filter(found), "right")
             rows.append(run["row"].gather(pl.int_ranges(first.filter(found), last, eager=True).explode()))
-        return self._citing_ids.gather(pl.concat(rows).unique()).unique()
+        return citing_ids.gather(pl.concat(rows).unique()).unique()
 
 
 def _own_copy(strings: pl.Series) -> pl.Series:

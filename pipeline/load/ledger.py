@@ -1,7 +1,7 @@
 """The run ledger: the pipeline's own tables and every statement about them.
 
 ``pipeline_runs`` (a run's settings, inputs, status and result), ``pipeline_batches`` (one
-row per committed batch: the ledger a resume goes on from), ``pipeline_rejects`` and
+row per committed batch, per shard: the ledger a resume goes on from), ``pipeline_rejects`` and
 ``pipeline_merges`` (near duplicates merged into a kept row, folded into its
 ``deduplication_metadata`` when the run ends).
 """
@@ -39,7 +39,19 @@ PIPELINE_DDL = (
         source_file text NOT NULL, first_line bigint NOT NULL, last_line bigint NOT NULL,
         rows_in integer NOT NULL, loaded integer NOT NULL, rejected integer NOT NULL,
         seconds double precision NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (run_id, batch_no))""",
+        shard integer NOT NULL DEFAULT 0, PRIMARY KEY (run_id, batch_no, shard))""",
+    # A batch of a run with shards commits once per shard; databases created before shards
+    # existed key a batch by its number alone.
+    "ALTER TABLE pipeline_batches ADD COLUMN IF NOT EXISTS shard integer NOT NULL DEFAULT 0",
+    """DO $$ BEGIN
+        IF NOT EXISTS (
+            SELECT FROM pg_constraint c JOIN pg_attribute a
+                ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+            WHERE c.conname = 'pipeline_batches_pkey' AND a.attname = 'shard') THEN
+            ALTER TABLE pipeline_batches DROP CONSTRAINT pipeline_batches_pkey,
+                ADD PRIMARY KEY (run_id, batch_no, shard);
+        END IF;
+    END $$""",
     # Near duplicates merged into a kept row, noted with their batch and folded into the
     # row's deduplication_metadata when the run ends: a row absorbing duplicates batch after
     # batch is rewritten once per run, not once per batch.
@@ -105,8 +117,9 @@ def run_history(conn: Connection, run_id: str) -> tuple[list[dict], RejectCounts
     """A run's committed batches and reject counts, to resume its report."""
     with conn.transaction("reading the run's batches"):
         batches = conn.execute(
-            "SELECT batch_no, rows_in, loaded, seconds FROM pipeline_batches "
-            "WHERE run_id = $1 ORDER BY batch_no",
+            "SELECT batch_no, sum(rows_in)::bigint AS rows_in, sum(loaded)::bigint AS loaded,"
+            " max(seconds) AS seconds FROM pipeline_batches"
+            " WHERE run_id = $1 GROUP BY batch_no ORDER BY batch_no",
             (run_id,),
         ).to_pylist()
         records = conn.execute(
@@ -130,13 +143,28 @@ def run_history(conn: Connection, run_id: str) -> tuple[list[dict], RejectCounts
     return batches, counts
 
 
-def committed_outcome(conn: Connection, run_id: str, batch_no: int) -> BatchOutcome | None:
-    """What a batch did, if it committed (its COMMIT may have landed as the connection broke)."""
+def committed_shards(conn: Connection, run_id: str) -> dict[int, set[int]]:
+    """Batch number → the shards that committed it, of a run."""
+    with conn.transaction("reading the run's batches"):
+        ledger = conn.execute(
+            "SELECT batch_no, shard FROM pipeline_batches WHERE run_id = $1", (run_id,)
+        ).to_pylist()
+    shards: dict[int, set[int]] = {}
+    for row in ledger:
+        shards.setdefault(row["batch_no"], set()).add(row["shard"])
+    return shards
+
+
+def committed_outcome(
+    conn: Connection, run_id: str, batch_no: int, shard: int, lines: pl.DataFrame
+) -> BatchOutcome | None:
+    """What a batch (a shard's part of it) did, if it committed (its COMMIT may have landed as
+    the connection broke); ``lines``: (source_file, source_line) of its records."""
     with conn.transaction(f"checking batch {batch_no}"):
         ledger = conn.execute(
             "SELECT source_file, first_line, last_line, loaded FROM pipeline_batches "
-            "WHERE run_id = $1 AND batch_no = $2",
-            (run_id, batch_no),
+            "WHERE run_id = $1 AND batch_no = $2 AND shard = $3",
+            (run_id, batch_no, shard),
         ).to_pylist()
         if not ledger:
             return None
@@ -146,7 +174,9 @@ def committed_outcome(conn: Connection, run_id: str, batch_no: int) -> BatchOutc
             "WHERE run_id = $1 AND source_file = $2 AND source_line BETWEEN $3 AND $4",
             (run_id, row["source_file"], row["first_line"], row["last_line"]),
         )
-    return BatchOutcome(loaded=row["loaded"], rejects=pl.from_arrow(rejects).cast(REJECT_SCHEMA))
+    # Other shards' records of the batch share its lines' range.
+    rejects = pl.from_arrow(rejects).cast(REJECT_SCHEMA).join(lines, on=list(lines.columns), how="semi")
+    return BatchOutcome(loaded=row["loaded"], rejects=rejects)
 
 
 def fold_merges(conn: Connection, dataset: Dataset) -> None:
@@ -162,11 +192,12 @@ def fold_merges(conn: Connection, dataset: Dataset) -> None:
 
 
 def record_batch(conn: Connection, run_id: str, batch_no: int, ledger: dict, loaded: int) -> None:
-    """The ledger row of a batch, in its transaction: what a resume goes on from."""
+    """The ledger row of a batch (of its shard, ``ledger["shard"]``), in its transaction: what a
+    resume goes on from."""
     conn.execute(
         "INSERT INTO pipeline_batches (run_id, batch_no, source_file, first_line,"
-        " last_line, rows_in, loaded, rejected, seconds)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        " last_line, rows_in, loaded, rejected, seconds, shard)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         (
             run_id,
             batch_no,
@@ -177,6 +208,7 @@ def record_batch(conn: Connection, run_id: str, batch_no: int, ledger: dict, loa
             loaded,
             ledger["rows_in"] - loaded,
             ledger["seconds"],
+            ledger["shard"],
         ),
     )
 

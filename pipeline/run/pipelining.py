@@ -1,25 +1,30 @@
-"""The batches of a run, pipelined over three threads so both cores stay busy.
+"""The batches of a run, pipelined over threads so both cores stay busy.
 
-Thread protocol (one run; nothing here is shared with another run):
+Thread protocol (one run; nothing here is shared with another run). A run has one shard
+unless ``--shards S`` groups its records first (``sharding``); each shard has its own
+lookup and loader threads and connections, and decides and loads its part of every batch in
+input order, beside the other shards:
 
 - The **main thread** takes batch N+1 read, staged and planned (``prepared``: here, or by
-  the workers of a cluster, in input order), submits its decision to the lookup thread and
-  its load to the loader thread, then accounts the oldest pending batch (waits for its load
-  future).
-- The **lookup thread** (``lookup`` connection) first reads the ``known`` keys of the stored
-  rows (while the main thread prepares the first batches), then decides batch N+1 against
-  what is stored: it reads the stored keys and near-duplicate candidates, takes the records batch N keeps
-  as stored as soon as batch N is decided, and, once batch N committed, decides again
-  without any record batch N's COPY refused. It alone adds batch N's loaded rows to the
-  ``known`` keys, and it writes ``stages["lookup"]``.
-- The **loader thread** (the run's own connection) loads one batch at a time in one
-  transaction, waiting first for that batch's decision future; it retries transient
-  failures (``retry``).
+  the workers of a cluster, in input order), submits each shard's part's decision to that
+  shard's lookup thread and its load to that shard's loader thread, then accounts the
+  oldest pending batch (waits for all its parts' load futures).
+- A **lookup thread** (its shard's ``lookup`` connection; the first also reads the
+  ``known`` keys of the stored rows, while the main thread prepares the first batches)
+  decides its part of batch N+1 against what is stored: it reads the stored keys and
+  near-duplicate candidates, takes the records its part of batch N keeps as stored as soon
+  as that part is decided, and, once it committed, decides again without any record its
+  COPY refused. It adds its part of batch N's loaded rows to the ``known`` keys (shared by
+  the shards, locked), and it writes its shard's ``stages``.
+- A **loader thread** (the first shard's is the run's own connection) loads one part at a
+  time in one transaction, waiting first for that part's decision future; it retries
+  transient failures (``retry``).
 - ``stages`` (the timings dict of the report) is written by the main thread for read,
-  parse, validate and plan (summed over the workers on a cluster, with ``wait``: the main
-  thread's time waiting for them), by the lookup thread for lookup; ``load`` is added by the main
-  thread when it accounts a batch. Each key has one writer.
-- At most two batches wait for the loader (one with ``--fail-fast`` or ``--max-errors``,
+  parse, validate, plan and group (summed over the workers on a cluster, with ``wait``: the
+  main thread's time waiting for them); each shard's lookup seconds are added to it once its
+  threads are done; ``load`` is added by the main thread when it accounts a batch. Each key
+  has one writer at a time.
+- At most two batches wait for the loaders (one with ``--fail-fast`` or ``--max-errors``,
   so that nothing after a failing batch loads). Ctrl-C sets a flag checked before each
   batch is read: batches already submitted finish, the rest are cancelled.
 """
@@ -31,7 +36,8 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
 from time import perf_counter
 
 import polars as pl
@@ -45,7 +51,7 @@ from pipeline.dedup.plan import LoadPlan, cited_by, loaded_records
 from pipeline.errors import DatabaseError, RunStopped
 from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection, connected
-from pipeline.load.ledger import BatchOutcome, fold_merges, record_inputs
+from pipeline.load.ledger import committed_shards, fold_merges, record_inputs
 from pipeline.load.lookups import known_keys, stored_rows
 from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import BatchSizer, peak_rss_mb
@@ -53,51 +59,55 @@ from pipeline.run.prepared import OrderedMap, in_order_here, prepared_batches
 from pipeline.run.progress import progress_display, show
 from pipeline.run.report import RunResult
 from pipeline.run.retry import load_with_retry
-from pipeline.run.staged import InFlight, StagedBatch
+from pipeline.run.sharding import record_shards
+from pipeline.run.staged import InFlight
 
 
 def run_batches(
     loader, dataset, config, files, started_at, result, fingerprints, in_order: OrderedMap = in_order_here
 ) -> None:
     clock = perf_counter() - result.seconds
-    done = len(result.batches)
+    committed = committed_shards(loader, result.run_id)
+    done = _fully_committed(committed, config.shards)
     total_bytes = sum(f.stat().st_size for f in files)
     # A resumed auto-sized run cuts its committed batches at their recorded sizes again.
     sizer = BatchSizer(config.batch_size, config.memory_limit_mb, [b.rows_in for b in result.batches])
     result.batch_sizes = sizer.chosen
     stages = result.stage_seconds
-    # The lookup connection closes after the threads that use it have finished.
     with (
         _stop_on_ctrl_c() as stop,
-        connected(loader.url) as lookup,
         progress_display(config.log_progress) as progress,
-        ThreadPoolExecutor(1, "loader") as worker,
-        ThreadPoolExecutor(1, "lookup") as looker,
+        _opened_shards(loader, config.shards, stages) as shards,
     ):
+        first = shards[0]
+        # Read by the first lookup thread before its first lookup, while the first batches are
+        # prepared: a million stored rows take it two seconds.
+        known = first.looker.submit(known_keys, first.lookup, dataset)
+        # The shard of each record, found in a first pass over the input.
+        shard_of = (
+            record_shards(files, dataset.name, config, started_at, in_order, stages, progress, stop)
+            if config.shards > 1
+            else None
+        )
         task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
-        # Read by the lookup thread before its first lookup, while the first batches are prepared:
-        # a million stored rows take it two seconds.
-        known = looker.submit(known_keys, lookup, dataset)
-        # Batches submitted to the loader and not yet accounted. Two may wait, so that the
-        # next batch is read, validated and looked up while the loader copies; a run that
-        # stops at the first failure (fail-fast, --max-errors) keeps one, so that no batch
-        # after the failing one is loaded.
-        pending: deque[InFlight] = deque()
+        # Batches submitted to the loaders and not yet accounted, each as its shards' parts.
+        # Two may wait, so that the next batch is read, validated and looked up while the
+        # loaders copy; a run that stops at the first failure (fail-fast, --max-errors) keeps
+        # one, so that no batch after the failing one is loaded.
+        pending: deque[list[InFlight]] = deque()
         depth = 2 if config.continue_on_error and config.max_errors is None else 1
-        batches = prepared_batches(files, dataset.name, config, started_at, sizer, done, in_order)
+        batches = prepared_batches(files, dataset.name, config, started_at, sizer, done, in_order, shard_of)
         last_commit = waiting = perf_counter()
 
-        def account_oldest(staging: StagedBatch | None = None) -> None:
-            """Wait for the oldest pending batch and count it; ``staging`` is the batch about
-            to be submitted, the one after it when none is pending."""
+        def account_oldest(rows_next: int | None) -> None:
+            """Wait for the oldest pending batch and count it; ``rows_next``: the records of the
+            batch about to be submitted, when none is pending after it."""
             nonlocal last_commit
             oldest = pending.popleft()
-            _account(result, config, oldest.staged, oldest.loading, oldest.began, clock)
+            _account(result, config, oldest, clock)
             now = perf_counter()
-            staged = oldest.staged
-            following = pending[0].staged if pending else staging
-            rows_after = following.rows_in if following else None
-            sizer.committed(staged.rows_in, rows_after, now - last_commit, result.peak_rss_mb)
+            rows_after = _rows_in(pending[0]) if pending else rows_next
+            sizer.committed(_rows_in(oldest), rows_after, now - last_commit, result.peak_rss_mb)
             last_commit = now
             show(progress, task, result)
 
@@ -107,8 +117,7 @@ def run_batches(
                 if stop.is_set():
                     raise KeyboardInterrupt
                 read_from.add(prepared.source_file)
-                staged = prepared.staged
-                if staged is None:
+                if prepared.staged is None:
                     progress.update(task, completed=prepared.bytes_done)
                     waiting = perf_counter()
                     continue
@@ -121,34 +130,50 @@ def run_batches(
                 checkpoint("staged")
                 # The batch's seconds count its stages, wherever they ran.
                 began = perf_counter() - sum(prepared.seconds.values())
-                number = staged.number
-                previous = pending[-1] if pending else None
-                decision = looker.submit(
-                    _look_up_before_loading, lookup, known, dataset, staged.plan, config, previous, stages
-                )
-                if not config.continue_on_error and _failed_records(staged.rejects):
+                number = prepared.number
+                # A resumed run loads only the shards that had not committed the batch.
+                parts = [p for p in prepared.staged if p.shard not in committed.get(number, ())]
+                decisions = [
+                    shards[part.shard].looker.submit(
+                        _look_up_before_loading,
+                        shards[part.shard].lookup,
+                        known,
+                        dataset,
+                        part.plan,
+                        config,
+                        shards[part.shard].previous,
+                        shards[part.shard].stages,
+                    )
+                    for part in parts
+                ]
+                rows_in = sum(part.rows_in for part in parts)
+                if not config.continue_on_error and any(_failed_records(part.rejects) for part in parts):
                     while pending:
-                        account_oldest(staged)
+                        account_oldest(rows_in)
                     raise RunStopped(
                         fail_fast_message(result.run_id, number), run_id=result.run_id, result=result
                     )
                 while len(pending) >= depth:
-                    account_oldest(staged)
+                    account_oldest(rows_in)
                 if not pending and not result.batches:
                     # Before any batch can commit: a resumed run is checked against them.
                     record_inputs(loader, result.run_id, fingerprints.result())
-                loading = worker.submit(
-                    load_with_retry, loader, dataset, result.run_id, staged, config, began, decision, known
-                )
-                pending.append(InFlight(staged, decision, loading, began))
+                in_flight = []
+                for part, decision in zip(parts, decisions, strict=True):
+                    shard = shards[part.shard]
+                    load = (shard.loader, dataset, result.run_id, part, config, began, decision, known)
+                    loading = shard.worker.submit(load_with_retry, *load)
+                    shard.previous = InFlight(part, decision, loading, began)
+                    in_flight.append(shard.previous)
+                pending.append(in_flight)
                 progress.update(task, completed=prepared.bytes_done)
                 waiting = perf_counter()
             if dataset.near_duplicates:
                 # While the last batches load, fold the merge notes committed so far: the
                 # run's last fold (``_finish``) is then left with theirs only.
-                looker.submit(_fold_early, lookup, dataset, stages)
+                first.looker.submit(_fold_early, first.lookup, dataset, first.stages)
             while pending:
-                account_oldest()
+                account_oldest(None)
             for path in files:
                 if str(path) not in read_from:
                     logger.warning("no records in {}", path)
@@ -156,10 +181,60 @@ def run_batches(
             # Batches not started yet are not loaded; one already loading finishes (and a
             # resume counts it from the ledger).
             for in_flight in pending:
-                in_flight.loading.cancel()
+                for part in in_flight:
+                    part.loading.cancel()
             batches.close()
             raise
         show(progress, task, result, completed=total_bytes)
+
+
+@dataclass
+class _Shard:
+    """One shard's connections and threads: its parts of the batches are decided (``looker``,
+    on ``lookup``) and loaded (``worker``, on ``loader``) in input order. ``previous``: its
+    part of the batch submitted last; ``stages``: the seconds its lookup thread spent."""
+
+    loader: Connection
+    lookup: Connection
+    looker: ThreadPoolExecutor
+    worker: ThreadPoolExecutor
+    stages: dict[str, float] = field(default_factory=dict)
+    previous: InFlight | None = None
+
+
+@contextmanager
+def _opened_shards(loader: Connection, count: int, stages: dict[str, float]) -> Iterator[list[_Shard]]:
+    """``count`` shards, the first loading on the run's own connection. On the way out, the
+    threads finish before their connections close, and each shard's seconds are added to
+    ``stages``."""
+    with ExitStack() as stack:
+        shards = []
+        for number in range(count):
+            own = loader if number == 0 else stack.enter_context(connected(loader.url))
+            lookup = stack.enter_context(connected(loader.url))
+            worker = stack.enter_context(ThreadPoolExecutor(1, f"loader-{number}"))
+            looker = stack.enter_context(ThreadPoolExecutor(1, f"lookup-{number}"))
+            shards.append(_Shard(own, lookup, looker, worker))
+        try:
+            yield shards
+        finally:
+            for shard in shards:
+                shard.looker.shutdown()
+                shard.worker.shutdown()
+                for stage, seconds in shard.stages.items():
+                    add_seconds(stages, stage, seconds)
+
+
+def _fully_committed(committed: dict[int, set[int]], shards: int) -> int:
+    """How many batches from the first every shard committed (each commits its parts in order)."""
+    done = 0
+    while len(committed.get(done + 1, ())) == shards:
+        done += 1
+    return done
+
+
+def _rows_in(parts: list[InFlight]) -> int:
+    return sum(part.staged.rows_in for part in parts)
 
 
 @contextmanager
@@ -256,33 +331,32 @@ def _fold_early(lookup: Connection, dataset: Dataset, stages: dict[str, float]) 
     add_seconds(stages, "lookup", perf_counter() - began)
 
 
-def _account(
-    result: RunResult,
-    config: BatchConfig,
-    staged: StagedBatch,
-    outcome: Future[tuple[BatchOutcome, float]],
-    began: float,
-    clock: float,
-) -> None:
-    loaded, load_seconds = outcome.result()
-    add_seconds(result.stage_seconds, "load", load_seconds)
-    if not loaded.committed:
-        raise RunStopped(fail_fast_message(result.run_id, staged.number), run_id=result.run_id, result=result)
-    result.add_batch(staged.rows_in, loaded.loaded, loaded.rejects, perf_counter() - began)
+def _account(result: RunResult, config: BatchConfig, parts: list[InFlight], clock: float) -> None:
+    """Count a batch once every shard's part of it is done."""
+    outcomes = [part.loading.result() for part in parts]
+    for _, load_seconds in outcomes:
+        add_seconds(result.stage_seconds, "load", load_seconds)
+    number = parts[0].staged.number
+    if not all(loaded.committed for loaded, _ in outcomes):
+        raise RunStopped(fail_fast_message(result.run_id, number), run_id=result.run_id, result=result)
+    loaded = sum(outcome.loaded for outcome, _ in outcomes)
+    rejects = pl.concat([outcome.rejects for outcome, _ in outcomes])
+    rows_in = _rows_in(parts)
+    result.add_batch(rows_in, loaded, rejects, perf_counter() - min(part.began for part in parts))
     checkpoint("accounted")
     result.seconds = perf_counter() - clock
     result.peak_rss_mb = peak_rss_mb()
     logger.debug(
         "batch {} committed: {} in, {} loaded, {} rejected ({:.2f}s)",
-        staged.number,
-        staged.rows_in,
-        loaded.loaded,
-        staged.rows_in - loaded.loaded,
+        number,
+        rows_in,
+        loaded,
+        rows_in - loaded,
         result.batches[-1].seconds,
     )
     if config.max_errors is not None and result.failed > config.max_errors:
         raise RunStopped(
-            f"stopped after batch {staged.number}: {result.failed} records failed, more than "
+            f"stopped after batch {number}: {result.failed} records failed, more than "
             f"--max-errors {config.max_errors}; inspect them with `pipeline rejects --run "
             f"{result.run_id}`",
             run_id=result.run_id,

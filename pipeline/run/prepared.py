@@ -21,6 +21,8 @@ import polars as pl
 
 from pipeline.config import BatchConfig
 from pipeline.datasets import get_dataset
+from pipeline.datasets.base import Dataset
+from pipeline.dedup.groups import group_keys
 from pipeline.dedup.plan import plan_load
 from pipeline.extract import RawBatch, scan_batches
 from pipeline.extract.inputs import input_format
@@ -38,6 +40,8 @@ from pipeline.normalize.stage import add_seconds, stage_batch
 from pipeline.run.autosize import START, BatchSizer
 from pipeline.run.staged import StagedBatch
 
+# The shards of a batch none of whose records is to be loaded.
+NO_SHARDS = pl.DataFrame(schema={"record": pl.UInt32, "shard": pl.UInt16})
 # Runs a function over argument tuples and returns the results in the order of the tuples:
 # here, one after the other as they are asked for, or as tasks of a cluster (``cluster``).
 OrderedMap = Callable[[Callable, Iterable[tuple]], Iterator]
@@ -45,13 +49,13 @@ OrderedMap = Callable[[Callable, Iterable[tuple]], Iterator]
 
 @dataclass(frozen=True)
 class PreparedBatch:
-    """A batch ready to be decided: ``staged`` is None for a batch a resumed run committed
-    before. ``seconds`` are the stages' seconds wherever they ran."""
+    """A batch ready to be decided, one ``staged`` per shard, or None for a batch a resumed
+    run committed before. ``seconds`` are the stages' seconds wherever they ran."""
 
     number: int
     bytes_done: int
     source_file: str
-    staged: StagedBatch | None
+    staged: tuple[StagedBatch, ...] | None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -60,23 +64,69 @@ def in_order_here(function: Callable, arguments: Iterable[tuple]) -> Iterator:
 
 
 def prepare_batch(
-    number: int, work: Part | pl.DataFrame, dataset_name: str, config: BatchConfig, started_at: datetime
-) -> tuple[StagedBatch, dict[str, float], int | None]:
+    number: int,
+    work: Part | pl.DataFrame,
+    dataset_name: str,
+    config: BatchConfig,
+    started_at: datetime,
+    shards: pl.DataFrame | None = None,
+) -> tuple[tuple[StagedBatch, ...], dict[str, float], int | None]:
     """Pure: a part of an input (read here) or raw records → the batch's load plan and
-    rejects, its stages' seconds and, for a part, how many lines it holds (its records are
-    numbered from its start: ``numbered_after`` puts the lines before it in)."""
+    rejects, one per shard (``shards``: the shard of each record to load; the rejects so far
+    go with shard 0), its stages' seconds and, for a part, how many lines it holds (its
+    records are numbered from its start: ``numbered_after`` puts the lines before it in)."""
     seconds: dict[str, float] = {}
     dataset = get_dataset(dataset_name)
+    raw, records, rejects, lines = _staged_records(work, dataset, config, started_at, seconds)
+    planning = perf_counter()
+    ledger = _ledger(raw) if raw.height else _empty_ledger(work)
+    if config.shards == 1:
+        pieces = [records]
+    else:
+        records = records.join(shards, on="record", how="left")
+        pieces = [records.filter(pl.col("shard") == s).drop("shard") for s in range(config.shards)]
+    # Shard 0 also holds the records rejected so far.
+    rows_in = [raw.height - sum(piece.height for piece in pieces[1:]), *(p.height for p in pieces[1:])]
+    staged = tuple(
+        StagedBatch(
+            number,
+            plan_load(piece, dataset, config),
+            rejects if shard == 0 else rejects.clear(),
+            rows_in[shard],
+            ledger | {"rows_in": rows_in[shard]},
+            shard,
+        )
+        for shard, piece in enumerate(pieces)
+    )
+    add_seconds(seconds, "plan", perf_counter() - planning)
+    return staged, seconds, lines
+
+
+def batch_keys(
+    number: int, work: Part | pl.DataFrame, dataset_name: str, config: BatchConfig, started_at: datetime
+) -> tuple[pl.DataFrame, dict[str, float]]:
+    """Pure: (batch, record, key) of the records of a part or of raw records that will be
+    decided (``dedup.groups.group_keys``), and the seconds it took."""
+    seconds: dict[str, float] = {}
+    dataset = get_dataset(dataset_name)
+    began = perf_counter()
+    _, records, _, _ = _staged_records(work, dataset, config, started_at, {})
+    keys = group_keys(records, dataset, config).select(pl.lit(number, pl.UInt32).alias("batch"), pl.all())
+    add_seconds(seconds, "group", perf_counter() - began)
+    return keys, seconds
+
+
+def _staged_records(
+    work: Part | pl.DataFrame, dataset: Dataset, config: BatchConfig, started_at: datetime, seconds: dict
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, int | None]:
+    """(raw records, records to load, rejects so far, the part's lines) of a part (read here)
+    or of raw records."""
     began = perf_counter()
     raw, lines = read_part(work, dataset.csv_json_columns) if isinstance(work, Part) else (work, None)
     add_seconds(seconds, "read", perf_counter() - began)
     checkpoint("prepare")
     records, rejects = stage_batch(raw, dataset, config, started_at, seconds)
-    planning = perf_counter()
-    plan = plan_load(records, dataset, config)
-    add_seconds(seconds, "plan", perf_counter() - planning)
-    ledger = _ledger(raw) if raw.height else _empty_ledger(work)
-    return StagedBatch(number, plan, rejects, raw.height, ledger), seconds, lines
+    return raw, records, rejects, lines
 
 
 def numbered_after(staged: StagedBatch, lines: int) -> StagedBatch:
@@ -95,12 +145,15 @@ def prepared_batches(
     sizer: BatchSizer,
     committed: int,
     in_order: OrderedMap = in_order_here,
+    shards: dict[int, pl.DataFrame] | None = None,
 ) -> Iterator[PreparedBatch]:
     """The run's batches in input order, the first ``committed`` of them only counted (a
-    resumed run committed them before). With ``config.partitioning == "ranges"``, JSONL, CSV
-    and Parquet inputs are cut into parts read where they are prepared; JSON arrays, and all
-    inputs with ``"records"``, are read here, ``sizer.size`` records at a time."""
-    work = _numbered_work(files, config, sizer, in_order)
+    resumed run committed them before), each cut into its ``shards`` (batch number → the
+    shard of each record, ``sharding.record_shards``) when given. With
+    ``config.partitioning == "ranges"``, JSONL, CSV and Parquet inputs are cut into parts read
+    where they are prepared; JSON arrays, and all inputs with ``"records"``, are read here,
+    ``sizer.size`` records at a time."""
+    work = numbered_work(files, config, sizer, in_order)
     # The lines of each file before the next part of it.
     lines_before: Counter[str] = Counter()
     skipped, skipped_parts = [], []
@@ -120,19 +173,20 @@ def prepared_batches(
         began = perf_counter()
         for number, item, bytes_done, source_file in work:
             reaching.append((bytes_done, source_file, perf_counter() - began))
-            yield number, item, dataset_name, config, started_at
+            assigned = None if shards is None else shards.get(number, NO_SHARDS)
+            yield number, item, dataset_name, config, started_at, assigned
             began = perf_counter()
 
     for staged, seconds, lines in in_order(prepare_batch, arguments()):
         bytes_done, source_file, reading = reaching.popleft()
         add_seconds(seconds, "read", reading)
         if lines is not None:
-            staged = numbered_after(staged, lines_before[source_file])
+            staged = tuple(numbered_after(piece, lines_before[source_file]) for piece in staged)
             lines_before[source_file] += lines
-        yield PreparedBatch(staged.number, bytes_done, source_file, staged, seconds)
+        yield PreparedBatch(staged[0].number, bytes_done, source_file, staged, seconds)
 
 
-def _numbered_work(
+def numbered_work(
     files: list[Path], config: BatchConfig, sizer: BatchSizer, in_order: OrderedMap
 ) -> Iterator[tuple[int, Part | pl.DataFrame, int, str]]:
     """(number, a part or raw records, input bytes done after it, its file) of each batch.

@@ -19,8 +19,17 @@ from pipeline.load.connection import Connection
 from pipeline.load.ledger import run_history, run_record
 from pipeline.run.report import RunResult
 
-# Settings that change what a run loads: a resumed run must keep them.
-RESULT_SETTINGS = ("dataset", "batch_size", "mode", "validate_first", "similarity_threshold", "self_name")
+# Settings that change what a run loads, or how its ledger counts its batches (per shard): a
+# resumed run must keep them.
+RESULT_SETTINGS = (
+    "dataset",
+    "batch_size",
+    "mode",
+    "validate_first",
+    "similarity_threshold",
+    "self_name",
+    "shards",
+)
 
 
 def resumable(loader: Connection, run_id: str) -> dict:

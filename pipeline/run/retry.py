@@ -34,7 +34,7 @@ def load_with_retry(
     """Load one batch, retrying transient database failures with exponential backoff;
     what it did and the seconds it took (waiting for its decision, COPY, rejects, ledger)."""
     loading = perf_counter()
-    ledger = {**staged.ledger, "seconds": loading - began}
+    ledger = {**staged.ledger, "seconds": loading - began, "shard": staged.shard}
     # Read once by the lookup thread: a failure to read them is not retried here.
     known_keys = known.result()
     for attempt, delay in enumerate((*RETRY_DELAYS, None)):
@@ -42,7 +42,9 @@ def load_with_retry(
             if attempt:
                 loader.reconnect()
             # A COMMIT can land just as the connection breaks: then the batch is done.
-            committed = attempt and committed_outcome(loader, run_id, staged.number)
+            committed = attempt and committed_outcome(
+                loader, run_id, staged.number, staged.shard, staged.lines()
+            )
             outcome = committed or load_batch(
                 loader,
                 dataset,

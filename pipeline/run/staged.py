@@ -24,10 +24,17 @@ class InFlight:
 
 @dataclass(frozen=True)
 class StagedBatch:
-    """A batch ready to load: what to send the database and the records already rejected."""
+    """A batch ready to load: what to send the database and the records already rejected;
+    with shards, the part of a batch that one shard decides and loads."""
 
     number: int
     plan: LoadPlan
     rejects: pl.DataFrame
     rows_in: int
     ledger: dict
+    shard: int = 0
+
+    def lines(self) -> pl.DataFrame:
+        """(source_file, source_line) of every record: to load or rejected so far."""
+        lines = ["source_file", "source_line"]
+        return pl.concat([self.plan.records.select(lines), self.rejects.select(lines)])

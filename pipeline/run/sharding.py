@@ -1,0 +1,66 @@
+"""The shard of every record of a run (``--shards S``), from a first pass over its input.
+
+The pass reads, decodes, validates and hashes every batch (on the workers of a cluster) and
+keeps only the values records may share (``dedup.groups``): about 16 bytes a value, 5 to 8
+values a memory. The loading process then groups the records and gives each group a shard;
+each shard's records are decided and loaded in input order by its own threads and
+connections (``pipelining``), side by side with the other shards'. The pass costs a second
+read and staging of the input, where the workers have it to spare.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from time import perf_counter
+
+import polars as pl
+from rich.progress import Progress
+
+from pipeline.config import BatchConfig
+from pipeline.dedup.groups import KEY_SCHEMA, shards_of
+from pipeline.normalize.stage import add_seconds
+from pipeline.run.autosize import BatchSizer
+from pipeline.run.prepared import OrderedMap, batch_keys, numbered_work
+
+
+def record_shards(
+    files: list[Path],
+    dataset_name: str,
+    config: BatchConfig,
+    started_at: datetime,
+    in_order: OrderedMap,
+    stages: dict[str, float],
+    progress: Progress,
+    stop: threading.Event,
+) -> dict[int, pl.DataFrame]:
+    """Batch number → (record, shard) of the records of the batch to be decided, with a line
+    of its own on the ``progress`` display; ``stages["group"]`` counts the pass's seconds;
+    ``stop`` set (Ctrl-C) ends the pass with ``KeyboardInterrupt``."""
+    task = progress.add_task("grouping", total=sum(f.stat().st_size for f in files), records=0, rate="")
+    sizer = BatchSizer(config.batch_size, config.memory_limit_mb)
+    work = numbered_work(files, config, sizer, in_order)
+    # Where each batch handed to ``in_order`` reaches, taken back as its keys come.
+    reaching: deque[int] = deque()
+
+    def arguments() -> Iterator[tuple]:
+        for number, item, bytes_done, _ in work:
+            reaching.append(bytes_done)
+            yield number, item, dataset_name, config, started_at
+
+    keys = [pl.DataFrame(schema={"batch": pl.UInt32, **KEY_SCHEMA})]
+    for batch, seconds in in_order(batch_keys, arguments()):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        keys.append(batch)
+        for stage, spent in seconds.items():
+            add_seconds(stages, stage, spent)
+        progress.update(task, completed=reaching.popleft())
+    began = perf_counter()
+    assigned = shards_of(pl.concat(keys), config.shards)
+    add_seconds(stages, "group", perf_counter() - began)
+    by_batch = assigned.partition_by("batch", as_dict=True)
+    return {batch: frame.drop("batch") for (batch,), frame in by_batch.items()}
