@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline import RunStopped
+from pipeline import BatchConfig, RunStopped, migrate
 from pipeline.testing import run
 from tests.conftest import ROOT, TOTALS, assert_invariant, memory, rows, write_jsonl
 
@@ -236,3 +236,36 @@ def test_many_refused_child_rows_in_one_batch_cost_only_their_records(db_url, db
     stored = {r["id"] for r in rows(db, "SELECT id FROM memories")}
     assert "mem-3" in stored and "mem-6" not in stored and "mem-300" not in stored and "mem-299" in stored
     assert rows(db, "SELECT memory_id FROM emotional_contexts") == [{"memory_id": "mem-3"}]
+
+
+def test_a_ledger_from_before_shards_keys_its_batches_by_shard_too(db_url, db, tmp_path):
+    """A database whose ledger keyed a batch by its number alone gains the shard column (its
+    rows shard 0), and a run with two shards records a row per batch and shard."""
+    with db.transaction("an old ledger"):
+        db.execute(
+            "CREATE TABLE pipeline_runs (run_id text PRIMARY KEY, started_at timestamptz NOT NULL,"
+            " finished_at timestamptz, status text NOT NULL, config jsonb NOT NULL,"
+            " inputs jsonb NOT NULL, result jsonb)"
+        )
+        db.execute(
+            "CREATE TABLE pipeline_batches (run_id text NOT NULL REFERENCES pipeline_runs(run_id),"
+            " batch_no integer NOT NULL, source_file text NOT NULL, first_line bigint NOT NULL,"
+            " last_line bigint NOT NULL, rows_in integer NOT NULL, loaded integer NOT NULL,"
+            " rejected integer NOT NULL, seconds double precision NOT NULL,"
+            " committed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run_id, batch_no))"
+        )
+        db.execute("INSERT INTO pipeline_runs VALUES ('old', now(), now(), 'completed', '{}', '[]', NULL)")
+        db.execute("INSERT INTO pipeline_batches VALUES ('old', 1, 'a.jsonl', 1, 5, 5, 5, 0, 0.1)")
+    export = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(40)])
+    for run_id, shards in (("one", 1), ("two", 2)):
+        config = BatchConfig(log_progress=False, batch_size=15, shards=shards, max_connections=2 * shards)
+        migrate([str(export)], config, db_url=db_url, run_id=run_id)
+    ledger = rows(db, "SELECT run_id, batch_no, shard, rows_in FROM pipeline_batches ORDER BY 1, 2, 3")
+    assert [r for r in ledger if r["run_id"] == "old"] == [
+        {"run_id": "old", "batch_no": 1, "shard": 0, "rows_in": 5}
+    ]
+    assert {(r["batch_no"], r["shard"]) for r in ledger if r["run_id"] == "two"} == {
+        (b, s) for b in (1, 2, 3) for s in (0, 1)
+    }
+    assert sum(r["rows_in"] for r in ledger if r["run_id"] == "two") == 40
+    assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == 40
