@@ -60,7 +60,7 @@ from pipeline.run.progress import progress_display, show
 from pipeline.run.report import RunResult
 from pipeline.run.retry import load_with_retry
 from pipeline.run.sharding import record_shards
-from pipeline.run.staged import InFlight
+from pipeline.run.staged import InFlight, StagedBatch
 
 
 def run_batches(
@@ -133,19 +133,7 @@ def run_batches(
                 number = prepared.number
                 # A resumed run loads only the shards that had not committed the batch.
                 parts = [p for p in prepared.staged if p.shard not in committed.get(number, ())]
-                decisions = [
-                    shards[part.shard].looker.submit(
-                        _look_up_before_loading,
-                        shards[part.shard].lookup,
-                        known,
-                        dataset,
-                        part.plan,
-                        config,
-                        shards[part.shard].previous,
-                        shards[part.shard].stages,
-                    )
-                    for part in parts
-                ]
+                decisions = [shards[part.shard].decide(known, dataset, part, config) for part in parts]
                 rows_in = sum(part.rows_in for part in parts)
                 if not config.continue_on_error and any(_failed_records(part.rejects) for part in parts):
                     while pending:
@@ -158,14 +146,12 @@ def run_batches(
                 if not pending and not result.batches:
                     # Before any batch can commit: a resumed run is checked against them.
                     record_inputs(loader, result.run_id, fingerprints.result())
-                in_flight = []
-                for part, decision in zip(parts, decisions, strict=True):
-                    shard = shards[part.shard]
-                    load = (shard.loader, dataset, result.run_id, part, config, began, decision, known)
-                    loading = shard.worker.submit(load_with_retry, *load)
-                    shard.previous = InFlight(part, decision, loading, began)
-                    in_flight.append(shard.previous)
-                pending.append(in_flight)
+                pending.append(
+                    [
+                        shards[part.shard].load(known, dataset, result.run_id, part, config, began, decision)
+                        for part, decision in zip(parts, decisions, strict=True)
+                    ]
+                )
                 progress.update(task, completed=prepared.bytes_done)
                 waiting = perf_counter()
             if dataset.near_duplicates:
@@ -200,6 +186,19 @@ class _Shard:
     worker: ThreadPoolExecutor
     stages: dict[str, float] = field(default_factory=dict)
     previous: InFlight | None = None
+
+    def decide(
+        self, known: Future[KnownKeys], dataset: Dataset, part: StagedBatch, config: BatchConfig
+    ) -> Future[Decision]:
+        """Submit the decision of this shard's ``part`` of a batch (``_look_up_before_loading``)."""
+        args = (self.lookup, known, dataset, part.plan, config, self.previous, self.stages)
+        return self.looker.submit(_look_up_before_loading, *args)
+
+    def load(self, known, dataset, run_id, part, config, began, decision) -> InFlight:
+        """Submit the load of this shard's ``part`` of a batch, after its ``decision``."""
+        args = (self.loader, dataset, run_id, part, config, began, decision, known)
+        self.previous = InFlight(part, decision, self.worker.submit(load_with_retry, *args), began)
+        return self.previous
 
 
 @contextmanager
