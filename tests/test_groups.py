@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import BatchConfig
 from pipeline.datasets import get_dataset
-from pipeline.dedup.groups import components, group_keys, shards_of
+from pipeline.dedup.groups import balanced, components, group_keys, shards_of
 from pipeline.normalize.stage import stage_batch
 from tests.conftest import memory, raw_frame
 
@@ -114,3 +114,19 @@ def test_a_group_across_batches_is_in_one_shard():
         schema={"batch": pl.UInt32, "record": pl.UInt32, "key": pl.UInt64},
     )
     assert shards_of(many, 4)["shard"].value_counts()["count"].min() > 200
+
+
+@pytest.mark.parametrize(("hub", "singles", "shards"), [(600, 2_400, 4), (2_000, 1_000, 4), (0, 5_000, 8)])
+def test_shards_hold_about_as_many_records_whatever_the_biggest_group(hub, singles, shards):
+    """A hub (the legacy records sharing one source) takes a shard, and the small groups fill
+    the others up to its level, or all shards to one level when it is below it."""
+    groups = pl.Series("group", [0] * hub + list(range(1, singles + 1)), dtype=pl.UInt32)
+    assigned = groups.to_frame().join(balanced(groups, shards), on="group", how="left")
+    assert assigned["shard"].null_count() == 0
+    loads = assigned["shard"].value_counts()["count"]
+    level = max(hub, (hub + singles) / shards)
+    assert loads.max() <= 1.02 * level
+    if hub > (hub + singles) / shards:
+        assert assigned.filter(pl.col("group") == 0)["shard"].n_unique() == 1
+        hub_shard = assigned["shard"][0]
+        assert assigned.filter(pl.col("shard") == hub_shard).height == hub
