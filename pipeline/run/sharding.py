@@ -52,13 +52,15 @@ def record_shards(
             yield number, item, dataset_name, config, started_at
 
     keys = [pl.DataFrame(schema={"batch": pl.UInt32, **KEY_SCHEMA})]
+    grouped = 0  # records to be decided, read so far
     for batch, seconds in in_order(batch_keys, arguments()):
         if stop.is_set():
             raise KeyboardInterrupt
         keys.append(batch)
         for stage, spent in seconds.items():
             add_seconds(stages, stage, spent)
-        progress.update(task, completed=reaching.popleft())
+        grouped += batch["record"].n_unique()
+        progress.update(task, completed=reaching.popleft(), records=grouped)
     began = perf_counter()
     assigned = shards_of(pl.concat(keys), config.shards)
     add_seconds(stages, "group", perf_counter() - began)
