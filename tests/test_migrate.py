@@ -259,7 +259,7 @@ def test_a_ledger_from_before_shards_keys_its_batches_by_shard_too(db_url, db, t
     export = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(40)])
     for run_id, shards in (("one", 1), ("two", 2)):
         config = BatchConfig(log_progress=False, batch_size=15, shards=shards, max_connections=2 * shards)
-        migrate([str(export)], config, db_url=db_url, run_id=run_id)
+        assert_invariant(migrate([str(export)], config, db_url=db_url, run_id=run_id), db)
     ledger = rows(db, "SELECT run_id, batch_no, shard, rows_in FROM pipeline_batches ORDER BY 1, 2, 3")
     assert [r for r in ledger if r["run_id"] == "old"] == [
         {"run_id": "old", "batch_no": 1, "shard": 0, "rows_in": 5}

@@ -342,7 +342,7 @@ def test_a_run_on_three_workers_holds_two_connections_per_shard(server_url, inpu
     try:
         with local_cluster(3) as cluster, Client(cluster) as client:
             config = BatchConfig(log_progress=False, batch_size=50, shards=shards, max_connections=2 * shards)
-            migrate([str(export)], config, db_url=url, client=client)
+            assert_totals_add_up(migrate([str(export)], config, db_url=url, client=client).to_dict())
     finally:
         done.set()
         thread.join()

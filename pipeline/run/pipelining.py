@@ -206,22 +206,23 @@ def _opened_shards(loader: Connection, count: int, stages: dict[str, float]) -> 
     """``count`` shards, the first loading on the run's own connection. On the way out, the
     threads finish before their connections close, and each shard's seconds are added to
     ``stages``."""
+    shards: list[_Shard] = []
+
+    def add_stages() -> None:
+        for shard in shards:
+            for stage, seconds in shard.stages.items():
+                add_seconds(stages, stage, seconds)
+
     with ExitStack() as stack:
-        shards = []
+        # Called last, once every thread has finished.
+        stack.callback(add_stages)
         for number in range(count):
             own = loader if number == 0 else stack.enter_context(connected(loader.url))
             lookup = stack.enter_context(connected(loader.url))
             worker = stack.enter_context(ThreadPoolExecutor(1, f"loader-{number}"))
             looker = stack.enter_context(ThreadPoolExecutor(1, f"lookup-{number}"))
             shards.append(_Shard(own, lookup, looker, worker))
-        try:
-            yield shards
-        finally:
-            for shard in shards:
-                shard.looker.shutdown()
-                shard.worker.shutdown()
-                for stage, seconds in shard.stages.items():
-                    add_seconds(stages, stage, seconds)
+        yield shards
 
 
 def _fully_committed(committed: dict[int, set[int]], shards: int) -> int:
