@@ -8,7 +8,9 @@ One ``pipeline migrate`` of the generated file into a fresh database ``bench_cpu
 ``py-spy record`` (raw stacks of every Python thread), and each thread's CPU time (user +
 system, read from ``/proc`` until it exits) split over the stages (``STAGES``, by the deepest
 stage function of a stack): py-spy counts a thread that waits for a core, or for another
-thread, as busy, so only shares are taken from its samples.
+thread, as busy, so only shares are taken from its samples. The shares still lean toward the
+stages that wait longest for a core (the parse: 12 core-seconds here, 5.2 by the thread's own
+clock); ``bench_server.py`` and ``perf`` give budgets that sample no Python stacks.
 
 - A Python thread's own CPU goes to its samples outside Polars, in proportion, but those
   waiting for another thread of the process (``WAITS``: a queue, a future, a lock).
