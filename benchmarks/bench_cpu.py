@@ -35,7 +35,18 @@ from collections import Counter
 from pathlib import Path
 from time import perf_counter, sleep
 
-from common import ROOT, argument_parser, fresh_databases, generate, git_commit, machine, save_results
+from common import (
+    ROOT,
+    argument_parser,
+    cpu_of,
+    fresh_databases,
+    generate,
+    git_commit,
+    machine,
+    postmaster,
+    save_results,
+    server_processes,
+)
 
 # Stage by the deepest frame of a stack that names one of these functions (file, function).
 STAGES = (
@@ -57,7 +68,6 @@ STAGES = (
 WAITS = ("(threading.py", "(concurrent/futures/", "(queue.py")
 # Threads that compute for whichever Python thread waits in a call into their library.
 POOLS = {"polars": "(polars/", "async-executor": "(polars/"}
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -130,7 +140,7 @@ def _watch_child_threads(parent: int, threads: dict[int, tuple[str, float]]) -> 
         except FileNotFoundError:
             return
         for tid in ids:
-            if (used := _cpu_of(f"{child}/task/{tid}")) is not None:
+            if (used := cpu_of(f"{child}/task/{tid}")) is not None:
                 name = threads[tid][0] if tid in threads else _thread_name(child, tid)
                 threads[tid] = (name, used)
         sleep(0.1)
@@ -143,24 +153,10 @@ def _thread_name(pid: int, tid: int) -> str:
         return "?"
 
 
-def _cpu_of(task: int | str, children: bool = False) -> float | None:
-    """CPU seconds of ``task`` (a process id, or ``PID/task/TID`` for one thread), with those
-    of its reaped children when asked."""
-    try:
-        fields = Path(f"/proc/{task}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # utime, stime, cutime, cstime are fields 14-17 of stat, 12-15 after the command's ")".
-    used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
-    return used / TICKS
-
-
 def server_cpu() -> float:
     """CPU seconds of the embedded server's processes, with those of its exited backends."""
-    postmaster = int((ROOT / ".pipeline" / "pgdata" / "postmaster.pid").read_text().split()[0])
-    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
-    own = _cpu_of(postmaster, children=True) or 0.0
-    return own + sum(_cpu_of(int(pid)) or 0.0 for pid in children)
+    own = cpu_of(postmaster(), children=True) or 0.0
+    return own + sum(cpu_of(pid) or 0.0 for pid in server_processes())
 
 
 def stage_seconds(samples: Path, threads: dict[int, tuple[str, float]]) -> Counter:

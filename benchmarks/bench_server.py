@@ -21,18 +21,18 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from pathlib import Path
 from time import perf_counter, sleep
 
-from bench_cpu import _cpu_of
 from common import (
     ROOT,
     argument_parser,
+    cpu_of,
     fresh_databases,
     generate,
     git_commit,
     machine,
     save_results,
+    server_processes,
     server_url,
 )
 
@@ -48,7 +48,7 @@ def main() -> int:
     url = fresh_databases(DATABASE)[DATABASE]
     command = [sys.executable, "-m", "pipeline", "migrate", source, "--db", url]
     command += ["--batch-size", str(args.batch_size), "--quiet"]
-    processes = {pid: _noted("", "", _cpu_of(pid) or 0.0) for pid in server_processes()}
+    processes = {pid: _noted("", "", cpu_of(pid) or 0.0) for pid in server_processes()}
     began = perf_counter()
     run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     watcher = threading.Thread(target=_watch_server, args=(run, processes), daemon=True)
@@ -100,14 +100,9 @@ def _watch_server(run: subprocess.Popen, processes: dict[int, dict]) -> None:
                 if row["state"] == "active":
                     process["ran"][row["verb"].upper()] += 1
             for pid, process in processes.items():
-                if (used := _cpu_of(pid)) is not None:
+                if (used := cpu_of(pid)) is not None:
                     process["cpu"] = used
             sleep(0.1)
-
-
-def server_processes() -> list[int]:
-    postmaster = int((ROOT / ".pipeline" / "pgdata" / "postmaster.pid").read_text().split()[0])
-    return [int(pid) for pid in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()]
 
 
 def _noted(kind: str, database: str, before: float = 0.0) -> dict:

@@ -1,5 +1,5 @@
 """What the benchmarks share: inputs, fresh databases, a timed ``pipeline migrate``, digests of
-what a run stored, the machine and the code measured."""
+what a run stored, CPU seconds from ``/proc``, the machine and the code measured."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from pipeline.load.databases import database_url, fresh_database
 from pipeline.load.server import start_embedded
 
 ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
 
 # What a run leaves, by content, one md5 per table (merge metadata without its timestamp):
 # two runs with equal digests stored the same rows and rejects.
@@ -75,6 +76,29 @@ def copy_database(template: str, name: str) -> str:
         admin.execute(f"DROP DATABASE IF EXISTS {quoted(name)} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {quoted(name)} TEMPLATE {quoted(template)}")
     return database_url(server, name)
+
+
+def cpu_of(task: int | str, children: bool = False) -> float | None:
+    """CPU seconds of ``task`` (a process id, or ``PID/task/TID`` for one thread), with those
+    of its reaped children when asked; None once it has exited."""
+    try:
+        fields = Path(f"/proc/{task}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # utime, stime, cutime, cstime are fields 14-17 of stat, 12-15 after the command's ")".
+    used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return used / TICKS
+
+
+def postmaster() -> int:
+    """The process id of the embedded server (the benchmarks' own, under ``.pipeline``)."""
+    return int((ROOT / ".pipeline" / "pgdata" / "postmaster.pid").read_text().split()[0])
+
+
+def server_processes() -> list[int]:
+    """The embedded server's running processes but the postmaster: backends, workers."""
+    pid = postmaster()
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def postgres_version(url: str) -> str:
