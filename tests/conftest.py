@@ -6,12 +6,13 @@ import json
 import os
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
 
-from pipeline.load.connection import Connection
-from pipeline.load.databases import fresh_database
+from pipeline.load.connection import Connection, connected
+from pipeline.load.databases import database_url, fresh_database
 from pipeline.load.server import start_embedded, stop_embedded
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +37,21 @@ def server_url(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("embedded")
     url = start_embedded(home)
     yield url
+    # Runs in databases a test made for itself, not through ``db_url``, balance too.
+    with connected(url) as admin:
+        databases = rows(admin, "SELECT datname FROM pg_database WHERE NOT datistemplate")
+    for database in databases:
+        assert_every_run_balances(database_url(url, database["datname"]))
     stop_embedded(home)
 
 
 @pytest.fixture
-def db_url(server_url: str) -> str:
-    return fresh_database(server_url, f"test_{uuid.uuid4().hex[:12]}")
+def db_url(server_url: str):
+    """A fresh database; when the test ends, every run it recorded must keep the accounting
+    invariant, whatever the test itself asserted."""
+    url = fresh_database(server_url, f"test_{uuid.uuid4().hex[:12]}")
+    yield url
+    assert_every_run_balances(url)
 
 
 @pytest.fixture
@@ -112,6 +122,15 @@ def assert_invariant(result, db: Connection) -> None:
         result.run_id,
     )[0]["n"]
     assert distinct == result.failed + result.duplicates_skipped + result.similar_merged
+
+
+def assert_every_run_balances(url: str) -> None:
+    """``assert_invariant`` for every finished run recorded in the database at ``url``."""
+    with connected(url) as db:
+        if rows(db, "SELECT to_regclass('pipeline_runs') IS NULL AS absent")[0]["absent"]:
+            return
+        for run in rows(db, "SELECT result::text AS result FROM pipeline_runs WHERE result IS NOT NULL"):
+            assert_invariant(SimpleNamespace(**json.loads(run["result"])), db)
 
 
 def final_state(url: str) -> dict:
