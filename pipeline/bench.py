@@ -145,7 +145,7 @@ def bench(
     ``on_size`` is called after each size (for progress). Writes ``csv_path`` and
     ``plot_path`` (PNG; needs matplotlib, the ``bench`` extra) when given.
     """
-    (source,) = resolve_inputs([str(path)])
+    (source,) = resolve_inputs([path])
     if not batch_sizes:
         raise ConfigError("give at least one batch size")
     for size in batch_sizes:

@@ -20,7 +20,7 @@ __all__ = ["cli", "fresh_database", "run"]
 def run(paths: Iterable[Path | str], db_url: str, **settings) -> RunResult:
     """``migrate`` the files with ``BatchConfig(**settings)``, without a progress display."""
     settings.setdefault("log_progress", False)
-    return migrate([str(p) for p in paths], BatchConfig(**settings), db_url=db_url)
+    return migrate(list(paths), BatchConfig(**settings), db_url=db_url)
 
 
 def cli(*args, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -202,6 +202,16 @@ def test_every_format_loads_the_same_records(db_url, db, tmp_path):
     assert rows(db, "SELECT count(*) AS n FROM emotional_contexts")[0]["n"] == 2
 
 
+def test_the_api_takes_path_objects_for_files_and_directories(db_url, db, tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [memory(1), memory(2)])
+    single = write_jsonl(tmp_path / "b.jsonl", [memory(3)])
+    result = migrate([folder, single], BatchConfig(log_progress=False), db_url=db_url)
+    assert (result.processed, result.successful) == (3, 3)
+    assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == 3
+
+
 def test_report_has_the_contract_fields(db_url, tmp_path):
     result = run([SAMPLE], db_url, batch_size=400)
     report = result.to_dict()

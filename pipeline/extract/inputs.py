@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import glob
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,11 +16,11 @@ HASH_BLOCK_BYTES = 4 * 1024 * 1024
 LINE_SUFFIXES = {".jsonl", ".ndjson", ".jsonlines", ".json"}
 
 
-def resolve_inputs(patterns: Iterable[str]) -> list[Path]:
+def resolve_inputs(patterns: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Expand globs and directories (their files of a known format, in name order); every
-    pattern must name at least one readable file of a known format."""
+    pattern (text or a path object) must name at least one readable file of a known format."""
     paths: list[Path] = []
-    for pattern in patterns:
+    for pattern in map(os.fspath, patterns):
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise InputError(f"{pattern}: no file matches this pattern", path=pattern)

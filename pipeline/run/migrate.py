@@ -7,6 +7,7 @@ ended: completed, aborted by a stop rule, interrupted, failed.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Sequence
@@ -41,7 +42,7 @@ SNIFFED_RECORDS = 1_000
 
 
 def migrate(
-    paths: Sequence[str],
+    paths: Sequence[str | os.PathLike[str]],
     config: BatchConfig | None = None,
     db_url: str | None = None,
     run_id: str | None = None,

@@ -67,7 +67,7 @@ def resumed_config(run: dict, config: BatchConfig | None) -> BatchConfig:
     return config
 
 
-def resumed_inputs(run: dict, paths: Sequence[str]) -> list[Path]:
+def resumed_inputs(run: dict, paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """The run's recorded inputs; ``paths``, when given, must name the same files."""
     recorded = [i["path"] for i in run["inputs"]]
     if paths and [os.path.normpath(p) for p in map(str, resolve_inputs(paths))] != [
