@@ -26,7 +26,7 @@ from pipeline.config import BatchConfig
 from pipeline.datasets import dataset_names
 from pipeline.errors import PipelineError, RunInterrupted, RunStopped
 from pipeline.load.server import redact, resolve_url, start_embedded, stop_embedded
-from pipeline.replay import replay as replay_rejects
+from pipeline.replaying import replay as replay_rejects
 from pipeline.run.cluster import dask_client
 from pipeline.run.migrate import migrate as run_migration
 from pipeline.run.migrate import recorded_config

@@ -33,7 +33,7 @@ LAYERS = [
     ("pipeline.datasets",),
     ("pipeline.run",),
     ("pipeline.inspect",),
-    ("pipeline.replay", "pipeline.bench", "pipeline.testing"),
+    ("pipeline.replaying", "pipeline.bench", "pipeline.testing"),
     ("pipeline.cli", "pipeline.__main__", "pipeline"),
 ]
 ENGINES = {

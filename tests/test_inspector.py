@@ -12,7 +12,7 @@ from pipeline.errors import ConfigError
 from pipeline.inspect.duck import columns_read
 from pipeline.inspect.query import read_tables
 from pipeline.load.connection import Connection
-from pipeline.replay import match_origins, replay
+from pipeline.replaying import match_origins, replay
 from pipeline.testing import cli
 from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
 
