@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -115,7 +116,7 @@ class ReplayResult:
 
 
 def replay(
-    path: Path | str,
+    path: str | os.PathLike[str],
     of_run: str,
     config: BatchConfig | None = None,
     db_url: str | None = None,

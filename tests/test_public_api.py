@@ -7,13 +7,14 @@ import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import pipeline
 import pipeline.cli  # imports every module behind the public names, as the command does
 from pipeline import BatchConfig, migrate
-from tests.conftest import ROOT, assert_invariant, memory, write_jsonl
+from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
 
 CLASSES = {
     "BatchConfig",
@@ -105,11 +106,33 @@ def test_no_module_of_the_package_takes_a_public_name():
     assert submodules & set(pipeline.__all__) == set()
 
 
-def test_replay_is_the_function_after_the_command_imported_its_module(db_url, db, tmp_path):
+class PathLike:
+    """A path object that is not a ``pathlib.Path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return self.path
+
+
+@pytest.mark.parametrize("given", [str, Path, PathLike], ids=["str", "Path", "PathLike"])
+def test_migrate_takes_one_path_as_one_input(db_url, db, tmp_path, monkeypatch, given):
+    write_jsonl(tmp_path / "one.jsonl", [memory(n) for n in range(1, 6)])
+    monkeypatch.chdir(tmp_path)
+    result = migrate(given("one.jsonl"), BatchConfig(log_progress=False), db_url=db_url)
+    assert_invariant(result, db)
+    assert result.inputs == ["one.jsonl"]
+    assert (result.processed, result.successful) == (5, 5)
+    assert rows(db, "SELECT count(*) AS n FROM memories") == [{"n": 5}]
+
+
+@pytest.mark.parametrize("given", [str, Path, PathLike], ids=["str", "Path", "PathLike"])
+def test_replay_takes_its_file_as_a_str_or_a_path(db_url, db, tmp_path, given):
     original = write_jsonl(tmp_path / "in.jsonl", [memory(1), memory(2, confidence=42)])
     run = migrate([original], BatchConfig(log_progress=False), db_url=db_url)
     assert (run.successful, run.failed) == (1, 1)
     fixed = write_jsonl(tmp_path / "fix.jsonl", [memory(2)])
-    result = pipeline.replay(fixed, run.run_id, BatchConfig(log_progress=False), db_url=db_url)
+    result = pipeline.replay(given(str(fixed)), run.run_id, BatchConfig(log_progress=False), db_url=db_url)
     assert_invariant(result.run, db)
     assert (result.loaded, result.resolved) == (1, 1)

@@ -61,6 +61,8 @@ def migrate(
     ``client``, a ``dask.distributed.Client``, has its workers read, validate, hash and plan
     the batches (``pipeline.run.cluster``); the results are those of a run without it.
     """
+    if isinstance(paths, str | os.PathLike):  # one path: not a sequence of its characters
+        paths = [paths]
     if resume and run_id and run_id != resume:
         raise ConfigError(f"--run-id {run_id} and --resume {resume} name different runs")
     if not resume:
