@@ -7,6 +7,7 @@ import json
 import pkgutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,18 @@ def test_replay_takes_its_file_as_a_str_or_a_path(db_url, db, tmp_path, given):
     result = pipeline.replay(given(str(fixed)), run.run_id, BatchConfig(log_progress=False), db_url=db_url)
     assert_invariant(result.run, db)
     assert (result.loaded, result.resolved) == (1, 1)
+
+
+def test_without_dask_workers_name_what_to_install_from_the_dask_extra():
+    script = (
+        "import sys; sys.modules['distributed'] = None; "  # import distributed now raises ImportError
+        "from pipeline.__main__ import main; main()"
+    )
+    command = [sys.executable, "-c", script, "migrate", str(ROOT / "data" / "sample.jsonl"), "--workers", "2"]
+    command += ["--db", "postgresql://nobody@127.0.0.1:9/none"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    # The package is not on PyPI: the hint names the extra's own requirements.
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dask"]
+    assert f"pip install {' '.join(repr(r) for r in extra)}" in done.stderr

@@ -52,7 +52,7 @@ def dask_client(workers: int | None = None, address: str | None = None) -> Itera
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise ConfigError("--workers and --cluster need Dask: pip install 'memory-pipeline[dask]'") from None
+        raise ConfigError("--workers and --cluster need Dask: pip install 'distributed>=2025.1'") from None
     if address:
         try:
             client = Client(address, timeout=CONNECT_SECONDS)
