@@ -300,9 +300,8 @@ def bench(
             "(default: $PIPELINE_DB_URL, else embedded)",
         ),
     ] = None,
-    batch_sizes: Annotated[
-        str, typer.Option(help="comma-separated sizes to compare; auto may be one of them")
-    ] = ",".join(map(str, bench_sizes.DEFAULT_BATCH_SIZES)),
+    batch_sizes: Annotated[str | None, typer.Option(help=bench_sizes.SIZES_HELP)] = None,
+    repeat: Annotated[int, typer.Option(min=1, help=bench_sizes.REPEAT_HELP)] = bench_sizes.DEFAULT_REPEAT,
     plot: Annotated[
         Path | None, typer.Option(help="write a PNG of throughput and memory against batch size")
     ] = None,
@@ -311,26 +310,27 @@ def bench(
         int, typer.Option(min=64, help="MB: the best size is the fastest whose peak RSS stays under it")
     ] = 1024,
 ) -> None:
-    """Migrate PATH once per batch size, each into a fresh database, and name the best size.
+    """Migrate PATH --repeat times per batch size, each into a fresh database, and name the best size.
 
     Example: pipeline bench data/sample.jsonl --batch-sizes 1000,20000,auto --plot sizes.png
     """
     _configure_logging(quiet=True)
-    sizes = [_batch_size(size) for size in batch_sizes.split(",") if size.strip()]
+    sizes = None if batch_sizes is None else [_batch_size(s) for s in batch_sizes.split(",") if s.strip()]
 
-    def progress(size: bench_sizes.SizeResult) -> None:
-        state = f"{size.rows_per_second:,.0f} rows/s" if size.ok else f"failed (exit {size.exit_code})"
-        typer.echo(f"batch size {size.batch_size}: {state}", err=True)
+    def progress(run: bench_sizes.Measurement) -> None:
+        state = f"{run.rows_per_second:,.0f} rows/s" if run.ok else f"failed (exit {run.exit_code})"
+        typer.echo(f"batch size {run.batch_size}, run {run.repeat} of {repeat}: {state}", err=True)
 
     try:
         result = bench_sizes.bench(
             path,
             sizes,
             db,
+            repeat=repeat,
             csv_path=csv,
             plot_path=plot,
             memory_limit_mb=memory_limit,
-            on_size=progress,
+            on_run=progress,
         )
     except PipelineError as exc:
         _fail(str(exc), exc.exit_code)

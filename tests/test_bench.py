@@ -3,14 +3,28 @@
 import csv
 import itertools
 import json
+import re
 import subprocess
 import sys
+import tomllib
+from statistics import median
 from urllib.parse import urlsplit, urlunsplit
 
+import polars as pl
 import pytest
+from matplotlib.figure import Figure
 
 from pipeline import BatchConfig, RunStopped, migrate
-from pipeline.bench import bench
+from pipeline.bench import (
+    DEFAULT_BATCH_SIZES,
+    BenchResult,
+    Measurement,
+    bench,
+    best_size,
+    fitted_sizes,
+    record_count,
+    summarized,
+)
 from pipeline.errors import ConfigError, DatabaseError
 from pipeline.extract import scan_batches
 from pipeline.load.connection import Connection
@@ -26,15 +40,22 @@ SAMPLE = ROOT / "data" / "sample.jsonl"
 def test_bench_compares_two_sizes_writes_csv_and_png_and_names_the_best(server_url, tmp_path):
     table, plot = tmp_path / "bench.csv", tmp_path / "bench.png"
     done = cli(
-        "bench", SAMPLE, "--db", server_url, "--batch-sizes", "200,1000", "--csv", table, "--plot", plot
-    )
+        "bench", SAMPLE, "--db", server_url, "--batch-sizes", "200,1000", "--repeat", "2",
+        "--csv", table, "--plot", plot,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "best batch size: " in done.stdout
+    progress = [line for line in done.stderr.splitlines() if line.startswith("batch size ")]
+    assert len(progress) == 4  # each size twice
     written = list(csv.DictReader(table.open()))
     assert [r["batch_size"] for r in written] == ["200", "1000"]
+    assert {r["runs"] for r in written} == {"2"}
     assert {r["exit_code"] for r in written} == {"0"}
     assert {r["processed"] for r in written} == {"1000"}
     assert all(float(r["peak_rss_mb"]) > 0 and float(r["load_seconds"]) > 0 for r in written)
+    for r in written:
+        speeds = float(r["rows_per_second_min"]), float(r["rows_per_second"]), float(r["rows_per_second_max"])
+        assert 0 < speeds[0] <= speeds[1] <= speeds[2]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     databases = rows_of(server_url, "SELECT datname FROM pg_database WHERE datname LIKE 'bench_%'")
     assert databases == []
@@ -48,26 +69,92 @@ def rows_of(url: str, sql: str) -> list[dict]:
         loader.close()
 
 
-def test_bench_library_reports_each_size_and_a_failed_size_does_not_stop_it(server_url, tmp_path):
+def test_bench_repeats_each_size_and_shows_the_median_and_range(server_url, tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: figures.append(figure))
     path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(1, 41)])
-    result = bench(path, [10, "auto"], db_url=server_url)
+    result = bench(path, [10, "auto"], db_url=server_url, repeat=2, plot_path=tmp_path / "p.png")
     assert [s.batch_size for s in result.sizes] == [10, "auto"]
-    assert all(s.ok and s.processed == 40 and s.successful == 40 for s in result.sizes)
-    assert result.sizes[1].batch_sizes == [autosize.START]
+    for size in result.sizes:
+        assert [m.repeat for m in size.measurements] == [1, 2]
+        assert all(m.ok and m.processed == 40 and m.successful == 40 for m in size.measurements)
+        speeds = [m.rows_per_second for m in size.measurements]
+        assert size.rows_per_second == pytest.approx(median(speeds), abs=0.1)
+        assert (size.rows_per_second_min, size.rows_per_second_max) == (min(speeds), max(speeds))
+        assert size.peak_rss_mb == max(m.peak_rss_mb for m in size.measurements)
+        assert f"{min(speeds):,.0f}-{max(speeds):,.0f}" in result.table()
+    assert result.sizes[1].batch_sizes == [[autosize.START]] * 2
     assert result.best in (10, "auto")
     assert "best batch size: " in result.table()
 
+    (figure,) = figures
+    speed = figure.axes[0]
+    assert speed.get_ylim()[0] == 0
+    (bars,) = speed.containers  # the fixed size's median, with its range as an error bar
+    ((_, low), (_, high)) = bars.lines[2][0].get_segments()[0]
+    fixed = result.sizes[0]
+    assert (low, high) == pytest.approx((fixed.rows_per_second_min, fixed.rows_per_second_max))
 
-def test_bench_refuses_a_bad_size_before_migrating(tmp_path):
+
+def test_bench_fits_its_default_sizes_to_the_file_and_runs_given_sizes_as_given(server_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(1, 41)])
+    default = bench(path, db_url=server_url, repeat=1)
+    assert [s.batch_size for s in default.sizes] == [min(DEFAULT_BATCH_SIZES)]
+    assert default.records == 40
+    assert default.dropped == sorted(DEFAULT_BATCH_SIZES)[1:]
+    assert f"left out the default sizes {default.dropped[0]:,}," in default.table()
+    given = bench(path, [10, 5000], db_url=server_url, repeat=1)
+    assert [(s.batch_size, s.processed) for s in given.sizes] == [(10, 40), (5000, 40)]
+    assert given.dropped == []
+
+
+def test_a_size_that_failed_in_one_run_is_reported_and_not_chosen():
+    fine = [Measurement(10, 0, repeat=n, processed=5, rows_per_second=50.0 * n) for n in (1, 2)]
+    flaky = [Measurement(20, 0, processed=5, rows_per_second=500.0), Measurement(20, 1, 2, error="boom")]
+    sizes = [summarized(10, fine), summarized(20, flaky)]
+    result = BenchResult("in.jsonl", 1024, 2, sizes, best_size(sizes, 1024))
+    assert (sizes[1].ok, sizes[1].failures, sizes[1].error) == (False, 1, "boom")
+    assert result.best == 10
+    assert "20: failed 1 of 2 runs (exit 1): boom" in result.table()
+
+
+def test_fitted_sizes_keep_one_size_that_loads_the_whole_file():
+    sizes = (100, 500, 1000, 5000)
+    assert fitted_sizes(sizes, 40) == ([100], [500, 1000, 5000])
+    assert fitted_sizes(sizes, 500) == ([100, 500], [1000, 5000])
+    assert fitted_sizes(sizes, 501) == ([100, 500, 1000], [5000])
+    assert fitted_sizes(sizes, 10_000) == (list(sizes), [])
+
+
+def test_record_count_counts_the_records_each_format_holds(tmp_path):
+    records = [memory(n) for n in range(1, 8)]
+    jsonl = tmp_path / "in.jsonl"
+    lines = [json.dumps(r) for r in records]
+    jsonl.write_text("\n".join([*lines[:3], "", "   ", *lines[3:]]))  # blank lines, no final newline
+    table = pl.DataFrame({"id": [r["id"] for r in records], "summary": [r["summary"] for r in records]})
+    table = table.with_columns(pl.col("summary").str.replace("Sam", "Sam\nand"))  # quoted newlines
+    table.write_csv(tmp_path / "in.csv")
+    table.write_parquet(tmp_path / "in.parquet")
+    (tmp_path / "in.json").write_text(json.dumps(records))
+    for name in ("in.jsonl", "in.csv", "in.parquet", "in.json"):
+        assert record_count(tmp_path / name) == len(records), name
+
+
+def test_bench_refuses_a_bad_size_or_repeat_before_migrating(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [memory(1)])
+    nowhere = "postgresql://nobody@127.0.0.1:9/none"
     with pytest.raises(ConfigError, match="positive integer or 'auto'"):
-        bench(path, [100, 0])
+        bench(path, [100, 0], db_url=nowhere)
+    with pytest.raises(ConfigError, match="--repeat must be 1 or more"):
+        bench(path, [100], db_url=nowhere, repeat=0)
 
 
 def test_bench_without_matplotlib_says_how_to_install_it_before_migrating(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     path = write_jsonl(tmp_path / "in.jsonl", [memory(1)])
-    with pytest.raises(ConfigError, match=r"pip install 'memory-pipeline\[bench\]'"):
+    # The package is not on PyPI: the hint names the bench extra's own requirements.
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["bench"]
+    with pytest.raises(ConfigError, match=re.escape(f"pip install {' '.join(repr(r) for r in extra)}")):
         bench(path, [100], db_url="postgresql://nobody@127.0.0.1:9/none", plot_path=tmp_path / "p.png")
 
 
