@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from pipeline.errors import InputError
 from pipeline.frames import RejectCounts
 
 FAILED_CATEGORIES = {
@@ -153,3 +155,25 @@ class RunResult:
                 lines.append(f"    {count:>9,}  {reason}")
         lines.append(f"  inspect them: pipeline rejects --run {self.run_id}")
         return "\n".join(lines)
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before a run writes anything, a report path that cannot be written: a missing
+    directory, a directory, a place without write permission. An existing file is left as it
+    is; a file created to try is removed again."""
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a directory")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(2, f"{path.parent} is no directory")
+        existed = path.exists()
+        with path.open("a"):
+            pass
+        if not existed:
+            os.remove(path)
+    except OSError as exc:
+        raise InputError(
+            f"--report {path}: cannot write there ({exc.strerror or exc}); name a file in an "
+            "existing directory you can write to",
+            path=str(path),
+        ) from None
