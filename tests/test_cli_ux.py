@@ -4,10 +4,13 @@ what is done, and a library that stays quiet."""
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
 from pipeline.testing import cli
-from tests.conftest import ROOT, memory, rows, write_jsonl
+from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
 
 SAMPLE = ROOT / "data" / "sample.jsonl"
 
@@ -51,3 +54,42 @@ def test_a_report_that_cannot_be_written_at_the_end_keeps_the_summary(db_url, db
     )
     assert "Traceback" not in done.stderr
     assert rows(db, "SELECT status FROM pipeline_runs WHERE run_id = 'R'") == [{"status": "completed"}]
+
+
+# --- fail-fast ------------------------------------------------------------------------------
+
+
+def test_fail_fast_names_the_failed_record_and_keeps_its_reject(db_url, db, tmp_path):
+    records = [memory(1), memory(2), memory(3), memory(4, confidence=0), memory(5), memory(6)]
+    path = write_jsonl(tmp_path / "in.jsonl", records)
+    done = cli("migrate", path, "--db", db_url, "--batch-size", "3", "--run-id", "F", "--fail-fast", "-q")
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert f"{path} line 4 failed: confidence:in_range(1,10)" in line
+    assert "--resume F" in line
+    kept = rows(db, "SELECT source_line, reason FROM pipeline_rejects WHERE run_id = 'F'")
+    assert kept == [{"source_line": 4, "reason": "confidence:in_range(1,10)"}]
+    [stopped] = rows(db, "SELECT status, result::text AS result FROM pipeline_runs")
+    result = json.loads(stopped["result"])
+    assert stopped["status"] == "aborted"
+    assert (result["processed"], result["successful"], result["failed"]) == (4, 3, 1)
+    assert_invariant(SimpleNamespace(**result), db)
+
+    resumed = cli("migrate", "--resume", "F", "--db", db_url, "--report", "-")
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert (report["processed"], report["successful"], report["failed"]) == (6, 5, 1)
+    assert report["errors_by_reason"] == {"confidence:in_range(1,10)": 1}
+    assert_invariant(SimpleNamespace(**report), db)
+
+
+def test_fail_fast_on_a_record_the_database_refuses_names_it(db_url, db, tmp_path):
+    twin = memory(3, id="mem-1", summary="another memory under a taken id")
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(1), memory(2), twin, memory(4)])
+    done = cli("migrate", path, "--db", db_url, "--batch-size", "2", "--run-id", "F", "--fail-fast", "-q")
+    assert done.returncode == 1
+    assert f"{path} line 3 failed: unique_violation:memories_pkey" in done.stderr
+    assert rows(db, "SELECT source_line, category FROM pipeline_rejects") == [
+        {"source_line": 3, "category": "database"}
+    ]
+    assert [r["id"] for r in rows(db, "SELECT id FROM memories ORDER BY id")] == ["mem-1", "mem-2"]

@@ -32,6 +32,7 @@ from pipeline.load.server import redact, resolve_url
 from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import peak_rss_mb
 from pipeline.run.cluster import dask_in_order
+from pipeline.run.failfast import forget_stop
 from pipeline.run.pipelining import run_batches
 from pipeline.run.prepared import in_order_here
 from pipeline.run.report import RunResult
@@ -85,6 +86,7 @@ def migrate(
         ensure_schema(loader, dataset)
         if resume:
             started_at, result = resumed(loader, run, fingerprints.result(), config, dataset)
+            forget_stop(loader, result)
         else:
             started_at = datetime.now(UTC)
             run_id = run_id or f"run-{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"

@@ -55,6 +55,7 @@ from pipeline.load.ledger import committed_shards, fold_merges, record_inputs
 from pipeline.load.lookups import known_keys, stored_rows
 from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import BatchSizer, peak_rss_mb
+from pipeline.run.failfast import stop_at
 from pipeline.run.prepared import OrderedMap, in_order_here, prepared_batches
 from pipeline.run.progress import progress_display, show
 from pipeline.run.report import RunResult
@@ -104,7 +105,7 @@ def run_batches(
             batch about to be submitted, when none is pending after it."""
             nonlocal last_commit
             oldest = pending.popleft()
-            _account(result, config, oldest, clock)
+            _account(loader, result, config, oldest, clock)
             now = perf_counter()
             rows_after = _rows_in(pending[0]) if pending else rows_next
             sizer.committed(_rows_in(oldest), rows_after, now - last_commit, result.peak_rss_mb)
@@ -138,9 +139,7 @@ def run_batches(
                 if not config.continue_on_error and any(_failed_records(part.rejects) for part in parts):
                     while pending:
                         account_oldest(rows_in)
-                    raise RunStopped(
-                        fail_fast_message(result.run_id, number), run_id=result.run_id, result=result
-                    )
+                    raise stop_at(loader, result, number, pl.concat([part.rejects for part in parts]))
                 while len(pending) >= depth:
                     account_oldest(rows_in)
                 if not pending and not result.batches:
@@ -331,14 +330,16 @@ def _fold_early(lookup: Connection, dataset: Dataset, stages: dict[str, float]) 
     add_seconds(stages, "lookup", perf_counter() - began)
 
 
-def _account(result: RunResult, config: BatchConfig, parts: list[InFlight], clock: float) -> None:
-    """Count a batch once every shard's part of it is done."""
+def _account(
+    loader: Connection, result: RunResult, config: BatchConfig, parts: list[InFlight], clock: float
+) -> None:
+    """Count a batch once every shard's part of it is done; stop at a part fail-fast rolled back."""
     outcomes = [part.loading.result() for part in parts]
     for _, load_seconds in outcomes:
         add_seconds(result.stage_seconds, "load", load_seconds)
     number = parts[0].staged.number
-    if not all(loaded.committed for loaded, _ in outcomes):
-        raise RunStopped(fail_fast_message(result.run_id, number), run_id=result.run_id, result=result)
+    if rolled_back := [outcome.rejects for outcome, _ in outcomes if not outcome.committed]:
+        raise stop_at(loader, result, number, pl.concat(rolled_back))
     loaded = sum(outcome.loaded for outcome, _ in outcomes)
     rejects = pl.concat([outcome.rejects for outcome, _ in outcomes])
     rows_in = _rows_in(parts)
@@ -366,11 +367,3 @@ def _account(result: RunResult, config: BatchConfig, parts: list[InFlight], cloc
 
 def _failed_records(rejects: pl.DataFrame) -> int:
     return rejects.filter(pl.col("category") != "deduplication").height
-
-
-def fail_fast_message(run_id: str, number: int) -> str:
-    return (
-        f"stopped at batch {number} (--fail-fast): a record failed and the batch was rolled back; "
-        f"earlier batches are committed. To record this batch's rejects and go on, resume without "
-        f"--fail-fast: `pipeline migrate --resume {run_id}`"
-    )
