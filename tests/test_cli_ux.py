@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import polars as pl
 import pytest
 
 from pipeline.testing import cli
@@ -93,3 +94,59 @@ def test_fail_fast_on_a_record_the_database_refuses_names_it(db_url, db, tmp_pat
         {"source_line": 3, "category": "database"}
     ]
     assert [r["id"] for r in rows(db, "SELECT id FROM memories ORDER BY id")] == ["mem-1", "mem-2"]
+
+
+# --- files of the wrong shape ---------------------------------------------------------------
+
+
+def parquet_of_memories(path, **columns) -> str:
+    frame = pl.DataFrame([memory(n) for n in range(1, 21)]).drop("extractedAt")
+    frame.with_columns(**columns).write_parquet(path)
+    return str(path)
+
+
+def test_a_parquet_column_no_value_of_can_load_refuses_the_file(db_url, db, tmp_path):
+    path = parquet_of_memories(tmp_path / "text.parquet", confidence=pl.col("confidence").cast(pl.String))
+    done = cli("migrate", path, "--db", db_url, "-q")
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}: column confidence holds text (String)")
+    assert "reads confidence as an integer" in line
+    assert runs_recorded(db) == 0
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"confidence": pl.col("confidence").cast(pl.Float64)},  # integral floats may load
+        {"confidence": pl.lit(None, pl.String)},  # a null loads whatever the column's type
+    ],
+    ids=["float", "null-text"],
+)
+def test_a_parquet_column_some_value_of_can_load_is_not_refused(columns, db_url, tmp_path):
+    path = parquet_of_memories(tmp_path / "in.parquet", **columns)
+    done = cli("migrate", path, "--db", db_url, "-q")
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("dataset", "header", "row", "refused"),
+    [
+        ("memories", "id,text,score", "m1,hello,3", True),
+        ("memories", "id,content", "m1,hello", False),  # legacy records
+        ("memories", "summary,confidence", "hello,3", False),  # legacy records
+        ("messages", "Message Date,Sender Name,Text", "2024-01-01 10:00:00,Bob,hi", True),  # no Type
+    ],
+)
+def test_a_csv_header_no_record_can_load_from_refuses_the_file(
+    dataset, header, row, refused, db_url, tmp_path
+):
+    path = tmp_path / "in.csv"
+    path.write_text(f"{header}\n{row}\n")
+    done = cli("migrate", path, "--db", db_url, "--dataset", dataset, "-q")
+    if refused:
+        assert done.returncode == 2
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: {path}: no {dataset} record can load from it: its header (")
+    else:
+        assert done.returncode == 0, done.stderr

@@ -37,6 +37,7 @@ from pipeline.run.pipelining import run_batches
 from pipeline.run.prepared import in_order_here
 from pipeline.run.report import RunResult
 from pipeline.run.resume import resumable, resumed, resumed_config, resumed_inputs, run_settings
+from pipeline.run.shapes import refuse_misshapen_inputs
 
 # How many records of each input are looked at to tell which dataset it holds.
 SNIFFED_RECORDS = 1_000
@@ -71,6 +72,7 @@ def migrate(
         dataset = get_dataset(config.dataset)
         files = resolve_inputs(paths)
         refuse_foreign_inputs(files, dataset)
+        refuse_misshapen_inputs(files, dataset)
     url = resolve_url(db_url)
     loader = Connection(url)
     result: RunResult | None = None
