@@ -4,13 +4,16 @@ what is done, and a library that stays quiet."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from types import SimpleNamespace
 
 import polars as pl
 import pytest
+from loguru import logger
 
-from pipeline.testing import cli
+from pipeline.extract import fingerprint, scan_batches
+from pipeline.testing import cli, run
 from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
 
 SAMPLE = ROOT / "data" / "sample.jsonl"
@@ -150,3 +153,79 @@ def test_a_csv_header_no_record_can_load_from_refuses_the_file(
         assert line.startswith(f"error: {path}: no {dataset} record can load from it: its header (")
     else:
         assert done.returncode == 0, done.stderr
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def test_a_directory_skips_hidden_files_and_names_what_it_ignored(db_url, db, tmp_path):
+    folder = tmp_path / "exports"
+    (folder / "older").mkdir(parents=True)
+    write_jsonl(folder / "a.jsonl", [memory(1)])
+    write_jsonl(folder / ".a.jsonl.swp.jsonl", [memory(2)])
+    (folder / "notes.txt").write_text("not an export")
+    done = cli("migrate", folder, "--db", db_url, "--report", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["inputs"] == [str(folder / "a.jsonl")]
+    assert report["ignored_paths"] == [
+        {"path": str(folder / ".a.jsonl.swp.jsonl"), "why": "hidden"},
+        {"path": str(folder / "notes.txt"), "why": "unknown format"},
+        {"path": str(folder / "older"), "why": "directory"},
+    ]
+    assert f"ignored   {folder / 'notes.txt'} (unknown format)" in done.stdout
+    assert [r["id"] for r in rows(db, "SELECT id FROM memories")] == ["mem-1"]
+
+
+def test_a_glob_matching_a_directory_ignores_it(db_url, tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [memory(1)])
+    (tmp_path / "b.jsonl").mkdir()
+    done = cli("migrate", tmp_path / "*.jsonl", "--db", db_url, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ignored_paths"] == [{"path": str(tmp_path / "b.jsonl"), "why": "directory"}]
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_as_it_was(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(1, 7)])
+    before = path.read_bytes()
+    batches = scan_batches([path], 2)
+    first = next(batches)
+    with path.open("a") as handle:
+        handle.write("".join(json.dumps(memory(n)) + "\n" for n in range(7, 10)))
+    lines = [*first.frame["source_line"], *(line for b in batches for line in b.frame["source_line"])]
+    assert lines == [1, 2, 3, 4, 5, 6]
+    assert fingerprint(path, len(before)) == {
+        "path": str(path),
+        "size": len(before),
+        "sha256": hashlib.sha256(before).hexdigest(),
+    }
+
+
+def test_a_run_says_which_input_changed_size_while_it_ran(db_url, db, tmp_path):
+    # Larger than a read block: the reader is still in the file when the first batch commits.
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(n, summary="x" * 400) for n in range(1, 12_001)])
+    size = path.stat().st_size
+    grown = []
+
+    def grow(message) -> None:
+        if not grown and "batch 1 committed" in message:
+            with path.open("a") as handle:
+                handle.write(json.dumps(memory(99_999)) + "\n")
+            grown.append(True)
+
+    logger.enable("pipeline")
+    sink = logger.add(grow, level="DEBUG", format="{message}")
+    try:
+        result = run([path], db_url, batch_size=1_000)
+    finally:
+        logger.remove(sink)
+        logger.disable("pipeline")
+    assert grown and result.processed == 12_000
+    assert result.resized_inputs == [
+        {"path": str(path), "size_at_start": size, "size_at_end": path.stat().st_size}
+    ]
+    assert f"resized   {path} changed size during the run ({size:,} → " in result.summary()
+    [recorded] = json.loads(rows(db, "SELECT inputs::text AS i FROM pipeline_runs")[0]["i"])
+    assert recorded["size"] == size
+    assert recorded["sha256"] == hashlib.sha256(path.read_bytes()[:size]).hexdigest()

@@ -18,6 +18,9 @@ FAILED_CATEGORIES = {
     "database": "database_errors",
 }
 
+# The ignored paths a summary names; the JSON report lists them all.
+IGNORED_SHOWN = 5
+
 
 @dataclass
 class BatchReport:
@@ -38,7 +41,10 @@ class RunResult:
     links inside the batch, near-duplicate input), ``lookup`` (stored rows and the dedup
     decision, on the lookup thread) and ``load`` (waiting for the decision, COPY, rejects,
     ledger, on the loader thread) by this process; the threads overlap, so the stages add up
-    to more than ``seconds``.
+    to more than ``seconds``. ``ignored_paths``: what the directories and globs named held that
+    the run does not read (``path`` and ``why``: hidden, directory, unknown format).
+    ``resized_inputs``: inputs whose size changed during the run (``path``, ``size_at_start``,
+    ``size_at_end``).
     """
 
     run_id: str
@@ -63,6 +69,8 @@ class RunResult:
     similarity_histogram: dict[str, int] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    ignored_paths: list[dict[str, str]] = field(default_factory=list)
+    resized_inputs: list[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -147,6 +155,15 @@ class RunResult:
         if self.stage_seconds:
             spent = ", ".join(f"{stage} {s:.1f}s" for stage, s in self.stage_seconds.items())
             lines.append(f"  stages    {spent} (load overlaps the others)")
+        lines += [f"  ignored   {i['path']} ({i['why']})" for i in self.ignored_paths[:IGNORED_SHOWN]]
+        if len(self.ignored_paths) > IGNORED_SHOWN:
+            more = len(self.ignored_paths) - IGNORED_SHOWN
+            lines.append(f"  ignored   … and {more:,} more (the JSON report lists them all)")
+        lines += [
+            f"  resized   {r['path']} changed size during the run ({r['size_at_start']:,} → "
+            f"{r['size_at_end']:,} bytes): read as it was when the run began reading it"
+            for r in self.resized_inputs
+        ]
         if self.batch_size == "auto":
             lines.append(f"  batch sizes chosen: {' → '.join(f'{n:,}' for n in self.batch_sizes)}")
         if self.errors_by_reason:
