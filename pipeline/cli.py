@@ -303,7 +303,7 @@ def bench(
     sizes = [_batch_size(size) for size in batch_sizes.split(",") if size.strip()]
 
     def progress(size: bench_sizes.SizeResult) -> None:
-        state = f"{size.rows_per_second:,.0f} rows/s" if size.ok else f"failed (exit {size.exit_code})"
+        state = f"{size.rows_per_second:,.0f} records/s" if size.ok else f"failed (exit {size.exit_code})"
         typer.echo(f"batch size {size.batch_size}: {state}", err=True)
 
     try:

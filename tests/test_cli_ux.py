@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from loguru import logger
 
+from pipeline import inspect as insp
 from pipeline.extract import fingerprint, scan_batches
 from pipeline.testing import cli, run
 from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
@@ -229,3 +230,27 @@ def test_a_run_says_which_input_changed_size_while_it_ran(db_url, db, tmp_path):
     [recorded] = json.loads(rows(db, "SELECT inputs::text AS i FROM pipeline_runs")[0]["i"])
     assert recorded["size"] == size
     assert recorded["sha256"] == hashlib.sha256(path.read_bytes()[:size]).hexdigest()
+
+
+# --- progress and wording -------------------------------------------------------------------
+
+
+def test_the_summary_counts_records_per_second(db_url, tmp_path):
+    result = run([write_jsonl(tmp_path / "in.jsonl", [memory(1)])], db_url)
+    assert " records/s, peak RSS" in result.summary()
+    assert "rows/s" not in result.summary()
+
+
+def test_near_duplicates_are_described_with_their_score_and_shown_rounded(db_url):
+    result = run([SAMPLE], db_url)
+    assert result.similar_merged
+    table = insp.format_table(
+        insp.query("SELECT similarity FROM rejects WHERE similarity IS NOT NULL", db_url)
+    )
+    scores = table.splitlines()[2:]
+    assert scores and all(len(score.strip().partition(".")[2]) <= 3 for score in scores)
+    reasons = {r.reason: r.recommendation for r in insp.summarize(db_url).reasons}
+    near = reasons["similar_duplicate"].text()
+    assert near.startswith(f"{result.similar_merged} records: near duplicates (similarity 0.")
+    assert "of kept memories, merged into them" in near
+    assert "already loaded" not in reasons["exact_duplicate"].text()

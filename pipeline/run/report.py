@@ -145,7 +145,7 @@ class RunResult:
             f"run {self.run_id}: {self.status}" + (f" ({self.stop_reason})" if self.stop_reason else ""),
             f"  database  {self.database}",
             f"  processed {self.processed:,} records in {self.seconds:.1f}s "
-            f"({self.rows_per_second:,.0f} rows/s, peak RSS {self.peak_rss_mb:,.0f} MB)",
+            f"({self.rows_per_second:,.0f} records/s, peak RSS {self.peak_rss_mb:,.0f} MB)",
             f"  loaded    {self.successful:,} ({self.success_rate}%)",
             f"  failed    {self.failed:,} (parse {self.parse_errors:,}, validation "
             f"{self.validation_errors:,}, database {self.database_errors:,})",
