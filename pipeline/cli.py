@@ -30,6 +30,7 @@ from pipeline.replay import replay as replay_rejects
 from pipeline.run.cluster import dask_client
 from pipeline.run.migrate import migrate as run_migration
 from pipeline.run.migrate import recorded_config
+from pipeline.run.progress import is_progress, progress_bar
 from pipeline.run.report import check_writable
 
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -164,7 +165,7 @@ def migrate(
     def run():
         base = recorded_config(resume, db) if resume else BatchConfig()
         config = replace(base, **passed, log_progress=not quiet and not json_out)
-        with dask_client(workers, cluster) as client:
+        with dask_client(workers, cluster) as client, progress_bar(config.log_progress):
             return run_migration(paths or [], config, db_url=db, run_id=run_id, resume=resume, client=client)
 
     _report_run(run, report, quiet, json_out, db)
@@ -270,7 +271,12 @@ def replay(
     _configure_logging(quiet)
     json_out = report == "-"
     config = BatchConfig(log_progress=not quiet and not json_out)
-    _report_run(lambda: replay_rejects(path, of, config, db_url=db), report, quiet, json_out, db)
+
+    def run():
+        with progress_bar(config.log_progress):
+            return replay_rejects(path, of, config, db_url=db)
+
+    _report_run(run, report, quiet, json_out, db)
 
 
 @app.command()
@@ -425,6 +431,7 @@ def _configure_logging(quiet: bool) -> None:
         lambda line: sys.stderr.write(redact(line)),
         level="ERROR" if quiet else "INFO",
         format="{time:HH:mm:ss} {level} {message}",
+        filter=lambda record: not is_progress(record),  # drawn as a bar (``progress_bar``)
     )
     logger.enable("pipeline")
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import polars as pl
@@ -13,7 +15,9 @@ import pytest
 from loguru import logger
 
 from pipeline import inspect as insp
+from pipeline.config import BatchConfig
 from pipeline.extract import fingerprint, scan_batches
+from pipeline.run.migrate import migrate
 from pipeline.testing import cli, run
 from tests.conftest import ROOT, assert_invariant, memory, rows, write_jsonl
 
@@ -233,6 +237,35 @@ def test_a_run_says_which_input_changed_size_while_it_ran(db_url, db, tmp_path):
 
 
 # --- progress and wording -------------------------------------------------------------------
+
+
+def test_the_library_is_quiet_until_its_logging_is_enabled(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(1, 5)])
+    call = f"pipeline.migrate([{str(path)!r}], db_url={db_url!r}, run_id={{!r}})"
+    quiet = subprocess.run(
+        [sys.executable, "-c", "import pipeline; " + call.format("q")], capture_output=True, text=True
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    enabled = f"import pipeline; from loguru import logger; logger.enable('pipeline'); {call.format('e')}"
+    loud = subprocess.run([sys.executable, "-c", enabled], capture_output=True, text=True)
+    assert loud.returncode == 0, loud.stderr
+    assert "migrating: 4 records, 100% of the input" in loud.stderr
+
+
+def test_progress_counts_the_committed_records_and_their_share_of_the_input(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(1, 13)])
+    events = []
+    logger.enable("pipeline")
+    sink = logger.add(lambda m: events.append(m.record["extra"]), filter=lambda r: "percent" in r["extra"])
+    try:
+        migrate([path], BatchConfig(batch_size=3), db_url=db_url)
+    finally:
+        logger.remove(sink)
+        logger.disable("pipeline")
+    assert [(e["task"], e["records"]) for e in events] == [("migrating", n) for n in (3, 6, 9, 12)]
+    for event in events:  # records of one size: the share of records is the share of bytes
+        assert abs(event["percent"] - 100 * event["records"] / 12) < 2
 
 
 def test_the_summary_counts_records_per_second(db_url, tmp_path):

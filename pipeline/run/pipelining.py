@@ -57,7 +57,7 @@ from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import BatchSizer, peak_rss_mb
 from pipeline.run.failfast import stop_at
 from pipeline.run.prepared import OrderedMap, in_order_here, prepared_batches
-from pipeline.run.progress import progress_display, show
+from pipeline.run.progress import ProgressTask
 from pipeline.run.report import RunResult
 from pipeline.run.retry import load_with_retry
 from pipeline.run.sharding import record_shards
@@ -77,7 +77,6 @@ def run_batches(
     stages = result.stage_seconds
     with (
         _stop_on_ctrl_c() as stop,
-        progress_display(config.log_progress) as progress,
         _opened_shards(loader, config.shards, stages) as shards,
     ):
         first = shards[0]
@@ -86,16 +85,18 @@ def run_batches(
         known = first.looker.submit(known_keys, first.lookup, dataset)
         # The shard of each record, found in a first pass over the input.
         shard_of = (
-            record_shards(files, dataset.name, config, started_at, in_order, stages, progress, stop)
+            record_shards(files, dataset.name, config, started_at, in_order, stages, stop)
             if config.shards > 1
             else None
         )
-        task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
+        # Progress counts the batches committed: their records, and the input bytes they reach.
+        progress = ProgressTask("migrating", total_bytes, config.log_progress)
         # Batches submitted to the loaders and not yet accounted, each as its shards' parts.
         # Two may wait, so that the next batch is read, validated and looked up while the
         # loaders copy; a run that stops at the first failure (fail-fast, --max-errors) keeps
         # one, so that no batch after the failing one is loaded.
         pending: deque[list[InFlight]] = deque()
+        reaching: deque[int] = deque()  # the input bytes done after each pending batch
         depth = 2 if config.continue_on_error and config.max_errors is None else 1
         batches = prepared_batches(files, dataset.name, config, started_at, sizer, done, in_order, shard_of)
         last_commit = waiting = perf_counter()
@@ -110,7 +111,7 @@ def run_batches(
             rows_after = _rows_in(pending[0]) if pending else rows_next
             sizer.committed(_rows_in(oldest), rows_after, now - last_commit, result.peak_rss_mb)
             last_commit = now
-            show(progress, task, result)
+            progress.update(reaching.popleft(), result.processed, result.seconds)
 
         read_from: set[str] = set()
         try:
@@ -119,7 +120,6 @@ def run_batches(
                     raise KeyboardInterrupt
                 read_from.add(prepared.source_file)
                 if prepared.staged is None:
-                    progress.update(task, completed=prepared.bytes_done)
                     waiting = perf_counter()
                     continue
                 waited = perf_counter() - waiting
@@ -151,7 +151,7 @@ def run_batches(
                         for part, decision in zip(parts, decisions, strict=True)
                     ]
                 )
-                progress.update(task, completed=prepared.bytes_done)
+                reaching.append(prepared.bytes_done)
                 waiting = perf_counter()
             if dataset.near_duplicates:
                 # While the last batches load, fold the merge notes committed so far: the
@@ -170,7 +170,7 @@ def run_batches(
                     part.loading.cancel()
             batches.close()
             raise
-        show(progress, task, result, completed=total_bytes)
+        progress.update(total_bytes, result.processed, result.seconds)
 
 
 @dataclass
