@@ -72,10 +72,7 @@ def migrate(
         if client is not None:
             config = replace(config, partitioning="ranges")
         dataset = get_dataset(config.dataset)
-        found = find_inputs(paths)
-        files, ignored = found.files, found.ignored
-        refuse_foreign_inputs(files, dataset)
-        refuse_misshapen_inputs(files, dataset)
+        files, ignored = _new_inputs(paths, dataset)
     url = resolve_url(db_url)
     loader = Connection(url)
     result: RunResult | None = None
@@ -146,6 +143,17 @@ def recorded_config(run_id: str, db_url: str | None = None) -> BatchConfig:
         return run_settings(resumable(loader, run_id))
     finally:
         loader.close()
+
+
+def _new_inputs(
+    paths: Sequence[str | os.PathLike[str]], dataset: Dataset
+) -> tuple[list[Path], list[dict[str, str]]]:
+    """The files a new run reads, and what its directories and globs held that it ignores;
+    files of another dataset or of a shape no record of which can load are refused."""
+    found = find_inputs(paths)
+    refuse_foreign_inputs(found.files, dataset)
+    refuse_misshapen_inputs(found.files, dataset)
+    return found.files, found.ignored
 
 
 def refuse_foreign_inputs(files: list[Path], dataset: Dataset) -> None:
