@@ -191,7 +191,7 @@ class BenchResult:
         }
 
     def table(self) -> str:
-        head = ("batch size", "rows/s", "min-max", "rows/s wall", "peak RSS MB", "seconds", *STAGES)
+        head = ("batch size", "records/s", "min-max", "records/s wall", "peak RSS MB", "seconds", *STAGES)
         lines = [head]
         for s in (s for s in self.sizes if s.ok):
             size = f"{s.batch_size:,}" if isinstance(s.batch_size, int) else s.batch_size
@@ -215,7 +215,7 @@ class BenchResult:
         ]
         runs = "one run" if self.repeat == 1 else f"the median of {self.repeat} runs, and their min-max"
         text.append(
-            f"rows/s: records per second of the migration (its report), {runs}; wall: including "
+            f"records/s: records per second of the migration (its report), {runs}; wall: including "
             "process start-up. Peak RSS: the highest run's. Seconds and stage seconds: medians; "
             "load runs beside the others."
         )
@@ -238,7 +238,7 @@ class BenchResult:
         chose = "; ".join(" → ".join(f"{n:,}" for n in sizes) for sizes in chosen.batch_sizes)
         auto = f" (it chose {chose})" if chosen.batch_size == AUTO else ""
         return (
-            f"best batch size: {chosen.batch_size}{auto}: {chosen.rows_per_second:,.0f} rows/s, "
+            f"best batch size: {chosen.batch_size}{auto}: {chosen.rows_per_second:,.0f} records/s, "
             f"peak RSS {chosen.peak_rss_mb:,.0f} MB (limit {self.memory_limit_mb:,} MB)"
         )
 

@@ -30,6 +30,8 @@ from pipeline.replaying import replay as replay_rejects
 from pipeline.run.cluster import dask_client
 from pipeline.run.migrate import migrate as run_migration
 from pipeline.run.migrate import recorded_config
+from pipeline.run.progress import is_progress, progress_bar
+from pipeline.run.report import check_writable
 
 HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
@@ -53,27 +55,10 @@ DbOption = Annotated[
 Dataset = StrEnum("Dataset", {name: name for name in dataset_names()})
 
 
-class Mode(StrEnum):
-    dedup = "dedup"
-    standard = "standard"
-
-
-class ReportFormat(StrEnum):
-    table = "table"
-    json = "json"
-
-
-class Format(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-    parquet = "parquet"
-
-
-class RunsFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
+Mode = StrEnum("Mode", ["dedup", "standard"])
+ReportFormat = StrEnum("ReportFormat", ["table", "json"])
+Format = StrEnum("Format", ["table", "csv", "json", "parquet"])
+RunsFormat = StrEnum("RunsFormat", ["table", "csv", "json"])
 
 
 def _version(shown: bool) -> None:
@@ -180,7 +165,7 @@ def migrate(
     def run():
         base = recorded_config(resume, db) if resume else BatchConfig()
         config = replace(base, **passed, log_progress=not quiet and not json_out)
-        with dask_client(workers, cluster) as client:
+        with dask_client(workers, cluster) as client, progress_bar(config.log_progress):
             return run_migration(paths or [], config, db_url=db, run_id=run_id, resume=resume, client=client)
 
     _report_run(run, report, quiet, json_out, db)
@@ -286,7 +271,12 @@ def replay(
     _configure_logging(quiet)
     json_out = report == "-"
     config = BatchConfig(log_progress=not quiet and not json_out)
-    _report_run(lambda: replay_rejects(path, of, config, db_url=db), report, quiet, json_out, db)
+
+    def run():
+        with progress_bar(config.log_progress):
+            return replay_rejects(path, of, config, db_url=db)
+
+    _report_run(run, report, quiet, json_out, db)
 
 
 @app.command()
@@ -318,7 +308,7 @@ def bench(
     sizes = None if batch_sizes is None else [_batch_size(s) for s in batch_sizes.split(",") if s.strip()]
 
     def progress(run: bench_sizes.Measurement) -> None:
-        state = f"{run.rows_per_second:,.0f} rows/s" if run.ok else f"failed (exit {run.exit_code})"
+        state = f"{run.rows_per_second:,.0f} records/s" if run.ok else f"failed (exit {run.exit_code})"
         typer.echo(f"batch size {run.batch_size}, run {run.repeat} of {repeat}: {state}", err=True)
 
     try:
@@ -394,6 +384,8 @@ def _guarded(action) -> None:
 def _report_run(run, report: str | None, quiet: bool, json_out: bool, db: str | None) -> None:
     """Run a migration; report it, or say in one line why it stopped (exit 1) or failed."""
     try:
+        if report is not None and report != "-":
+            check_writable(Path(report))
         result = run()
     except RunStopped as stop:
         _emit(stop.result, report, quiet, json_out)
@@ -406,18 +398,25 @@ def _report_run(run, report: str | None, quiet: bool, json_out: bool, db: str | 
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted before the run started: nothing was written", 130)
-    _emit(result, report, quiet, json_out)
+    if not _emit(result, report, quiet, json_out):
+        raise typer.Exit(1)
 
 
-def _emit(result, report: str | None, quiet: bool, json_out: bool) -> None:
-    if result is None:
-        return
-    if json_out:
+def _emit(result, report: str | None, quiet: bool, json_out: bool) -> bool:
+    """Print the result as asked, then write the report; False when it could not be written
+    (said in one line after the summary, which is never lost to it)."""
+    if result is not None and json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2))
-    if report is not None and report != "-":
-        result.write_json(Path(report))
-    if not quiet and not json_out:
+    elif result is not None and not quiet:
         typer.echo(result.summary())
+    try:
+        if result is not None and report is not None and report != "-":
+            result.write_json(Path(report))
+    except OSError as exc:
+        why = f"{report} ({exc.strerror or exc}); the run is recorded all the same: `pipeline runs`"
+        typer.echo(f"error: cannot write the report to {redact(why)}", err=True)
+        return False
+    return True
 
 
 def _fail(message: str, code: int) -> None:
@@ -432,6 +431,7 @@ def _configure_logging(quiet: bool) -> None:
         lambda line: sys.stderr.write(redact(line)),
         level="ERROR" if quiet else "INFO",
         format="{time:HH:mm:ss} {level} {message}",
+        filter=lambda record: not is_progress(record),  # drawn as a bar (``progress_bar``)
     )
     logger.enable("pipeline")
 

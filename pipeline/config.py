@@ -24,7 +24,9 @@ class BatchConfig:
         the run stops at the first failed record (``--fail-fast``).
     validate_first: run the pandera validation stage before loading; when off,
         the database is the only judge of a record.
-    log_progress: show a progress bar and per-batch log lines.
+    log_progress: send a progress event through loguru as each batch commits
+        (``pipeline.run.progress``): quiet until the caller enables ``pipeline`` logging;
+        the ``pipeline`` command draws them as a bar.
     mode: ``dedup`` rejects exact duplicates before loading; ``standard`` lets the
         database's unique constraint refuse them, as the original did.
     max_errors: stop (status ``aborted``) once more than this many records failed.

@@ -35,10 +35,20 @@ def scan_batches(
     done = 0
     for path in paths:
         size = path.stat().st_size
-        frames = _ending_at(file_frames(path, sizes(), frozenset(csv_json_columns)), size)
+        frames = _ending_at(_within(file_frames(path, sizes(), frozenset(csv_json_columns)), size), size)
         for frame in _rebatch(frames, sizes):
             yield RawBatch(frame.drop(END), done + frame[END][-1])
         done += size
+
+
+def _within(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
+    """The records that end within the file's first ``size`` bytes: a file that grows while it
+    is read is read as it was when its reading began (what ends past it was written after)."""
+    for frame in frames:
+        within = frame.filter(pl.col(END) <= size)
+        yield within
+        if within.height < frame.height:
+            return
 
 
 def _ending_at(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:

@@ -88,6 +88,8 @@ def format_table(table: pa.Table, limit: int = TABLE_ROWS, width: int = 60) -> s
 def _cell(value, width: int) -> str:
     if value is None:
         return ""
+    if isinstance(value, float):  # for reading: a real's 0.9821428656578064 shows as 0.982
+        return f"{value:.3f}" if abs(value) >= 0.001 or value == 0 else f"{value:.3g}"
     if isinstance(value, list | dict):
         value = json.dumps(value, ensure_ascii=False, default=str)
     return clip(str(value), width)

@@ -45,6 +45,7 @@ SUMMARY_COLUMNS = (
     "source_line",
     "message",
     "duplicate_of",
+    "similarity",
     "resolved_by",
 )
 
@@ -131,7 +132,8 @@ FIRST = "(resolved_by IS NOT NULL, source_file, source_line)"  # the sample: fir
 
 SUMMARY_SQL = [
     f"""CREATE TEMP TABLE bad AS
-    SELECT category, reason, field, source_file, source_line, resolved_by, {VALUE_SQL} AS value
+    SELECT category, reason, field, source_file, source_line, resolved_by, similarity,
+           {VALUE_SQL} AS value
     FROM rejects""",
     f"""SELECT category, reason,
            count(DISTINCT (source_file, source_line)) AS records, count(*) AS rows,
@@ -140,7 +142,8 @@ SUMMARY_SQL = [
                AS fields,
            arg_min(source_file, {FIRST}) AS sample_file,
            arg_min(source_line, {FIRST}) AS sample_line,
-           arg_min(value, {FIRST}) AS sample_value
+           arg_min(value, {FIRST}) AS sample_value,
+           min(similarity) AS low_score, max(similarity) AS high_score
     FROM bad GROUP BY category, reason
     ORDER BY list_position({list(CATEGORIES)}, category), records DESC, reason""",
     """SELECT category, count(DISTINCT (source_file, source_line)) AS records,
@@ -207,6 +210,7 @@ def build_summary(
                     row["sample_message"],
                     *seen.get((row["category"], row["reason"]), ([], 0)),
                     row["sample_value"],
+                    (row["low_score"], row["high_score"]),
                 ),
             )
             for row in reasons.iter_rows(named=True)
@@ -221,19 +225,30 @@ def recommend(
     values: list[str],
     distinct_values: int,
     sample_value: str | None = None,
+    scores: tuple[float | None, float | None] = (None, None),
 ) -> Recommendation:
     """Pure: one reason's advice, from a sample message ("what is wrong; what to do").
 
-    The sample's own bad value is taken out of the message, the values seen are listed apart.
+    The sample's own bad value is taken out of the message, the values seen are listed apart;
+    near duplicates say the range of their similarity ``scores`` (lowest, highest).
     """
     what, _, fix = GOT.sub("", message).rpartition("; ")
     if not what:
         what, fix = message, "fix what the message names in the source records"
     shown = [_shown(v) for v in values]
     if category == "deduplication":
-        what = "the same content as records already loaded"
         fix = "nothing to fix unless they should differ; they need no replay"
-        return Recommendation(what, records, shown, distinct_values, fix, values_are="duplicates of")
+        low, high = scores
+        if low is None or high is None:
+            what = "the same content (content hash) as a kept record"
+            return Recommendation(what, records, shown, distinct_values, fix, values_are="duplicates of")
+        score = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f} to {high:.2f}"
+        what = (
+            f"a near duplicate (similarity {score}) of a kept memory, merged into it"
+            if records == 1
+            else f"near duplicates (similarity {score}) of kept memories, merged into them"
+        )
+        return Recommendation(what, records, shown, distinct_values, fix, values_are="kept")
     if category == "database" and sample_value:
         what = what.replace(sample_value, "…")  # "id … is already taken by another record"
     return Recommendation(what, records, shown, distinct_values, fix)

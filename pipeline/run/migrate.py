@@ -24,7 +24,8 @@ from pipeline.config import BatchConfig
 from pipeline.datasets import all_datasets, get_dataset
 from pipeline.datasets.base import Dataset
 from pipeline.errors import ConfigError, InputError, RunInterrupted, RunStopped
-from pipeline.extract import fingerprint, record_keys, resolve_inputs
+from pipeline.extract import fingerprint, record_keys
+from pipeline.extract.inputs import find_inputs
 from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection
 from pipeline.load.ledger import ensure_schema, finish_run, fold_merges, run_history, run_record, start_run
@@ -32,10 +33,12 @@ from pipeline.load.server import redact, resolve_url
 from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import peak_rss_mb
 from pipeline.run.cluster import dask_in_order
+from pipeline.run.failfast import forget_stop
 from pipeline.run.pipelining import run_batches
 from pipeline.run.prepared import in_order_here
 from pipeline.run.report import RunResult
 from pipeline.run.resume import resumable, resumed, resumed_config, resumed_inputs, run_settings
+from pipeline.run.shapes import refuse_misshapen_inputs
 
 # How many records of each input are looked at to tell which dataset it holds.
 SNIFFED_RECORDS = 1_000
@@ -65,13 +68,13 @@ def migrate(
         paths = [paths]
     if resume and run_id and run_id != resume:
         raise ConfigError(f"--run-id {run_id} and --resume {resume} name different runs")
+    ignored: list[dict[str, str]] = []
     if not resume:
         config = config or BatchConfig()
         if client is not None:
             config = replace(config, partitioning="ranges")
         dataset = get_dataset(config.dataset)
-        files = resolve_inputs(paths)
-        refuse_foreign_inputs(files, dataset)
+        files, ignored = _new_inputs(paths, dataset)
     url = resolve_url(db_url)
     loader = Connection(url)
     result: RunResult | None = None
@@ -81,12 +84,15 @@ def migrate(
             config = resumed_config(run, config)
             dataset = get_dataset(config.dataset)
             files = resumed_inputs(run, paths)
+        # The inputs as the run starts: a file that grows while it is read is taken so.
+        sizes = [f.stat().st_size for f in files]
         # Hashing the inputs keeps a core busy for a while (1.8 s for 2.7 GB): it runs beside the
         # start of the run, and is recorded before the first batch loads (``_run``).
-        fingerprints = _fingerprints(files)
+        fingerprints = _fingerprints(files, sizes)
         ensure_schema(loader, dataset)
         if resume:
             started_at, result = resumed(loader, run, fingerprints.result(), config, dataset)
+            forget_stop(loader, result)
         else:
             started_at = datetime.now(UTC)
             run_id = run_id or f"run-{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -97,12 +103,14 @@ def migrate(
                 mode=config.mode,
                 batch_size=config.batch_size,
                 inputs=[str(f) for f in files],
+                ignored_paths=ignored,
             )
         result.database = redact(url)
-        inputs = [{"path": str(f), "size": f.stat().st_size} for f in files]
+        inputs = [{"path": str(f), "size": size} for f, size in zip(files, sizes, strict=True)]
         start_run(loader, result.run_id, started_at, config.to_dict(), inputs)
         in_order = in_order_here if client is None else dask_in_order(client)
         run_batches(loader, dataset, config, files, started_at, result, fingerprints, in_order)
+        result.resized_inputs = _resized_inputs(files, sizes)
         checkpoint("finish")
     except RunStopped as stop:
         _finish(loader, dataset, result, "aborted", str(stop))
@@ -139,6 +147,17 @@ def recorded_config(run_id: str, db_url: str | None = None) -> BatchConfig:
         loader.close()
 
 
+def _new_inputs(
+    paths: Sequence[str | os.PathLike[str]], dataset: Dataset
+) -> tuple[list[Path], list[dict[str, str]]]:
+    """The files a new run reads, and what its directories and globs held that it ignores;
+    files of another dataset or of a shape no record of which can load are refused."""
+    found = find_inputs(paths)
+    refuse_foreign_inputs(found.files, dataset)
+    refuse_misshapen_inputs(found.files, dataset)
+    return found.files, found.ignored
+
+
 def refuse_foreign_inputs(files: list[Path], dataset: Dataset) -> None:
     """Refuse, before anything is written, a file none of whose first records has a field of
     ``dataset``: it was meant for another dataset (or is no export at all)."""
@@ -167,14 +186,25 @@ def _refuse_taken_run_id(loader: Connection, run_id: str) -> None:
     raise ConfigError(f"run {run_id} exists already ({taken['status']}); choose another --run-id{go_on}")
 
 
-def _fingerprints(files: list[Path]) -> Future[list[dict]]:
-    """The inputs' fingerprints, read on a daemon thread: an error that ends the run does not
-    wait for them."""
+def _resized_inputs(files: list[Path], sizes: list[int]) -> list[dict]:
+    """The inputs whose size is no longer ``sizes`` (theirs when the run started), each said."""
+    changed = []
+    for path, size in zip(files, sizes, strict=True):
+        now = path.stat().st_size if path.exists() else 0
+        if now != size:
+            logger.warning("{} changed size during the run ({:,} → {:,} bytes)", path, size, now)
+            changed.append({"path": str(path), "size_at_start": size, "size_at_end": now})
+    return changed
+
+
+def _fingerprints(files: list[Path], sizes: list[int]) -> Future[list[dict]]:
+    """The inputs' fingerprints (of their first ``sizes`` bytes), read on a daemon thread: an
+    error that ends the run does not wait for them."""
     future: Future[list[dict]] = Future()
 
     def run() -> None:
         try:
-            future.set_result([fingerprint(f) for f in files])
+            future.set_result([fingerprint(f, size) for f, size in zip(files, sizes, strict=True)])
         except BaseException as exc:
             future.set_exception(exc)
 

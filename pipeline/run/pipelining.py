@@ -55,8 +55,9 @@ from pipeline.load.ledger import committed_shards, fold_merges, record_inputs
 from pipeline.load.lookups import known_keys, stored_rows
 from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import BatchSizer, peak_rss_mb
+from pipeline.run.failfast import stop_at
 from pipeline.run.prepared import OrderedMap, in_order_here, prepared_batches
-from pipeline.run.progress import progress_display, show
+from pipeline.run.progress import ProgressTask
 from pipeline.run.report import RunResult
 from pipeline.run.retry import load_with_retry
 from pipeline.run.sharding import record_shards
@@ -76,7 +77,6 @@ def run_batches(
     stages = result.stage_seconds
     with (
         _stop_on_ctrl_c() as stop,
-        progress_display(config.log_progress) as progress,
         _opened_shards(loader, config.shards, stages) as shards,
     ):
         first = shards[0]
@@ -85,16 +85,18 @@ def run_batches(
         known = first.looker.submit(known_keys, first.lookup, dataset)
         # The shard of each record, found in a first pass over the input.
         shard_of = (
-            record_shards(files, dataset.name, config, started_at, in_order, stages, progress, stop)
+            record_shards(files, dataset.name, config, started_at, in_order, stages, stop)
             if config.shards > 1
             else None
         )
-        task = progress.add_task("migrating", total=total_bytes, records=0, rate="")
+        # Progress counts the batches committed: their records, and the input bytes they reach.
+        progress = ProgressTask("migrating", total_bytes, config.log_progress)
         # Batches submitted to the loaders and not yet accounted, each as its shards' parts.
         # Two may wait, so that the next batch is read, validated and looked up while the
         # loaders copy; a run that stops at the first failure (fail-fast, --max-errors) keeps
         # one, so that no batch after the failing one is loaded.
         pending: deque[list[InFlight]] = deque()
+        reaching: deque[int] = deque()  # the input bytes done after each pending batch
         depth = 2 if config.continue_on_error and config.max_errors is None else 1
         batches = prepared_batches(files, dataset.name, config, started_at, sizer, done, in_order, shard_of)
         last_commit = waiting = perf_counter()
@@ -104,12 +106,12 @@ def run_batches(
             batch about to be submitted, when none is pending after it."""
             nonlocal last_commit
             oldest = pending.popleft()
-            _account(result, config, oldest, clock)
+            _account(loader, result, config, oldest, clock)
             now = perf_counter()
             rows_after = _rows_in(pending[0]) if pending else rows_next
             sizer.committed(_rows_in(oldest), rows_after, now - last_commit, result.peak_rss_mb)
             last_commit = now
-            show(progress, task, result)
+            progress.update(reaching.popleft(), result.processed, result.seconds)
 
         read_from: set[str] = set()
         try:
@@ -118,7 +120,6 @@ def run_batches(
                     raise KeyboardInterrupt
                 read_from.add(prepared.source_file)
                 if prepared.staged is None:
-                    progress.update(task, completed=prepared.bytes_done)
                     waiting = perf_counter()
                     continue
                 waited = perf_counter() - waiting
@@ -138,9 +139,7 @@ def run_batches(
                 if not config.continue_on_error and any(_failed_records(part.rejects) for part in parts):
                     while pending:
                         account_oldest(rows_in)
-                    raise RunStopped(
-                        fail_fast_message(result.run_id, number), run_id=result.run_id, result=result
-                    )
+                    raise stop_at(loader, result, number, pl.concat([part.rejects for part in parts]))
                 while len(pending) >= depth:
                     account_oldest(rows_in)
                 if not pending and not result.batches:
@@ -152,7 +151,7 @@ def run_batches(
                         for part, decision in zip(parts, decisions, strict=True)
                     ]
                 )
-                progress.update(task, completed=prepared.bytes_done)
+                reaching.append(prepared.bytes_done)
                 waiting = perf_counter()
             if dataset.near_duplicates:
                 # While the last batches load, fold the merge notes committed so far: the
@@ -171,7 +170,7 @@ def run_batches(
                     part.loading.cancel()
             batches.close()
             raise
-        show(progress, task, result, completed=total_bytes)
+        progress.update(total_bytes, result.processed, result.seconds)
 
 
 @dataclass
@@ -331,14 +330,16 @@ def _fold_early(lookup: Connection, dataset: Dataset, stages: dict[str, float]) 
     add_seconds(stages, "lookup", perf_counter() - began)
 
 
-def _account(result: RunResult, config: BatchConfig, parts: list[InFlight], clock: float) -> None:
-    """Count a batch once every shard's part of it is done."""
+def _account(
+    loader: Connection, result: RunResult, config: BatchConfig, parts: list[InFlight], clock: float
+) -> None:
+    """Count a batch once every shard's part of it is done; stop at a part fail-fast rolled back."""
     outcomes = [part.loading.result() for part in parts]
     for _, load_seconds in outcomes:
         add_seconds(result.stage_seconds, "load", load_seconds)
     number = parts[0].staged.number
-    if not all(loaded.committed for loaded, _ in outcomes):
-        raise RunStopped(fail_fast_message(result.run_id, number), run_id=result.run_id, result=result)
+    if rolled_back := [outcome.rejects for outcome, _ in outcomes if not outcome.committed]:
+        raise stop_at(loader, result, number, pl.concat(rolled_back))
     loaded = sum(outcome.loaded for outcome, _ in outcomes)
     rejects = pl.concat([outcome.rejects for outcome, _ in outcomes])
     rows_in = _rows_in(parts)
@@ -366,11 +367,3 @@ def _account(result: RunResult, config: BatchConfig, parts: list[InFlight], cloc
 
 def _failed_records(rejects: pl.DataFrame) -> int:
     return rejects.filter(pl.col("category") != "deduplication").height
-
-
-def fail_fast_message(run_id: str, number: int) -> str:
-    return (
-        f"stopped at batch {number} (--fail-fast): a record failed and the batch was rolled back; "
-        f"earlier batches are committed. To record this batch's rejects and go on, resume without "
-        f"--fail-fast: `pipeline migrate --resume {run_id}`"
-    )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from pipeline.errors import InputError
 from pipeline.frames import RejectCounts
 
 FAILED_CATEGORIES = {
@@ -15,6 +17,9 @@ FAILED_CATEGORIES = {
     "validation": "validation_errors",
     "database": "database_errors",
 }
+
+# The ignored paths a summary names; the JSON report lists them all.
+IGNORED_SHOWN = 5
 
 
 @dataclass
@@ -36,7 +41,10 @@ class RunResult:
     links inside the batch, near-duplicate input), ``lookup`` (stored rows and the dedup
     decision, on the lookup thread) and ``load`` (waiting for the decision, COPY, rejects,
     ledger, on the loader thread) by this process; the threads overlap, so the stages add up
-    to more than ``seconds``.
+    to more than ``seconds``. ``ignored_paths``: what the directories and globs named held that
+    the run does not read (``path`` and ``why``: hidden, directory, unknown format).
+    ``resized_inputs``: inputs whose size changed during the run (``path``, ``size_at_start``,
+    ``size_at_end``).
     """
 
     run_id: str
@@ -61,6 +69,8 @@ class RunResult:
     similarity_histogram: dict[str, int] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    ignored_paths: list[dict[str, str]] = field(default_factory=list)
+    resized_inputs: list[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -135,7 +145,7 @@ class RunResult:
             f"run {self.run_id}: {self.status}" + (f" ({self.stop_reason})" if self.stop_reason else ""),
             f"  database  {self.database}",
             f"  processed {self.processed:,} records in {self.seconds:.1f}s "
-            f"({self.rows_per_second:,.0f} rows/s, peak RSS {self.peak_rss_mb:,.0f} MB)",
+            f"({self.rows_per_second:,.0f} records/s, peak RSS {self.peak_rss_mb:,.0f} MB)",
             f"  loaded    {self.successful:,} ({self.success_rate}%)",
             f"  failed    {self.failed:,} (parse {self.parse_errors:,}, validation "
             f"{self.validation_errors:,}, database {self.database_errors:,})",
@@ -145,6 +155,15 @@ class RunResult:
         if self.stage_seconds:
             spent = ", ".join(f"{stage} {s:.1f}s" for stage, s in self.stage_seconds.items())
             lines.append(f"  stages    {spent} (load overlaps the others)")
+        lines += [f"  ignored   {i['path']} ({i['why']})" for i in self.ignored_paths[:IGNORED_SHOWN]]
+        if len(self.ignored_paths) > IGNORED_SHOWN:
+            more = len(self.ignored_paths) - IGNORED_SHOWN
+            lines.append(f"  ignored   … and {more:,} more (the JSON report lists them all)")
+        lines += [
+            f"  resized   {r['path']} changed size during the run ({r['size_at_start']:,} → "
+            f"{r['size_at_end']:,} bytes): read as it was when the run began reading it"
+            for r in self.resized_inputs
+        ]
         if self.batch_size == "auto":
             lines.append(f"  batch sizes chosen: {' → '.join(f'{n:,}' for n in self.batch_sizes)}")
         if self.errors_by_reason:
@@ -153,3 +172,25 @@ class RunResult:
                 lines.append(f"    {count:>9,}  {reason}")
         lines.append(f"  inspect them: pipeline rejects --run {self.run_id}")
         return "\n".join(lines)
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before a run writes anything, a report path that cannot be written: a missing
+    directory, a directory, a place without write permission. An existing file is left as it
+    is; a file created to try is removed again."""
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a directory")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(2, f"{path.parent} is no directory")
+        existed = path.exists()
+        with path.open("a"):
+            pass
+        if not existed:
+            os.remove(path)
+    except OSError as exc:
+        raise InputError(
+            f"--report {path}: cannot write there ({exc.strerror or exc}); name a file in an "
+            "existing directory you can write to",
+            path=str(path),
+        ) from None

@@ -18,13 +18,13 @@ from pathlib import Path
 from time import perf_counter
 
 import polars as pl
-from rich.progress import Progress
 
 from pipeline.config import BatchConfig
 from pipeline.dedup.groups import KEY_SCHEMA, shards_of
 from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import BatchSizer
 from pipeline.run.prepared import OrderedMap, batch_keys, numbered_work
+from pipeline.run.progress import ProgressTask
 
 
 def record_shards(
@@ -34,13 +34,12 @@ def record_shards(
     started_at: datetime,
     in_order: OrderedMap,
     stages: dict[str, float],
-    progress: Progress,
     stop: threading.Event,
 ) -> dict[int, pl.DataFrame]:
-    """Batch number → (record, shard) of the records of the batch to be decided, with a line
-    of its own on the ``progress`` display; ``stages["group"]`` counts the pass's seconds;
-    ``stop`` set (Ctrl-C) ends the pass with ``KeyboardInterrupt``."""
-    task = progress.add_task("grouping", total=sum(f.stat().st_size for f in files), records=0, rate="")
+    """Batch number → (record, shard) of the records of the batch to be decided, with progress
+    events of its own (``grouping``); ``stages["group"]`` counts the pass's seconds; ``stop``
+    set (Ctrl-C) ends the pass with ``KeyboardInterrupt``."""
+    progress = ProgressTask("grouping", sum(f.stat().st_size for f in files), config.log_progress)
     sizer = BatchSizer(config.batch_size, config.memory_limit_mb)
     work = numbered_work(files, config, sizer, in_order)
     # Where each batch handed to ``in_order`` reaches, taken back as its keys come.
@@ -60,7 +59,7 @@ def record_shards(
         for stage, spent in seconds.items():
             add_seconds(stages, stage, spent)
         grouped += batch["record"].n_unique()
-        progress.update(task, completed=reaching.popleft(), records=grouped)
+        progress.update(reaching.popleft(), grouped)
     began = perf_counter()
     assigned = shards_of(pl.concat(keys), config.shards)
     add_seconds(stages, "group", perf_counter() - began)
