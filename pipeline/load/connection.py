@@ -12,7 +12,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
 from pipeline.errors import DatabaseError, TransientDatabaseError
-from pipeline.load.server import redact
+from pipeline.load.server import redact, redact_url
 from pipeline.sqltext import quoted
 
 __all__ = ["Connection", "connected", "details", "quoted", "translate"]
@@ -43,7 +43,7 @@ class Connection:
             # Transactions are explicit (BEGIN/COMMIT) so savepoints survive a failed COPY.
             return adbc.connect(self.url, autocommit=True)
         except adbc_driver_manager.Error as exc:
-            raise translate(exc, f"cannot connect to {redact(self.url)}") from None
+            raise translate(exc, f"cannot connect to {redact_url(self.url)}") from None
 
     def reconnect(self) -> None:
         """A new connection after the old one broke (the server restarted, the network dropped)."""
@@ -83,7 +83,7 @@ class Connection:
             self.execute("COMMIT")
         except adbc_driver_manager.Error as exc:
             self._rollback()
-            raise translate(exc, f"database error while {doing} on {redact(self.url)}") from exc
+            raise translate(exc, f"database error while {doing} on {redact_url(self.url)}") from exc
         except BaseException:
             self._rollback()
             raise

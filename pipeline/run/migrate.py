@@ -28,7 +28,7 @@ from pipeline.extract import fingerprint, record_keys, resolve_inputs
 from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection
 from pipeline.load.ledger import ensure_schema, finish_run, fold_merges, run_history, run_record, start_run
-from pipeline.load.server import redact, resolve_url
+from pipeline.load.server import redact_url, resolve_url
 from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import peak_rss_mb
 from pipeline.run.cluster import dask_in_order
@@ -96,7 +96,7 @@ def migrate(
                 batch_size=config.batch_size,
                 inputs=[str(f) for f in files],
             )
-        result.database = redact(url)
+        result.database = redact_url(url)
         inputs = [{"path": str(f), "size": f.stat().st_size} for f in files]
         start_run(loader, result.run_id, started_at, config.to_dict(), inputs)
         in_order = in_order_here if client is None else dask_in_order(client)
