@@ -104,3 +104,43 @@ def test_no_command_output_report_or_table_shows_an_ugly_password(
     else:
         assert (done.returncode, listed.returncode, unreachable.returncode) == (2, 2, 2)
         assert "percent-encode" in done.stderr
+
+
+def test_a_missing_database_is_named_with_how_to_create_it(server_url, tmp_path):
+    url = secret_url(server_url, "no_such_db", "s3cret-pw")
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(1)])
+    for done in (cli("migrate", path, "--db", url), cli("runs", "--db", url)):
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1
+        assert "the database no_such_db does not exist on that server" in done.stderr
+        assert "`createdb no_such_db`" in done.stderr
+        assert "s3cret-pw" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (
+            "postgresql://u:s3cret-pw@127.0.0.1:9/db",
+            "cannot connect to postgresql://***@127.0.0.1:9/db: nothing answers at 127.0.0.1:9 "
+            "(Connection refused); check that PostgreSQL runs there",
+        ),
+        (
+            "postgresql://u:s3cret-pw@/db?host=/no/such/dir&port=5",
+            "no server listens on the socket /no/such/dir/.s.PGSQL.5 (No such file or directory); "
+            "check that PostgreSQL runs",
+        ),
+        (
+            "postgresql://u:s3cret-pw@no-such-host.invalid:5432/db",
+            "the host name no-such-host.invalid is not known",
+        ),
+    ],
+    ids=["port", "socket", "host"],
+)
+def test_an_unreachable_server_is_one_line_naming_where_and_what_to_check(tmp_path, url, said):
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(1)])
+    for done in (cli("migrate", path, "--db", url), cli("runs", "--db", url)):
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("\n") == 1
+        assert said in done.stderr
+        assert "s3cret-pw" not in done.stderr
