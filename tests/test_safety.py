@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import urllib.parse
 import uuid
+from pathlib import Path
 
 import pytest
 
-from pipeline.load.connection import connected
+from pipeline import BatchConfig, migrate
+from pipeline.datasets import get_dataset
+from pipeline.errors import PipelineError
+from pipeline.load.connection import Connection, connected
 from pipeline.load.databases import database_url, fresh_database
+from pipeline.load.ledger import ensure_schema
 from pipeline.load.server import redact
 from pipeline.testing import cli
-from tests.conftest import memory, rows, write_jsonl
+from tests.conftest import assert_invariant, memory, rows, write_jsonl
 
 # Passwords that broke or could break the hiding of a URL's user information.
 UGLY_PASSWORDS = [
@@ -144,3 +150,92 @@ def test_an_unreachable_server_is_one_line_naming_where_and_what_to_check(tmp_pa
         assert done.stderr.count("\n") == 1
         assert said in done.stderr
         assert "s3cret-pw" not in done.stderr
+
+
+def shape(db: Connection) -> dict:
+    """The ledger's columns and indexes, and the tables."""
+    return {
+        "columns": rows(
+            db,
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' ORDER BY 1, 2",
+        ),
+        "indexes": rows(db, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"),
+    }
+
+
+def older_schema(db: Connection) -> None:
+    """Tables as a version without replay and shards left them: to be upgraded."""
+    ensure_schema(db, get_dataset("memories"))
+    db.execute("ALTER TABLE pipeline_rejects DROP COLUMN resolved_by")
+    db.execute("ALTER TABLE pipeline_batches DROP COLUMN shard")
+    db.execute("ALTER TABLE pipeline_batches ADD PRIMARY KEY (run_id, batch_no)")
+
+
+@pytest.mark.parametrize("before", ["fresh", "current", "older"])
+def test_runs_creating_or_upgrading_the_tables_at_once_all_succeed(server_url, before):
+    url = fresh_database(server_url, f"schema_{before}_{uuid.uuid4().hex[:6]}")
+    with connected(fresh_database(server_url, f"schema_ref_{uuid.uuid4().hex[:6]}")) as reference:
+        ensure_schema(reference, get_dataset("memories"))
+        expected = shape(reference)
+    connections = [Connection(url) for _ in range(4)]
+    if before == "current":
+        ensure_schema(connections[0], get_dataset("memories"))
+    elif before == "older":
+        older_schema(connections[0])
+    together = threading.Barrier(len(connections))
+    failures: list[Exception] = []
+
+    def start(conn: Connection) -> None:
+        together.wait()
+        try:
+            ensure_schema(conn, get_dataset("memories"))
+        except PipelineError as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start, args=(conn,)) for conn in connections]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert shape(connections[0]) == expected
+    for conn in connections:
+        conn.close()
+
+
+@pytest.mark.parametrize("tables", ["fresh", "present"])
+def test_two_runs_started_together_store_each_record_once(server_url, tmp_path, tables):
+    """Two overlapping exports: the 200 records in both are stored once, and the run that did
+    not store one counts it as a duplicate (or, while the other run had not committed it yet,
+    as refused by the database)."""
+    url = fresh_database(server_url, f"together_{tables}")
+    if tables == "present":
+        with connected(url) as db:
+            ensure_schema(db, get_dataset("memories"))
+    first = write_jsonl(tmp_path / "first.jsonl", [memory(n) for n in range(600)])
+    second = write_jsonl(tmp_path / "second.jsonl", [memory(n) for n in range(400, 1_000)])
+    together = threading.Barrier(2)
+    results: dict[Path, object] = {}
+
+    def run(path: Path) -> None:
+        together.wait()
+        try:
+            results[path] = migrate([path], BatchConfig(batch_size=50, log_progress=False), db_url=url)
+        except PipelineError as exc:
+            results[path] = exc
+
+    threads = [threading.Thread(target=run, args=(path,)) for path in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not [r for r in results.values() if isinstance(r, Exception)], results
+    with connected(url) as db:
+        stored = [r["id"] for r in rows(db, "SELECT id FROM memories")]
+        for result in results.values():
+            assert_invariant(result, db)
+            assert (result.status, result.processed) == ("completed", 600)
+    assert sorted(stored) == sorted(f"mem-{n}" for n in range(1_000))
+    assert sum(r.successful for r in results.values()) == 1_000
+    assert sum(r.duplicates_skipped + r.database_errors for r in results.values()) == 200
