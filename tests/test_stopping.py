@@ -5,6 +5,7 @@ leaves."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +15,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import BatchConfig, migrate
-from pipeline.load.connection import connected
+from pipeline.datasets import get_dataset
+from pipeline.load.connection import Connection, connected
 from pipeline.load.databases import fresh_database
+from pipeline.load.ledger import ensure_schema
+from pipeline.load.server import start_embedded, stop_embedded
 from pipeline.testing import cli
 from tests.conftest import ROOT, final_state, rows
 
@@ -106,3 +110,94 @@ def test_ctrl_c_on_workers_stops_in_seconds_and_resumes_to_the_clean_runs_result
     # Workers cut the input in byte ranges, one process in records: batches differ, not results.
     del state["batches"], clean["batches"]
     assert state == clean
+
+
+DISK_FULL = """CREATE FUNCTION pretend_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+    IF (SELECT count(*) FROM memories) > 2000 THEN
+        RAISE EXCEPTION 'could not extend file "base/1/2": No space left on device'
+            USING ERRCODE = 'disk_full', HINT = 'Check free disk space.';
+    END IF;
+    RETURN NULL;
+END $$"""
+
+
+def test_a_disk_full_error_stops_the_run_with_its_resume_command_on_the_error_line(
+    server_url, export, clean_state
+):
+    """The server raises the disk-full error (SQLSTATE 53100) once memories hold 2,000 rows,
+    as a full disk would; freed, the run resumes to what a clean run leaves."""
+    url = fresh_database(server_url, "stopping_disk_full")
+    with connected(url) as db:
+        ensure_schema(db, get_dataset("memories"))
+        db.execute(DISK_FULL)
+        db.execute(
+            "CREATE TRIGGER pretend_disk_full AFTER INSERT ON memories "
+            "FOR EACH STATEMENT EXECUTE FUNCTION pretend_disk_full()"
+        )
+    secret = url.replace("postgres:@", "postgres:s3cr#t?pw@", 1)
+    full = cli("migrate", export, "--db", secret, "--batch-size", BATCH, "--run-id", "D", "--quiet")
+    assert full.returncode == 1, full.stderr
+    (said,) = error_lines(full.stderr)
+    assert "the server's disk is full" in said
+    assert "then resume the run with `pipeline migrate --resume D --db 'postgresql://***@/" in said
+    assert "s3cr#t?pw" not in full.stdout + full.stderr
+    with connected(url) as db:
+        assert rows(db, "SELECT status FROM pipeline_runs WHERE run_id = 'D'")[0]["status"] == "failed"
+        db.execute("DROP TRIGGER pretend_disk_full ON memories")
+    resumed = cli("migrate", "--resume", "D", "--db", secret, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert final_state(url) == clean_state
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A filesystem of its own (a tmpfs, mounted as root), to fill."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({mounted.stderr.strip()})")
+    try:
+        yield mount_point
+    finally:
+        stop_embedded(mount_point / "home")
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def resize(mount_point: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mount_point)], check=True)
+
+
+def test_a_server_whose_disk_fills_stops_the_run_and_resumes_once_freed(
+    tmp_path, small_disk, export, clean_state
+):
+    """The server's data fill its filesystem: the run fails (exit 1) naming its resume command;
+    the filesystem grown, the resumed run leaves what a clean run leaves."""
+    home = small_disk / "home"
+    start_embedded(home)
+    stop_embedded(home)
+    # The write-ahead log on another filesystem, as ``initdb --waldir`` puts it: when the log
+    # cannot grow the server stops at once (PANIC), when a table cannot it refuses the statement.
+    wal, owner = tmp_path / "wal", (home / "pgdata").stat()
+    shutil.move(home / "pgdata" / "pg_wal", wal)
+    for path in (wal, *wal.rglob("*")):  # copied to the other filesystem, by this user
+        os.chown(path, owner.st_uid, owner.st_gid)
+    (home / "pgdata" / "pg_wal").symlink_to(wal)
+    url = start_embedded(home)
+    used = os.statvfs(small_disk)
+    resize(small_disk, str((used.f_blocks - used.f_bfree) * used.f_frsize + 4 * 2**20))
+    full = cli("migrate", export, "--db", url, "--batch-size", BATCH, "--run-id", "F", "--quiet")
+    assert full.returncode == 1, full.stderr
+    (said,) = error_lines(full.stderr)
+    assert "No space left on device" in said and "the server's disk is full" in said
+    assert "then resume the run with `pipeline migrate --resume F --db 'postgresql://postgres:@/" in said
+    assert 0 < committed_batches(url, "F") < RECORDS // int(BATCH)
+    resize(small_disk, "256m")
+    resumed = cli("migrate", "--resume", "F", "--db", url, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert final_state(url) == clean_state
+    db = Connection(url)
+    assert rows(db, "SELECT status FROM pipeline_runs WHERE run_id = 'F'")[0]["status"] == "completed"
+    db.close()

@@ -26,7 +26,7 @@ PERMANENT_HINTS = {
     "28000": "the server refused this user; check pg_hba.conf and the user name",
     "3D000": "create the database first, or fix its name in the URL",
     "42501": "grant this user CREATE and INSERT on the schema, or use another user",
-    "53100": "the server's disk is full; free space, then resume the run",
+    "53100": "the server's disk is full: free space on it",
 }
 DriverError = adbc_driver_manager.Error
 RowRefusal = adbc_driver_manager.DatabaseError

@@ -23,7 +23,7 @@ from loguru import logger
 from pipeline.config import BatchConfig
 from pipeline.datasets import all_datasets, get_dataset
 from pipeline.datasets.base import Dataset
-from pipeline.errors import ConfigError, InputError, RunInterrupted, RunStopped
+from pipeline.errors import ConfigError, InputError, PipelineError, RunInterrupted, RunStopped
 from pipeline.extract import fingerprint, record_keys, resolve_inputs
 from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection
@@ -118,6 +118,8 @@ def migrate(
     except BaseException as exc:
         if result is not None:
             _finish(loader, dataset, result, "failed", f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, PipelineError):
+                exc.run_id = result.run_id
         raise
     else:
         _finish(loader, dataset, result, "completed", None)
