@@ -90,14 +90,15 @@ def test_ctrl_c_on_workers_stops_in_seconds_and_resumes_to_the_clean_runs_result
         try:
             _, stderr = run.communicate(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"still running {STOP_SECONDS}s after Ctrl-C")
+            os.killpg(run.pid, signal.SIGKILL)
+            pytest.fail(f"still running {STOP_SECONDS}s after Ctrl-C:\n{run.communicate()[1]}")
         assert time.monotonic() - pressed < STOP_SECONDS
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
             run.communicate()
     assert run.returncode == 130, stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr, stderr
     (said,) = error_lines(stderr)
     assert "run W interrupted" in said and "resume it with `pipeline migrate --resume W --db " in said
     with connected(url) as db:
