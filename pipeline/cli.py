@@ -10,6 +10,7 @@ messages go to stderr.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from dataclasses import replace
 from enum import StrEnum
@@ -25,7 +26,7 @@ from pipeline import inspect as inspector
 from pipeline.config import BatchConfig
 from pipeline.datasets import dataset_names
 from pipeline.errors import PipelineError, RunInterrupted, RunStopped
-from pipeline.load.server import redact, resolve_url, start_embedded, stop_embedded
+from pipeline.load.server import redact, redact_url, resolve_url, start_embedded, stop_embedded
 from pipeline.replaying import replay as replay_rejects
 from pipeline.run.cluster import dask_client
 from pipeline.run.migrate import migrate as run_migration
@@ -392,14 +393,25 @@ def _report_run(run, report: str | None, quiet: bool, json_out: bool, db: str | 
         _fail(str(stop), 1)
     except RunInterrupted as interrupted:
         _emit(interrupted.result, report, quiet=True, json_out=json_out)
-        again = f"pipeline migrate --resume {interrupted.run_id}" + (f" --db '{db}'" if db else "")
-        _fail(f"{interrupted}; resume it with `{again}`", interrupted.exit_code)
+        again = _resume_command(interrupted.run_id, db)
+        _fail(f"{interrupted}; resume it with {again}", interrupted.exit_code)
     except PipelineError as exc:
-        _fail(str(exc), exc.exit_code)
+        again = f"; then resume the run with {_resume_command(exc.run_id, db)}" if exc.run_id else ""
+        _fail(f"{exc}{again}", exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted before the run started: nothing was written", 130)
     if not _emit(result, report, quiet, json_out):
         raise typer.Exit(1)
+
+
+def _resume_command(run_id: str, db: str | None) -> str:
+    """The command resuming ``run_id``; the URL's user name and password stay hidden: the user
+    puts them back."""
+    if not db:
+        return f"`pipeline migrate --resume {run_id}`"
+    shown = redact_url(db)
+    put_back = " (with your credentials in place of ***)" if shown != db else ""
+    return f"`pipeline migrate --resume {run_id} --db {shlex.quote(shown)}`{put_back}"
 
 
 def _emit(result, report: str | None, quiet: bool, json_out: bool) -> bool:

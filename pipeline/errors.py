@@ -12,6 +12,8 @@ class PipelineError(Exception):
     """Base class: a failure the user can understand and act on."""
 
     exit_code = 1
+    # The run the failure ended, once it was recorded: it can be resumed.
+    run_id: str | None = None
 
 
 class ConfigError(PipelineError):

@@ -193,7 +193,7 @@ def test_server_stopped_and_restarted_mid_run_the_run_completes(tmp_path):
 
 def test_unreachable_server_fails_with_one_clear_error(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [memory(1)])
-    with pytest.raises(DatabaseError, match=re.escape("cannot connect to postgresql://u:***@127.0.0.1:9/x")):
+    with pytest.raises(DatabaseError, match=re.escape("cannot connect to postgresql://***@127.0.0.1:9/x")):
         migrate([str(path)], BatchConfig(log_progress=False), db_url="postgresql://u:pw@127.0.0.1:9/x")
 
 

@@ -58,7 +58,7 @@ def test_a_url_of_another_kind_never_shows_its_password(how, tmp_path):
     done = cli("migrate", SAMPLE, *args, env=env, cwd=tmp_path)
     assert done.returncode == 2
     assert "is not a postgresql:// URL" in done.stderr
-    assert "mysql://admin:***@db.example:3306/legacy" in done.stderr
+    assert "mysql://***@db.example:3306/legacy" in done.stderr
     assert "s3cret-pw" not in done.stdout + done.stderr
 
 

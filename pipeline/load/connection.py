@@ -4,6 +4,7 @@ translated where they cross into the pipeline. The only module that imports the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -11,8 +12,8 @@ import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
-from pipeline.errors import DatabaseError, TransientDatabaseError
-from pipeline.load.server import redact
+from pipeline.errors import ConfigError, DatabaseError, TransientDatabaseError
+from pipeline.load.server import redact, redact_url
 from pipeline.sqltext import quoted
 
 __all__ = ["Connection", "connected", "details", "quoted", "translate"]
@@ -25,7 +26,7 @@ PERMANENT_HINTS = {
     "28000": "the server refused this user; check pg_hba.conf and the user name",
     "3D000": "create the database first, or fix its name in the URL",
     "42501": "grant this user CREATE and INSERT on the schema, or use another user",
-    "53100": "the server's disk is full; free space, then resume the run",
+    "53100": "the server's disk is full: free space on it",
 }
 DriverError = adbc_driver_manager.Error
 RowRefusal = adbc_driver_manager.DatabaseError
@@ -43,7 +44,7 @@ class Connection:
             # Transactions are explicit (BEGIN/COMMIT) so savepoints survive a failed COPY.
             return adbc.connect(self.url, autocommit=True)
         except adbc_driver_manager.Error as exc:
-            raise translate(exc, f"cannot connect to {redact(self.url)}") from None
+            raise _connect_error(exc, self.url) from None
 
     def reconnect(self) -> None:
         """A new connection after the old one broke (the server restarted, the network dropped)."""
@@ -83,7 +84,7 @@ class Connection:
             self.execute("COMMIT")
         except adbc_driver_manager.Error as exc:
             self._rollback()
-            raise translate(exc, f"database error while {doing} on {redact(self.url)}") from exc
+            raise translate(exc, f"database error while {doing} on {redact_url(self.url)}") from exc
         except BaseException:
             self._rollback()
             raise
@@ -126,6 +127,54 @@ def translate(exc: adbc_driver_manager.Error, context: str) -> DatabaseError:
     ):
         return TransientDatabaseError(message, sqlstate=sqlstate or None)
     return DatabaseError(message, sqlstate=sqlstate or None)
+
+
+# libpq's reasons for reaching no server, and what each asks the user to check.
+UNREACHABLE = (
+    (
+        re.compile(
+            r'connection to server at "(?P<host>[^"]+)"(?: \([^)]*\))?, '
+            r"port (?P<port>\d+) failed: (?P<why>.+)"
+        ),
+        "nothing answers at {host}:{port} ({why}); check that PostgreSQL runs there and accepts "
+        "TCP/IP connections, and the host and port in the URL",
+    ),
+    (
+        re.compile(r'connection to server on socket "(?P<socket>[^"]+)" failed: (?P<why>.+)'),
+        "no server listens on the socket {socket} ({why}); check that PostgreSQL runs, and the "
+        "socket directory (host=) and port in the URL",
+    ),
+    (
+        re.compile(r'could not translate host name "(?P<host>[^"]+)" to address: (?P<why>.+)'),
+        "the host name {host} is not known ({why}); check the host in the URL",
+    ),
+)
+
+
+def _connect_error(exc: adbc_driver_manager.Error, url: str) -> DatabaseError:
+    """Why a connection failed, in one line naming what to check: a missing database, a server
+    that does not answer; else as ``translate`` says."""
+    context = f"cannot connect to {redact_url(url)}"
+    message = _server_message(exc)
+    if missing := re.search(r'FATAL: +database "(?P<name>[^"]+)" does not exist', message):
+        name = missing["name"]
+        return ConfigError(
+            f"{context}: the database {name} does not exist on that server; create it "
+            f"(`createdb {name}`) or fix the database name in the URL"
+        )
+    if problem := _unreachable(message):
+        return TransientDatabaseError(f"{context}: {problem}")
+    return translate(exc, context)
+
+
+def _unreachable(message: str) -> str | None:
+    """What to check when libpq reached no server; None when a server answered (and refused)."""
+    if "FATAL:" in message:
+        return None
+    for pattern, problem in UNREACHABLE:
+        if found := pattern.search(message):
+            return problem.format(**{**found.groupdict(), "why": found["why"].strip()})
+    return None
 
 
 def _server_message(exc: Exception) -> str:

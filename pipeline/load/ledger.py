@@ -62,6 +62,11 @@ PIPELINE_DDL = (
 )
 
 
+# The key of the advisory lock a run holds while it creates or upgrades the tables: a number
+# no other lock of the database is likely to use ("pipe" in ASCII).
+SCHEMA_LOCK = 0x70697065
+
+
 @dataclass(frozen=True)
 class BatchOutcome:
     """What one batch did; ``committed`` is False when fail-fast rolled it back."""
@@ -72,9 +77,13 @@ class BatchOutcome:
 
 
 def ensure_schema(conn: Connection, dataset: Dataset | None = None) -> None:
-    """Create missing tables (the run ledger's, and ``dataset``'s); safe to run on every start."""
+    """Create missing tables (the run ledger's, and ``dataset``'s); safe to run on every start,
+    and by runs starting at the same moment: ``IF NOT EXISTS`` alone is not (two sessions both
+    find a table missing, and the second to create it fails on the catalog's unique index), so
+    one run at a time holds a lock on the schema until its changes commit."""
     tables = dataset.tables if dataset else ()
     with conn.transaction("creating tables"):
+        conn.execute("SELECT pg_advisory_xact_lock($1)", (SCHEMA_LOCK,))
         for statement in (*PIPELINE_DDL, *(s for t in tables for s in t.ddl)):
             conn.execute(statement)
 

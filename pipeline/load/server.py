@@ -23,22 +23,64 @@ APP_NAME = "memory-pipeline"
 
 def resolve_url(url: str | None = None) -> str:
     """The URL to use: the argument, else ``$PIPELINE_DB_URL``, else the embedded server."""
-    url = url or os.environ.get(ENV_URL) or None
+    url = (url or os.environ.get(ENV_URL) or "").strip() or None
     if url is None:
         return start_embedded()
     if not re.match(r"^postgres(ql)?://", url):
         raise ConfigError(
-            f"database URL {redact(url)!r} is not a postgresql:// URL; "
+            f"database URL {redact_url(url)!r} is not a postgresql:// URL; "
             "use postgresql://user:password@host:port/dbname"
         )
+    _refuse_misread(url)
     return url
 
 
+# A URL's user information runs from ``scheme://`` to its last ``@``: a password may hold
+# ``@``, ``:``, ``/``, ``?`` or ``#``, so only the last ``@`` can end it. In free text a URL
+# ends at a blank; a URL on its own (``redact_url``) ends with the string.
+_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)(\S*)@", re.IGNORECASE)
+_WHOLE_USERINFO = re.compile(r"^(\s*[a-z][a-z0-9+.-]*://)(.*)@", re.IGNORECASE | re.DOTALL)
+# libpq takes a password in the query string too, and quoted in a key=value string.
+_PASSWORD_PARAMETER = re.compile(r"(password\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s]+)", re.IGNORECASE)
+_BAD_PERCENT = re.compile(r"%(?![0-9a-f]{2})", re.IGNORECASE)
+
+
 def redact(text: str) -> str:
-    """Hide the password of every URL in ``text``, whatever its scheme, and of every
-    ``password=`` parameter (libpq takes one in the query string)."""
-    text = re.sub(r"([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", r"\1***@", text, flags=re.IGNORECASE)
-    return re.sub(r"(password=)[^&\s]+", r"\1***", text, flags=re.IGNORECASE)
+    """``text`` with the user information of every URL in it that holds a password hidden
+    whole (user name and password: a password may hold a ``:``), whatever the scheme, and every
+    ``password=`` parameter."""
+    return _PASSWORD_PARAMETER.sub(r"\1***", _USERINFO.sub(_hide_userinfo, text))
+
+
+def redact_url(url: str) -> str:
+    """One URL as the user gave it, hidden as ``redact`` hides it, even where its password holds
+    a blank."""
+    return redact(_WHOLE_USERINFO.sub(_hide_userinfo, url))
+
+
+def _hide_userinfo(found: re.Match[str]) -> str:
+    # ``user@`` or ``user:@`` (the embedded server's) hold no secret, and ``psql`` needs the user.
+    scheme, userinfo = found.groups()
+    return f"{scheme}***@" if re.search(r":.", userinfo, re.DOTALL) else found[0]
+
+
+def _refuse_misread(url: str) -> None:
+    """Refuse what libpq would read otherwise than meant, before its error echoes a part of the
+    password: an ``@`` or ``/`` in the user name or password (libpq ends them at the first ``@``
+    or ``/``), a blank, or a ``%`` that starts no escape."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    if "@" in userinfo or "/" in userinfo:
+        problem = "its user name or password holds '@' or '/', which libpq reads as their end"
+    elif re.search(r"\s", url):
+        problem = "it holds a blank"
+    elif _BAD_PERCENT.search(url):
+        problem = "it holds a '%' that starts no %XX escape"
+    else:
+        return
+    raise ConfigError(
+        f"database URL {redact_url(url)}: {problem}; percent-encode those characters "
+        "(@ as %40, / as %2F, a space as %20, % as %25)"
+    )
 
 
 def default_home() -> Path:

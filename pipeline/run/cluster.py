@@ -17,11 +17,13 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -61,19 +63,50 @@ def dask_client(workers: int | None = None, address: str | None = None) -> Itera
         with client:
             yield client
         return
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",  # any free port: two runs at once must not collide
-            silence_logs=logging.ERROR,
-            # One thread per worker process: Polars' own pool would compete with the others.
-            env={"POLARS_MAX_THREADS": "1"},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    with ExitStack() as cluster_and_client:
+        cluster = cluster_and_client.enter_context(
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",  # any free port: two runs at once must not collide
+                silence_logs=logging.ERROR,
+                # One thread per worker process: Polars' own pool would compete with the others.
+                env={"POLARS_MAX_THREADS": "1"},
+                preload=[__name__],  # ``dask_setup``
+            )
+        )
+        try:
+            yield cluster_and_client.enter_context(Client(cluster))
+        finally:
+            # The run has stopped: a Ctrl-C more (the first asks to stop after the batches in
+            # hand) would break off the closing and leave the workers behind.
+            with _ctrl_c_ignored():
+                cluster_and_client.close()
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask runs this in each worker process of a local cluster as it starts (a preload).
+
+    Ctrl-C in a terminal interrupts the whole process group: a worker it killed would lose the
+    batches in hand, print its traceback, and leave this process waiting for results that do
+    not come. The workers ignore it; this process stops the run after the batches in hand,
+    then the cluster."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """Ignore SIGINT in the block, where this thread may set how (the main thread, and a
+    handler Python knows to put back)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def dask_in_order(client: Any) -> Callable[[Callable, Iterable[tuple]], Iterator]:

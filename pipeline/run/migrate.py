@@ -23,13 +23,13 @@ from loguru import logger
 from pipeline.config import BatchConfig
 from pipeline.datasets import all_datasets, get_dataset
 from pipeline.datasets.base import Dataset
-from pipeline.errors import ConfigError, InputError, RunInterrupted, RunStopped
+from pipeline.errors import ConfigError, InputError, PipelineError, RunInterrupted, RunStopped
 from pipeline.extract import fingerprint, record_keys
 from pipeline.extract.inputs import find_inputs
 from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection
 from pipeline.load.ledger import ensure_schema, finish_run, fold_merges, run_history, run_record, start_run
-from pipeline.load.server import redact, resolve_url
+from pipeline.load.server import redact_url, resolve_url
 from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import peak_rss_mb
 from pipeline.run.cluster import dask_in_order
@@ -105,7 +105,7 @@ def migrate(
                 inputs=[str(f) for f in files],
                 ignored_paths=ignored,
             )
-        result.database = redact(url)
+        result.database = redact_url(url)
         inputs = [{"path": str(f), "size": size} for f, size in zip(files, sizes, strict=True)]
         start_run(loader, result.run_id, started_at, config.to_dict(), inputs)
         in_order = in_order_here if client is None else dask_in_order(client)
@@ -128,6 +128,8 @@ def migrate(
     except BaseException as exc:
         if result is not None:
             _finish(loader, dataset, result, "failed", f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, PipelineError):
+                exc.run_id = result.run_id
         raise
     else:
         _finish(loader, dataset, result, "completed", None)

@@ -62,7 +62,7 @@ def load_with_retry(
             if delay is None:
                 raise DatabaseError(
                     f"batch {staged.number}: the database kept failing for {sum(RETRY_DELAYS):.0f}s "
-                    f"({exc}); once it is back, resume with `pipeline migrate --resume {run_id}`",
+                    f"({exc}); check that the server is up",
                     sqlstate=exc.sqlstate,
                 ) from exc
             logger.warning("batch {}: {}; retrying in {}s", staged.number, exc, delay)
