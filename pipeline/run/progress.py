@@ -81,6 +81,8 @@ def progress_bar(enabled: bool) -> Iterator[None]:
 
     def draw(message) -> None:
         event = message.record["extra"]
+        if not tasks:  # drawn from the first event on: a run that fails before prints no bar
+            bars.start()
         if event["task"] not in tasks:
             tasks[event["task"]] = bars.add_task(event["task"], total=event["total_bytes"], records=0, rate=0)
         bars.update(
@@ -90,12 +92,13 @@ def progress_bar(enabled: bool) -> Iterator[None]:
             rate=event["records_per_second"],
         )
 
-    with bars:
-        sink = logger.add(draw, level="INFO", filter=is_progress, format="{message}")
-        try:
-            yield
-        finally:
-            logger.remove(sink)
+    sink = logger.add(draw, level="INFO", filter=is_progress, format="{message}")
+    try:
+        yield
+    finally:
+        logger.remove(sink)
+        if tasks:
+            bars.stop()
 
 
 def is_progress(record) -> bool:
