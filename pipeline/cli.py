@@ -448,7 +448,16 @@ def _configure_logging(quiet: bool) -> None:
     logger.enable("pipeline")
 
 
+def _quiet_interrupt(unraisable) -> None:
+    """Python prints a Ctrl-C that lands where it cannot be raised (in a garbage-collector
+    callback of Dask's, say) as an ignored exception with its traceback; the run has its own
+    way to stop, so such an interrupt is dropped."""
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
 def main() -> None:
+    sys.unraisablehook = _quiet_interrupt
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as exc:  # an option typer refused: one line, like every other error
