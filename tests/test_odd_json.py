@@ -1,0 +1,94 @@
+"""What JavaScript's JSON.parse (the original's reader) reads where DuckDB reads otherwise, and
+bytes that are not UTF-8, stage by stage: the last of a repeated key wins, text PostgreSQL
+cannot store is refused by name, any depth is read, and every reader rejects invalid bytes
+at their record."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from pipeline.config import BatchConfig
+from pipeline.datasets import get_dataset
+from pipeline.extract.parts import file_parts, quotes_in, read_part, with_quote_states
+from pipeline.extract.readers import END, file_frames
+from pipeline.normalize.stage import stage_batch
+from pipeline.testing import cli
+from tests.conftest import raw_frame, rows
+
+MEMORIES = get_dataset("memories")
+
+
+def staged(*lines: str, **settings) -> tuple[pl.DataFrame, pl.DataFrame]:
+    config = BatchConfig(log_progress=False, **settings)
+    return stage_batch(raw_frame(list(lines)), MEMORIES, config, datetime.now(UTC))
+
+
+def written(record: dict, members: str) -> str:
+    """A record's line with ``members`` written as given after its own."""
+    return json.dumps(record)[:-1] + ", " + members + "}"
+
+
+def reasons(rejects: pl.DataFrame) -> list[tuple[int, str]]:
+    return sorted(zip(rejects["source_line"], rejects["reason"], strict=True))
+
+
+def nested(depth: int, objects: bool = False) -> str:
+    return '{"k": ' * depth + "1" + "}" * depth if objects else "[" * depth + "]" * depth
+
+
+# --- bytes that are not UTF-8 -------------------------------------------------------------
+
+
+def csv_with_invalid_bytes() -> bytes:
+    """Rows holding bytes that are not UTF-8 on their first line, on a later line of a quoted
+    cell, none (a U+FFFD written as itself), and a header holding one."""
+    rows_ = ["id,summary,n\xe9"]
+    for n in range(24):
+        cell = {3: "Ren\xe9e", 5: "multi\nline \xe9 here", 6: "written \ufffd itself"}.get(n % 7, f"row {n}")
+        rows_.append(f'{n},"{cell}",x')
+    return "\n".join(rows_).encode("utf-8").replace("\xe9".encode(), b"\xe9") + b"\n"
+
+
+def invalid_rows(frame: pl.DataFrame) -> list[int]:
+    return frame.filter(pl.col("parse_error") == "invalid_utf8")["source_line"].to_list()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 1_000])
+def test_csv_rows_holding_bytes_that_are_not_utf8_are_rejected_alike_whole_and_in_parts(tmp_path, batch_size):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(csv_with_invalid_bytes())
+    whole = pl.concat(file_frames(path, batch_size, frozenset())).drop(END)
+    assert invalid_rows(whole) == [5, 7, 13, 15, 21, 23]
+    assert whole.filter(pl.col("raw").str.contains("written"))["parse_error"].null_count() == 3
+    parts = file_parts(path, batch_size)
+    parts = with_quote_states(parts, [quotes_in(part) for part in parts])
+    frames, before = [], 0
+    for part in parts:
+        frame, lines = read_part(part)
+        frames.append(frame.with_columns(pl.col("source_line") + before))
+        before += lines
+    assert pl.concat(frames).equals(whole)
+
+
+def test_a_messages_csv_in_latin1_loads_only_its_utf8_rows_with_workers(db_url, db, tmp_path):
+    path = tmp_path / "chats.csv"
+    header = "Chat Session,Message Date,Type,Sender ID,Sender Name,Text\n"
+    lines = [
+        f"Sam,2024-03-05 18:22:{n:02d},Incoming,+1555,Sam,{'Café' if n % 2 else 'plain'} {n}\n"
+        for n in range(6)
+    ]
+    path.write_bytes((header + "".join(lines)).encode("cp1252"))
+    args = ("migrate", path, "--db", db_url, "--dataset", "messages", "--format", "json", "--batch-size", "2")
+    done = cli(*args, "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["successful"], report["errors_by_reason"]) == (3, {"invalid_utf8": 3})
+    assert sorted(r["text"] for r in rows(db, "SELECT text FROM messages")) == [
+        "plain 0",
+        "plain 2",
+        "plain 4",
+    ]
