@@ -13,11 +13,12 @@ import pytest
 
 from pipeline.config import BatchConfig
 from pipeline.datasets import get_dataset
+from pipeline.extract import record_keys
 from pipeline.extract.parts import file_parts, quotes_in, read_part, with_quote_states
 from pipeline.extract.readers import END, file_frames
 from pipeline.normalize.stage import stage_batch
-from pipeline.testing import cli
-from tests.conftest import raw_frame, rows
+from pipeline.testing import cli, run
+from tests.conftest import assert_invariant, memory, raw_frame, rows
 
 MEMORIES = get_dataset("memories")
 
@@ -92,3 +93,34 @@ def test_a_messages_csv_in_latin1_loads_only_its_utf8_rows_with_workers(db_url, 
         "plain 2",
         "plain 4",
     ]
+
+
+# --- JSON arrays and keys at any depth ----------------------------------------------------
+
+
+def test_the_keys_of_a_file_leave_out_lines_too_deep_for_pythons_parser(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text(nested(100_000) + "\n" + written(memory(1), f'"deep": {nested(5_000)}') + "\n")
+    assert "summary" in record_keys(path, 1_000)
+
+
+@pytest.mark.parametrize("text", ["[{}, ]", "[{}] {}", '[{"a": 1}'])
+def test_a_json_array_json_parse_refuses_is_one_invalid_json_record(db_url, db, tmp_path, text):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    result = run([path], db_url)
+    assert_invariant(result, db)
+    assert (result.processed, result.parse_errors) == (1, 1)
+    [reject] = rows(db, "SELECT source_line, reason, raw FROM pipeline_rejects")
+    assert (reject["source_line"], reject["reason"], reject["raw"]) == (1, "invalid_json", text)
+
+
+def test_json_array_elements_holding_bytes_that_are_not_utf8_are_rejected_alone(db_url, db, tmp_path):
+    path = tmp_path / "latin1.json"
+    array = json.dumps([memory(1, summary="Café"), memory(2), memory(3, summary="Zoë")], ensure_ascii=False)
+    path.write_bytes(array.encode("cp1252"))
+    result = run([path], db_url)
+    assert_invariant(result, db)
+    found = rows(db, "SELECT source_line, reason FROM pipeline_rejects ORDER BY 1")
+    assert [(r["source_line"], r["reason"]) for r in found] == [(1, "invalid_utf8"), (3, "invalid_utf8")]
+    assert rows(db, "SELECT id FROM memories") == [{"id": "mem-2"}]

@@ -5,9 +5,9 @@ the physical line where the record starts for JSONL and CSV, the record number
 otherwise), ``raw`` (the record's text, JSON for every format) and
 ``parse_error`` (a reason code when the record could not even be read).
 A file is read in blocks or batches, never whole (but a JSON array). A UTF-8 byte-order
-mark at the start of a file (as Windows tools write it) is skipped. A JSONL line or CSV row
-holding bytes that are not UTF-8 is an ``invalid_utf8`` reject, its ``raw`` showing them
-as U+FFFD.
+mark at the start of a file (as Windows tools write it) is skipped. A JSONL line, CSV row or
+JSON array element holding bytes that are not UTF-8 is an ``invalid_utf8`` reject, its
+``raw`` showing them as U+FFFD.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import polars as pl
 from pipeline.errors import InputError
 from pipeline.expressions import json_text
 from pipeline.extract.inputs import input_format
+from pipeline.extract.jsonscan import array_elements, top_level_keys
 
 BLOCK_BYTES = 4 * 1024 * 1024
 
@@ -149,23 +150,33 @@ def _with_replacement_characters(chunk: bytes, bad_lines: list[tuple[int, int, i
 
 
 def _json_array_frame(path: Path) -> pl.DataFrame:
-    """A JSON array file: one record per element (the file is parsed whole)."""
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    """A JSON array file: one record per element, its text as written on one line (the file
+    is parsed whole). In a file that is not UTF-8, the elements holding U+FFFD are
+    ``invalid_utf8``: each may hold the file's bad bytes."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
-        elements = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return _raw_frame(str(path), [1], [text], f"invalid_json: {exc}")
-    if not isinstance(elements, list):
-        return _raw_frame(str(path), [1], [text], "not_an_object")
-    raws = [json.dumps(element, ensure_ascii=False) for element in elements]
-    return _raw_frame(str(path), list(range(1, len(raws) + 1)), raws, None)
+        text, lossy = data.decode(), False
+    except UnicodeDecodeError:
+        text, lossy = data.decode(errors="replace"), True
+    try:
+        elements = array_elements(text)
+    except ValueError as exc:
+        return _raw_frame(str(path), [text], f"invalid_json: {exc}")
+    bad = pl.lit(lossy) & pl.col("raw").str.contains("\ufffd", literal=True)
+    # JSON holds a line break only between tokens, where a space means the same.
+    return _raw_frame(str(path), elements, None).with_columns(
+        raw=pl.col("raw").str.replace_all(r"[\r\n]", " "),
+        parse_error=pl.when(bad).then(pl.lit("invalid_utf8")).otherwise("parse_error"),
+    )
 
 
-def _raw_frame(source: str, lines: list[int], raws: list[str], error: str | None) -> pl.DataFrame:
-    """Records whose ends share out the file by their length (the texts are re-encoded)."""
-    frame = pl.DataFrame(
-        {"source_file": source, "source_line": lines, "raw": raws, "parse_error": error},
-        schema=RAW_SCHEMA,
+def _raw_frame(source: str, raws: list[str], error: str | None) -> pl.DataFrame:
+    """Records numbered from 1, whose ends share out the file by their length."""
+    frame = pl.DataFrame({"raw": raws}, schema={"raw": pl.String}).select(
+        source_file=pl.lit(source),
+        source_line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
+        raw="raw",
+        parse_error=pl.lit(error, pl.String),
     )
     size = Path(source).stat().st_size
     lengths = pl.col("raw").str.len_bytes().cast(pl.Int64) + 1
@@ -336,7 +347,5 @@ def record_keys(path: Path, limit: int) -> frozenset[str]:
     keys: set[str] = set()
     for text in first["raw"].head(limit):
         with suppress(ValueError):
-            record = json.loads(text)
-            if isinstance(record, dict):
-                keys.update(record)
+            keys.update(top_level_keys(text))
     return frozenset(keys)
