@@ -124,3 +124,39 @@ def test_json_array_elements_holding_bytes_that_are_not_utf8_are_rejected_alone(
     found = rows(db, "SELECT source_line, reason FROM pipeline_rejects ORDER BY 1")
     assert [(r["source_line"], r["reason"]) for r in found] == [(1, "invalid_utf8"), (3, "invalid_utf8")]
     assert rows(db, "SELECT id FROM memories") == [{"id": "mem-2"}]
+
+
+# --- numbers ------------------------------------------------------------------------------
+
+
+def test_an_integral_number_written_with_a_fraction_or_an_exponent_is_that_integer():
+    context = '"emotionalContext": {"primaryMood": "mixed", "intensity": %s}'
+    lines = [
+        json.dumps(memory(1, emotionalContext={"primaryMood": "mixed", "intensity": 3})),
+        *(
+            written(memory(n, confidence=None), f'"confidence": {value}, ' + context % intensity)
+            for n, value, intensity in [
+                (2, "7.0", "3.0"),
+                (3, "1e1", "30e-1"),
+                (4, "-0.0", "3"),
+                (5, "70E-1", "3"),
+            ]
+        ),
+        *(
+            written(memory(n, confidence=None), f'"confidence": {value}')
+            for n, value in [(6, "7.5"), (7, "1e400"), (8, "18446744073709551616"), (9, "9.3e18")]
+        ),
+    ]
+    kept, rejects = staged(*lines)
+    assert reasons(rejects) == [
+        (4, "confidence:in_range(1,10)"),
+        *((line, "confidence:type(integer)") for line in (6, 7, 8, 9)),
+    ]
+    assert kept.select("id", "confidence", pl.col("emotionalContext").struct.field("intensity")).rows() == [
+        ("mem-1", 7, 3),
+        ("mem-2", 7, 3),
+        ("mem-3", 10, 3),
+        ("mem-5", 7, 3),
+    ]
+    same = written(memory(1, confidence=None), '"confidence": 7.0')
+    assert staged(same)[0]["content_hash"].item() == kept["content_hash"][0]

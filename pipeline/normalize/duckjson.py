@@ -99,12 +99,20 @@ def _typed(parent: str, path: tuple[str, ...], field: pl.Field, json_paths: froz
         )
     if field.dtype in _STRICT_SCALARS:
         sql_type, json_types = _STRICT_SCALARS[field.dtype]
-        return f"TRY_CAST(CASE WHEN json_type({value}) IN ({json_types}) THEN {value} END AS {sql_type})"
+        typed = f"TRY_CAST(CASE WHEN json_type({value}) IN ({json_types}) THEN {value} END AS {sql_type})"
+        return f"coalesce({typed}, {_integral(value)})" if field.dtype == pl.Int64 else typed
     if ".".join(path) in json_paths:
         # JSON null and a key left out both read as NULL: only the text tells them apart.
         explicit = f"{parent} IS NOT NULL AND json_type(raw, {_pointer(path)}) = 'NULL'"
         return f"CASE WHEN {value} IS NULL AND {explicit} THEN 'null' ELSE {value}::VARCHAR END"
     return value
+
+
+def _integral(value: str) -> str:
+    """A JSON number written with a fraction or an exponent (``7.0``, ``1e1``) as the integer it
+    is, as JavaScript reads it; null when it has a fraction or no 64-bit integer holds it."""
+    number = f"TRY_CAST(CASE WHEN json_type({value}) = 'DOUBLE' THEN {value} END AS DOUBLE)"
+    return f"CASE WHEN {number} = trunc({number}) THEN TRY_CAST({number} AS BIGINT) END"
 
 
 def _pointer(path: tuple[str, ...]) -> str:
