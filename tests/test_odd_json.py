@@ -16,6 +16,7 @@ from pipeline.datasets import get_dataset
 from pipeline.extract import record_keys
 from pipeline.extract.parts import file_parts, quotes_in, read_part, with_quote_states
 from pipeline.extract.readers import END, file_frames
+from pipeline.normalize.decode import MAX_STORED_DEPTH
 from pipeline.normalize.stage import stage_batch
 from pipeline.testing import cli, run
 from tests.conftest import assert_invariant, memory, raw_frame, rows
@@ -160,3 +161,39 @@ def test_an_integral_number_written_with_a_fraction_or_an_exponent_is_that_integ
     ]
     same = written(memory(1, confidence=None), '"confidence": 7.0')
     assert staged(same)[0]["content_hash"].item() == kept["content_hash"][0]
+
+
+# --- depth --------------------------------------------------------------------------------
+
+
+def test_a_deep_record_whose_strings_look_lenient_is_still_json():
+    line = written(memory(1, summary="a list, ] or a ratio:nan in words"), f'"extra": {nested(200)}')
+    kept, rejects = staged(line)
+    assert (kept["id"].to_list(), rejects.height) == (["mem-1"], 0)
+
+
+def with_part(n: int, text: str) -> str:
+    return written(memory(n), '"relationshipDynamics": {"interactionQuality": ' + text + "}")
+
+
+def test_a_part_nested_deeper_than_postgresql_reads_is_too_deep_and_one_level_less_loads(
+    db_url, db, tmp_path
+):
+    path = tmp_path / "deep.jsonl"
+    lines = [
+        with_part(1, nested(MAX_STORED_DEPTH, objects=True)),
+        with_part(2, nested(MAX_STORED_DEPTH)),
+        with_part(3, nested(MAX_STORED_DEPTH + 1)),
+        with_part(4, nested(MAX_STORED_DEPTH + 1, objects=True)),
+        written(memory(5), f'"extra": {nested(100_000)}'),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    result = run([path], db_url)
+    assert_invariant(result, db)
+    assert result.successful == 3
+    found = rows(db, "SELECT source_line, category, reason, message FROM pipeline_rejects ORDER BY 1")
+    assert [(r["source_line"], r["category"], r["reason"]) for r in found] == [
+        (3, "parse", "too_deep"),
+        (4, "parse", "too_deep"),
+    ]
+    assert f"more than {MAX_STORED_DEPTH:,} levels deep" in found[0]["message"]

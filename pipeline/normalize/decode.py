@@ -5,6 +5,8 @@ and the objects' fields in the dataset's types. A value of the wrong type is rea
 null, as Polars' reader would; ``type_errors`` tells those apart from values that are
 really missing by looking them up in the raw text, and ``structure_errors`` finds the
 fields read as JSON text that hold a scalar or a null where an object or a list belongs.
+Where DuckDB reads JSON otherwise than JavaScript's ``JSON.parse`` (the original's reader),
+the texts are read as ``JSON.parse`` reads them (``jsontext``): strictly.
 """
 
 from __future__ import annotations
@@ -15,8 +17,16 @@ import polars as pl
 
 from pipeline.frames import reject_frame
 from pipeline.normalize import duckjson as duck
+from pipeline.normalize.jsontext import (
+    nesting_depth,
+    strictly_valid,
+)
 
 RECORD_KEYS = ["source_file", "source_line", "raw"]
+
+# How deep a part stored as JSON may nest: PostgreSQL's jsonb input stops at its stack limit
+# (about 14,000 nested objects with the default max_stack_depth of 2MB).
+MAX_STORED_DEPTH = 10_000
 
 PARSE_MESSAGES = {
     "invalid_json": "the record is not valid JSON (truncated, unquoted text or stray "
@@ -25,17 +35,11 @@ PARSE_MESSAGES = {
     'JSON object like {"id": ...}',
     "invalid_utf8": "the line holds bytes that are not UTF-8 (shown here as \ufffd); "
     "re-export the file as UTF-8",
+    "too_deep": f"the record nests arrays or objects more than {MAX_STORED_DEPTH:,} levels deep in "
+    "a part stored as JSON, deeper than PostgreSQL reads; flatten that part or drop the record",
 }
 
 TYPE_NAMES = {pl.Int64: "integer", pl.List: "list", pl.Struct: "object", pl.Boolean: "boolean"}
-
-# Where DuckDB's reading goes beyond JSON: NaN and Infinity in any case, trailing commas.
-# Texts that might use one are checked again by a strict parser. Each pattern alone scans
-# fast (one alternation starting with ``,`` or ``:`` tries a match at every one of them);
-# the exact NaN/Infinity pattern runs only on the texts holding the letters.
-TRAILING_COMMA = r",\s*[\]}]"
-NON_FINITE_LETTERS = r"[NnIi][AaNn][NnFf]"
-NON_FINITE = r"(?:^|[:\[,])\s*[+-]?[NnIi][AaNn][NnFf]"
 
 
 def decode(
@@ -48,7 +52,9 @@ def decode(
     (``duckjson.read_json_objects``).
     """
     checks, objects = duck.read_json_objects(raw["raw"], dtype, json_paths)
-    checks = checks.with_columns(valid=_strictly_valid(raw["raw"], checks["valid"]))
+    checks = checks.with_columns(
+        valid=strictly_valid(raw["raw"], checks["valid"]), deep=_too_deep(objects, json_paths)
+    )
     classified = pl.concat([raw, checks, objects], how="horizontal").with_columns(
         parse_error=pl.coalesce("parse_error", _parse_error())
     )
@@ -64,20 +70,24 @@ def decode(
     return decoded, rejects
 
 
-def _strictly_valid(lines: pl.Series, valid: pl.Series) -> pl.Series:
-    trailing = lines.str.contains(TRAILING_COMMA)
-    at = (valid & (trailing | lines.str.contains(NON_FINITE_LETTERS))).arg_true()
-    texts = lines.gather(at)
-    suspect = trailing.gather(at) | texts.str.contains(NON_FINITE)
-    if not suspect.any():
-        return valid
-    strict = texts.filter(suspect).str.json_path_match("$").is_not_null()
-    return valid.scatter(at.filter(suspect), strict)
+def _too_deep(objects: pl.DataFrame, json_paths: frozenset[str]) -> pl.Series:
+    """Whether a record's parts read as JSON text nest deeper than ``MAX_STORED_DEPTH``; only
+    a part long enough to (two bytes a level) is measured."""
+    deep = pl.Series("deep", [False] * objects.height)
+    for path in json_paths:
+        texts = objects.select(field_expr(path)).to_series()
+        at = (texts.str.len_bytes() > 2 * MAX_STORED_DEPTH).arg_true()
+        if not at.is_empty():
+            depths = pl.Series([nesting_depth(text) for text in texts.gather(at)], dtype=pl.Int64)
+            deep = deep.scatter(at.filter(depths > MAX_STORED_DEPTH), True)
+    return deep
 
 
 def _parse_error() -> pl.Expr:
     return (
-        pl.when(pl.col("valid") & pl.col("object"))
+        pl.when(pl.col("valid") & pl.col("object") & pl.col("deep"))
+        .then(pl.lit("too_deep"))
+        .when(pl.col("valid") & pl.col("object"))
         .then(pl.lit(None, pl.String))
         .when(pl.col("valid"))
         .then(pl.lit("not_an_object"))
