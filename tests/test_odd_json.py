@@ -197,3 +197,58 @@ def test_a_part_nested_deeper_than_postgresql_reads_is_too_deep_and_one_level_le
         (4, "parse", "too_deep"),
     ]
     assert f"more than {MAX_STORED_DEPTH:,} levels deep" in found[0]["message"]
+
+
+# --- repeated keys ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("members", "field", "expected"),
+    [
+        ('"confidence": 3, "confidence": 7', "confidence", 7),
+        ('"confidence" : 3 , "confidence"\t: 8', "confidence", 8),
+        ('"confidence": null, "confidence": 6', "confidence", 6),
+        ('"confidence": 6, "conf\\u0069dence": 4', "confidence", 4),
+        ('"summary": "first", "extra": {"summary": 1, "summary": 2}, "summary": "last"', "summary", "last"),
+        ('"extra": {"confidence": 1, "confidence": 2}, "confidence": 5', "confidence", 5),
+        (
+            '"participants": [{"id": "p1", "name": "A", "role": "r", "name": "B"}]',
+            "participants",
+            [{"id": "p1", "name": "B", "role": "r"}],
+        ),
+        (
+            '"emotionalContext": {"primaryMood": "angry", "intensity": 2}, '
+            '"emotionalContext": {"primaryMood": "mixed", "intensity": 4, "intensity": 9}',
+            "emotionalContext",
+            (("primaryMood", "mixed"), ("intensity", 9)),
+        ),
+    ],
+)
+def test_the_last_of_a_repeated_key_wins_at_every_level_read(members, field, expected):
+    kept, rejects = staged(written(memory(1, **{field: None}), members), json.dumps(memory(2)))
+    assert rejects.is_empty(), rejects.to_dicts()
+    got = kept.filter(pl.col("id") == "mem-1")[field].to_list()[0]
+    if isinstance(expected, tuple):
+        assert {k: got[k] for k, _ in expected} == dict(expected)
+    else:
+        assert got == expected
+
+
+def test_a_repeated_key_ending_in_null_leaves_the_field_missing():
+    rejects = staged(written(memory(1, confidence=None), '"confidence": 7, "confidence": null'))[1]
+    assert reasons(rejects) == [(1, "confidence:required")]
+
+
+def test_a_repeated_part_key_stores_the_last_part(db_url, db, tmp_path):
+    path = tmp_path / "parts.jsonl"
+    path.write_text(
+        written(
+            memory(1),
+            '"relationshipDynamics": {"overallDynamics": {"tone": "cold"}, '
+            '"overallDynamics": {"tone": "warm", "tone": "warmest"}}',
+        )
+        + "\n"
+    )
+    assert_invariant(run([path], db_url), db)
+    [stored] = rows(db, "SELECT overall_dynamics::text AS o FROM relationship_dynamics")
+    assert json.loads(stored["o"]) == {"tone": "warmest"}

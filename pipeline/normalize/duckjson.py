@@ -128,6 +128,21 @@ def json_values(texts: pl.Series, pointers: pl.Series) -> pl.Series:
         return connection.sql("SELECT json_extract_string(raw, pointer) AS got FROM lookups").pl()["got"]
 
 
+def repeated_keys(texts: pl.Series, objects: list[str]) -> pl.Series:
+    """Whether each JSON text repeats a key in one of the ``objects`` (JSON paths; ``[*]`` for
+    each element of a list), row for row."""
+    plain = ", ".join(literal(path) for path in objects if "[*]" not in path)
+    keys = [f"json_keys(raw, [{plain}])"] + [
+        f"json_keys(raw, {literal(path)})" for path in objects if "[*]" in path
+    ]
+    repeats = " OR ".join(
+        f"coalesce(list_bool_or(list_transform({k}, lambda k: len(k) > len(list_distinct(k)))), false)"
+        for k in keys
+    )
+    with _registered("keyed", texts.to_frame("raw")) as connection:
+        return connection.sql(f"SELECT {repeats} AS repeats FROM keyed").pl()["repeats"]
+
+
 @contextmanager
 def _registered(name: str, frame: pl.DataFrame) -> Iterator[duckdb.DuckDBPyConnection]:
     """This thread's connection with ``frame`` registered as ``name``. DuckDB turns a Ctrl-C

@@ -1,11 +1,14 @@
 """JSON texts as JavaScript's ``JSON.parse`` reads them, where DuckDB's reading differs.
 
 DuckDB also reads NaN, Infinity and trailing commas (``strictly_valid`` tells those texts
-apart). Each works at any depth: nothing here recurses.
+apart), and keeps the first of a repeated key where ``JSON.parse`` keeps the last
+(``last_keys_win`` rewrites the few texts that repeat one). Each works at any depth:
+nothing here recurses.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import polars as pl
@@ -20,6 +23,7 @@ TRAILING_COMMA = r",\s*[\]}]"
 NON_FINITE_LETTERS = r"[NnIi][AaNn][NnFf]"
 NON_FINITE = r"(?i)nan|inf"
 
+_TOKEN = re.compile(rf'{STRING}|[{{}}\[\],:]|[^\s{{}}\[\],:"]+')
 _BRACKET = re.compile(rf"{STRING}|[\[\]{{}}]")
 
 
@@ -33,6 +37,40 @@ def strictly_valid(texts: pl.Series, valid: pl.Series) -> pl.Series:
     bare = texts.gather(at).str.replace_all(STRING, '""')
     lenient = bare.str.contains(TRAILING_COMMA) | bare.str.contains(NON_FINITE)
     return valid.scatter(at.filter(lenient), False)
+
+
+def last_keys_win(text: str) -> str:
+    """A valid JSON text with each object keeping the last value of a repeated key, where the
+    key first stood (as ``JSON.parse`` builds it); compact, every token as written."""
+    containers: list[dict[str, tuple[str, str]] | list[str]] = []
+    keys: list[str | None] = []
+    done = ""
+    for token in _TOKEN.findall(text):
+        if token in ("{", "["):
+            containers.append({} if token == "{" else [])
+            keys.append(None)
+            continue
+        if token in (",", ":"):
+            continue
+        value = token
+        if token in ("}", "]"):
+            container = containers.pop()
+            keys.pop()
+            value = (
+                "[" + ",".join(container) + "]"
+                if isinstance(container, list)
+                else "{" + ",".join(f"{key}:{member}" for key, member in container.values()) + "}"
+            )
+        if not containers:
+            done = value
+        elif isinstance(top := containers[-1], list):
+            top.append(value)
+        elif (key := keys[-1]) is None:
+            keys[-1] = value
+        else:
+            top[json.loads(key)] = (key, value)
+            keys[-1] = None
+    return done
 
 
 def nesting_depth(text: str) -> int:
