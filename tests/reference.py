@@ -11,7 +11,10 @@ decided them"):
 3. else a score above the threshold against a kept memory sharing a source message id:
    a near duplicate, merged;
 4. else inserted: refused by the database if its emotional context's or relationship
-   dynamics' id is taken, or a text holds a NUL character; kept otherwise.
+   dynamics' id is taken; kept otherwise.
+
+A stored text holding a NUL character or half of a surrogate pair, which the original's
+database refused, fails validation instead, as in the pipeline (``storable_text``).
 
 Usage: ``python tests/reference.py FILE.jsonl`` prints the counts as JSON.
 """
@@ -90,7 +93,7 @@ def process(line: bytes, kept: Kept, threshold: float) -> str:
     if not isinstance(record, dict):
         return "parse_errors"
     memory = as_current(record, raw)
-    if not valid(memory):
+    if not valid(memory) or _unstorable([memory[name] for name in STORED if memory.get(name) is not None]):
         return "validation_errors"
     digest = content_hash(memory)
     if digest in kept.hashes:
@@ -101,8 +104,7 @@ def process(line: bytes, kept: Kept, threshold: float) -> str:
     if any(score(memory, candidate) > threshold for candidate in candidates.values()):
         return "similar_merged"
     children = child_ids(memory)
-    stored = [memory[name] for name in STORED if memory.get(name) is not None]
-    if any(child in kept.child_ids[kind] for kind, child in children.items()) or _has_nul(stored):
+    if any(child in kept.child_ids[kind] for kind, child in children.items()):
         return "database_errors"
     kept.hashes.add(digest)
     kept.ids.add(memory["id"])
@@ -272,14 +274,14 @@ def child_ids(m: dict) -> dict[str, str]:
     return ids
 
 
-def _has_nul(value) -> bool:
-    """PostgreSQL stores no NUL character, in text or in jsonb."""
+def _unstorable(value) -> bool:
+    """PostgreSQL stores no NUL character and no half of a surrogate pair, in text or in jsonb."""
     if isinstance(value, str):
-        return "\x00" in value
+        return "\x00" in value or any("\ud800" <= char <= "\udfff" for char in value)
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
+        return any(_unstorable(item) for item in value)
     return False
 
 

@@ -252,3 +252,97 @@ def test_a_repeated_part_key_stores_the_last_part(db_url, db, tmp_path):
     assert_invariant(run([path], db_url), db)
     [stored] = rows(db, "SELECT overall_dynamics::text AS o FROM relationship_dynamics")
     assert json.loads(stored["o"]) == {"tone": "warmest"}
+
+
+# --- text PostgreSQL cannot store ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("members", "field"),
+    [
+        ('"summary": "a \\u0000 b"', "summary"),
+        ('"summary": "a \\ud800 b"', "summary"),
+        ('"summary": "a \\udc00\\ud800 b"', "summary"),
+        ('"id": "mem-\\u0000"', "id"),
+        ('"participants": [{"id": "p1", "name": "S\\ud83d", "role": "r"}]', "participants"),
+        ('"sourceMessageIds": ["m1", "m\\u0000"]', "sourceMessageIds"),
+        (
+            '"emotionalContext": {"primaryMood": "mixed", "intensity": 2, "themes": ["\\udfff"]}',
+            "emotionalContext.themes",
+        ),
+        (
+            '"emotionalContext": {"primaryMood": "mixed", "intensity": 2,'
+            ' "temporalPatterns": {"k\\u0000": 1}}',
+            "emotionalContext.temporalPatterns",
+        ),
+        ('"relationshipDynamics": {"overallDynamics": ["\\ud800"]}', "relationshipDynamics.overallDynamics"),
+    ],
+)
+def test_text_postgresql_cannot_store_is_refused_by_the_field_holding_it(members, field):
+    record = memory(1, **{field.split(".")[0]: None})
+    kept, rejects = staged(written(record, members), json.dumps(memory(2)))
+    assert kept["id"].to_list() == ["mem-2"]
+    assert reasons(rejects) == [(1, f"{field}:storable_text")]
+    [row] = rejects.to_dicts()
+    assert (row["category"], row["field"]) == ("validation", field)
+    assert "PostgreSQL cannot store" in row["message"]
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        '"summary": "a pair \\ud83d\\ude00 is one character"',
+        '"summary": "an escaped backslash before \\\\u0000 and \\\\ud800"',
+        '"extra": "half \\ud800 of a pair in a field not read", "more": "\\u0000"',
+    ],
+)
+def test_text_that_only_looks_unstorable_loads(db_url, db, tmp_path, members):
+    path = tmp_path / "ok.jsonl"
+    record = memory(1, summary=None) if '"summary"' in members else memory(1)
+    path.write_text(written(record, members) + "\n")
+    result = run([path], db_url)
+    assert_invariant(result, db)
+    assert (result.successful, result.failed) == (1, 0)
+
+
+def test_without_validating_first_the_database_refuses_a_nul_as_the_originals_did(db_url, db, tmp_path):
+    path = tmp_path / "nul.jsonl"
+    path.write_text(
+        written(memory(1, summary=None), '"summary": "a \\u0000 b"') + "\n" + json.dumps(memory(2))
+    )
+    result = run([path], db_url, validate_first=False)
+    assert_invariant(result, db)
+    assert (result.successful, result.database_errors) == (1, 1)
+
+
+def test_a_mistyped_field_beside_a_lone_surrogate_is_told_without_a_crash():
+    line = written(memory(1, summary=None, confidence=None), '"summary": "\\ud800", "confidence": "5"')
+    assert reasons(staged(line)[1]) == [(1, "confidence:type(integer)"), (1, "summary:storable_text")]
+
+
+def test_a_json_array_is_read_element_by_element_at_any_depth_as_written(db_url, db, tmp_path):
+    elements = [
+        written(memory(1), f'"extra": {nested(5_000)}'),
+        nested(100_000),
+        written(memory(3, confidence=None), '"confidence": 1e400'),
+        written(memory(4, confidence=None), '"confidence": 3, "confidence": 7.0'),
+        written(memory(5, summary=None), '"summary": "\\ud800"'),
+        written(memory(6, confidence=None), '"confidence": NaN'),
+    ]
+    path = tmp_path / "array.json"
+    path.write_text("[\n  " + ",\n  ".join(elements) + "\n]\n")
+    result = run([path], db_url)
+    assert_invariant(result, db)
+    found = rows(db, "SELECT source_line, reason, message, raw FROM pipeline_rejects ORDER BY 1")
+    assert [(r["source_line"], r["reason"]) for r in found] == [
+        (2, "not_an_object"),
+        (3, "confidence:type(integer)"),
+        (5, "summary:storable_text"),
+        (6, "invalid_json"),
+    ]
+    assert "(got 1e400)" in found[1]["message"]
+    assert [r["raw"] for r in found[1:]] == [elements[2], elements[4], elements[5]]
+    assert rows(db, "SELECT id, confidence FROM memories ORDER BY id") == [
+        {"id": "mem-1", "confidence": 7},
+        {"id": "mem-4", "confidence": 7},
+    ]

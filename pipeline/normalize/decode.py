@@ -7,7 +7,7 @@ really missing by looking them up in the raw text, and ``structure_errors`` find
 fields read as JSON text that hold a scalar or a null where an object or a list belongs.
 Where DuckDB reads JSON otherwise than JavaScript's ``JSON.parse`` (the original's reader),
 the texts are read as ``JSON.parse`` reads them (``jsontext``): strictly, the last of a
-repeated key winning.
+repeated key winning, a lone surrogate escape read (then refused, ``unstorable_text``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import polars as pl
 from pipeline.frames import reject_frame
 from pipeline.normalize import duckjson as duck
 from pipeline.normalize.jsontext import (
+    holds_nul_escape,
     last_keys_win,
+    lone_surrogates_as_nul,
     nesting_depth,
     strictly_valid,
 )
@@ -55,7 +57,7 @@ def decode(
     column per top-level field of ``dtype``; the ``json_paths`` hold JSON text
     (``duckjson.read_json_objects``).
     """
-    texts = raw["raw"]
+    texts = lone_surrogates_as_nul(raw["raw"])
     checks, objects = duck.read_json_objects(texts, dtype, json_paths)
     objects = _last_keys_win(texts, checks["object"], objects, dtype, json_paths)
     checks = checks.with_columns(
@@ -112,8 +114,9 @@ def _rewritten(texts: pl.Series, at: pl.Series, dtype: pl.Struct) -> tuple[pl.Se
 
 
 def _as_json_parse_reads(texts: pl.Series, dtype: pl.Struct) -> pl.Series:
-    """JSON objects written so that DuckDB reads them as ``JSON.parse`` does: the last of a
-    repeated key (looked for in each text: for a few texts)."""
+    """JSON objects written so that DuckDB reads them as ``JSON.parse`` does: a lone surrogate
+    escape as NUL, the last of a repeated key (looked for in each text: for a few texts)."""
+    texts = lone_surrogates_as_nul(texts)
     at, rewritten = _rewritten(texts, pl.int_range(texts.len(), dtype=pl.UInt32, eager=True), dtype)
     return texts.scatter(at, rewritten) if not at.is_empty() else texts
 
@@ -259,3 +262,32 @@ def structure_errors(records: pl.DataFrame, paths: Iterable[str]) -> pl.DataFram
         for path in paths
     ]
     return pl.concat([pl.DataFrame(schema=TYPE_ERROR_SCHEMA), *found]).cast(TYPE_ERROR_SCHEMA)
+
+
+def unstorable_text(records: pl.DataFrame, dtype: pl.Struct, json_paths: frozenset[str]) -> pl.DataFrame:
+    """Fields whose text PostgreSQL cannot store: it holds NUL, or half of a surrogate pair
+    (read as NUL, ``jsontext.lone_surrogates_as_nul``). ``record`` (row position) and
+    ``field``; only the records whose text writes such an escape are looked at."""
+    indexed = records.with_row_index("record").filter(
+        pl.col("raw").str.contains(r"\\u(?:0000|[dD][89a-fA-F])")
+    )
+    found = [
+        indexed.filter(_holds_nul(field_expr(path), dtype_at, path in json_paths)).select(
+            "record", field=pl.lit(path)
+        )
+        for path, dtype_at in leaf_paths(dtype)
+        if not isinstance(dtype_at, pl.Struct)
+    ]
+    return pl.concat([pl.DataFrame(schema={"record": pl.UInt32, "field": pl.String}), *found])
+
+
+def _holds_nul(value: pl.Expr, dtype: pl.DataType, json_text: bool = False) -> pl.Expr:
+    if json_text:
+        return holds_nul_escape(value).fill_null(False)
+    if dtype == pl.String:
+        return value.str.contains("\x00", literal=True).fill_null(False)
+    if isinstance(dtype, pl.List):
+        return value.list.eval(_holds_nul(pl.element(), dtype.inner)).list.any().fill_null(False)
+    if isinstance(dtype, pl.Struct):
+        return pl.any_horizontal(_holds_nul(value.struct.field(f.name), f.dtype) for f in dtype.fields)
+    return pl.lit(False)

@@ -1,9 +1,11 @@
 """JSON texts as JavaScript's ``JSON.parse`` reads them, where DuckDB's reading differs.
 
 DuckDB also reads NaN, Infinity and trailing commas (``strictly_valid`` tells those texts
-apart), and keeps the first of a repeated key where ``JSON.parse`` keeps the last
-(``last_keys_win`` rewrites the few texts that repeat one). Each works at any depth:
-nothing here recurses.
+apart), keeps the first of a repeated key where ``JSON.parse`` keeps the last
+(``last_keys_win`` rewrites the few texts that repeat one), and refuses a lone surrogate
+escape (``\\ud800``) that ``JSON.parse`` reads (``lone_surrogates_as_nul`` reads it as the
+other character PostgreSQL cannot store, so that one check finds both). Each works at any
+depth: nothing here recurses.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ TRAILING_COMMA = r",\s*[\]}]"
 NON_FINITE_LETTERS = r"[NnIi][AaNn][NnFf]"
 NON_FINITE = r"(?i)nan|inf"
 
+# An escaped backslash, and the escapes of the two halves of a surrogate pair.
+ESCAPED_BACKSLASH = r"\\\\"
+HIGH = r"\\u[dD][89abAB][0-9a-fA-F]{2}"
+LOW = r"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+NUL_ESCAPE = "\\u0000"
+# A surrogate escape after an even run of backslashes (an odd one would escape its backslash),
+# a pair first so that only a lone half matches alone.
+_SURROGATE_ESCAPE = re.compile(rf"(?<!\\)((?:\\\\)*)({HIGH}{LOW}|{HIGH}|{LOW})")
 _TOKEN = re.compile(rf'{STRING}|[{{}}\[\],:]|[^\s{{}}\[\],:"]+')
 _BRACKET = re.compile(rf"{STRING}|[\[\]{{}}]")
 
@@ -37,6 +47,32 @@ def strictly_valid(texts: pl.Series, valid: pl.Series) -> pl.Series:
     bare = texts.gather(at).str.replace_all(STRING, '""')
     lenient = bare.str.contains(TRAILING_COMMA) | bare.str.contains(NON_FINITE)
     return valid.scatter(at.filter(lenient), False)
+
+
+def lone_surrogates_as_nul(texts: pl.Series) -> pl.Series:
+    """The texts with each lone surrogate escape (a half of a pair without the other) written
+    as ``\\u0000``: DuckDB refuses the text otherwise, where ``JSON.parse`` reads it. Only the
+    texts that hold one are rewritten."""
+    at = texts.str.contains(r"\\u[dD][89a-fA-F]").arg_true()
+    if at.is_empty():
+        return texts
+    escapes = texts.gather(at).str.replace_all(ESCAPED_BACKSLASH, "")
+    halves = escapes.str.count_matches(HIGH) + escapes.str.count_matches(LOW)
+    lone = at.filter(halves > 2 * escapes.str.count_matches(HIGH + LOW))
+    if lone.is_empty():
+        return texts
+    fixed = [_SURROGATE_ESCAPE.sub(_nul_if_lone, text) for text in texts.gather(lone)]
+    return texts.scatter(lone, pl.Series(fixed, dtype=pl.String))
+
+
+def _nul_if_lone(match: re.Match[str]) -> str:
+    backslashes, escape = match.groups()
+    return match.group() if len(escape) > 6 else backslashes + NUL_ESCAPE
+
+
+def holds_nul_escape(texts: pl.Expr) -> pl.Expr:
+    """Whether JSON texts hold a ``\\u0000`` escape (not an escaped backslash before ``u0000``)."""
+    return texts.str.replace_all(ESCAPED_BACKSLASH, "").str.contains(NUL_ESCAPE, literal=True)
 
 
 def last_keys_win(text: str) -> str:
