@@ -346,3 +346,42 @@ def test_a_json_array_is_read_element_by_element_at_any_depth_as_written(db_url,
         {"id": "mem-1", "confidence": 7},
         {"id": "mem-4", "confidence": 7},
     ]
+
+
+# --- the rejects of odd records -------------------------------------------------------------
+
+
+def test_the_rejects_of_odd_records_export_and_replay_without_a_crash(db_url, tmp_path):
+    path = tmp_path / "odd.jsonl"
+    lines = [
+        json.dumps(memory(1)).encode(),
+        nested(100_000).encode(),
+        with_part(3, nested(20_000)).encode(),
+        json.dumps(memory(4))[:-1].encode() + b",\x00}",
+        json.dumps(memory(5, summary="Renée"), ensure_ascii=False).encode("cp1252"),
+        written(memory(6, summary=None), '"summary": "\\ud800"').encode(),
+        written(memory(7, confidence=None), f'"deep": {nested(5_000)}, "confidence": 11').encode(),
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    done = [cli("migrate", path, "--db", db_url, "--run-id", "R", "--format", "json")]
+    assert json.loads(done[0].stdout)["failed"] == 6
+    for export in ("fix.jsonl", "fix.csv", "fix.parquet"):
+        done.append(cli("rejects", "--db", db_url, "--run", "R", "--export", tmp_path / export))
+        done.append(cli("replay", tmp_path / export, "--of", "R", "--db", db_url))
+    for command in done:
+        assert command.returncode == 0, command.stderr
+        assert "Traceback" not in command.stdout + command.stderr
+
+
+def test_a_csv_cell_holding_json_too_deep_for_polars_is_read_as_text(db_url, db, tmp_path):
+    path = tmp_path / "deep.csv"
+    deep = nested(5_000).replace('"', '""')
+    path.write_text(
+        "id,summary,confidence,participants,sourceMessageIds,relationshipDynamics,extra\n"
+        f'c1,one,7,[],[],"{{""overallDynamics"": {deep}}}",x\n'
+        f'c2,two,7,[],[],,"{deep}"\n'
+    )
+    done = cli("migrate", path, "--db", db_url, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["successful"], report["errors_by_reason"]) == (1, {"relationshipDynamics:type(object)": 1})
