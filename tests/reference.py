@@ -1,16 +1,20 @@
 """The original processor in plain Python, one record at a time: an oracle for the pipeline.
 
 It knows nothing of the pipeline (no import from it): each record of a JSONL file is, in
-input order, parsed, brought from the legacy shape to the current one, validated, hashed
-and then decided against the memories kept so far, as the original decided it (README,
-"Duplicates, as the original decided them"):
+input order, parsed (numbers as JavaScript reads them: ``7.0`` is the integer 7), brought
+from the legacy shape to the current one, validated, hashed and then decided against the
+memories kept so far, as the original decided it (README, "Duplicates, as the original
+decided them"):
 
 1. the same content hash as a kept memory: an exact duplicate, skipped;
 2. else an id a kept memory has: refused by the database (the primary key);
 3. else a score above the threshold against a kept memory sharing a source message id:
    a near duplicate, merged;
 4. else inserted: refused by the database if its emotional context's or relationship
-   dynamics' id is taken, or a text holds a NUL character; kept otherwise.
+   dynamics' id is taken; kept otherwise.
+
+A stored text holding a NUL character or half of a surrogate pair, which the original's
+database refused, fails validation instead, as in the pipeline (``storable_text``).
 
 Usage: ``python tests/reference.py FILE.jsonl`` prints the counts as JSON.
 """
@@ -83,13 +87,13 @@ def process(line: bytes, kept: Kept, threshold: float) -> str:
     """The counter one record adds to."""
     try:
         raw = line.decode("utf-8")
-        record = json.loads(raw, parse_constant=_not_json)
+        record = json.loads(raw, parse_constant=_not_json, parse_float=_js_number)
     except ValueError:  # invalid UTF-8, invalid JSON (UnicodeDecodeError and JSONDecodeError)
         return "parse_errors"
     if not isinstance(record, dict):
         return "parse_errors"
     memory = as_current(record, raw)
-    if not valid(memory):
+    if not valid(memory) or _unstorable([memory[name] for name in STORED if memory.get(name) is not None]):
         return "validation_errors"
     digest = content_hash(memory)
     if digest in kept.hashes:
@@ -100,8 +104,7 @@ def process(line: bytes, kept: Kept, threshold: float) -> str:
     if any(score(memory, candidate) > threshold for candidate in candidates.values()):
         return "similar_merged"
     children = child_ids(memory)
-    stored = [memory[name] for name in STORED if memory.get(name) is not None]
-    if any(child in kept.child_ids[kind] for kind, child in children.items()) or _has_nul(stored):
+    if any(child in kept.child_ids[kind] for kind, child in children.items()):
         return "database_errors"
     kept.hashes.add(digest)
     kept.ids.add(memory["id"])
@@ -114,6 +117,13 @@ def process(line: bytes, kept: Kept, threshold: float) -> str:
 
 def _not_json(constant: str):
     raise ValueError(f"{constant} is not JSON")
+
+
+def _js_number(text: str) -> float | int:
+    """A number written with a fraction or an exponent, as a JavaScript number: an integral
+    one is an integer (``7.0`` is 7)."""
+    number = float(text)
+    return int(number) if number.is_integer() else number
 
 
 def as_current(record: dict, raw: str) -> dict:
@@ -264,14 +274,14 @@ def child_ids(m: dict) -> dict[str, str]:
     return ids
 
 
-def _has_nul(value) -> bool:
-    """PostgreSQL stores no NUL character, in text or in jsonb."""
+def _unstorable(value) -> bool:
+    """PostgreSQL stores no NUL character and no half of a surrogate pair, in text or in jsonb."""
     if isinstance(value, str):
-        return "\x00" in value
+        return "\x00" in value or any("\ud800" <= char <= "\udfff" for char in value)
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
+        return any(_unstorable(item) for item in value)
     return False
 
 

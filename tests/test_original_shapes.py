@@ -196,17 +196,18 @@ def counted(result) -> dict[str, int]:
 
 
 def refused_by_the_server(tmp_path) -> Path:
-    """Records the server refuses (a NUL in the text, a child id a stored record holds) before
-    records that depend on them: a copy of one, one reusing its id, a near duplicate of one."""
+    """Records the server refuses (a child id a stored record holds) before records that depend
+    on them: a copy of one, one reusing its id, a near duplicate of one."""
     taken = {"emotionalContext": {"id": "ec-taken", "primaryMood": "neutral", "intensity": 3}}
-    first = memory(1, summary="we walked to the old harbour at dawn \u0000", sourceMessageIds=["m1"])
+    dynamics = {"relationshipDynamics": {"id": "rd-taken"}}
+    first = memory(1, summary="we walked to the old harbour at dawn", sourceMessageIds=["m1"], **dynamics)
     refused_child = memory(2, summary="a picnic by the river with the whole family", **taken)
     return write_jsonl(
         tmp_path / "refused.jsonl",
         [
-            memory(9, id="holder", summary="someone else's memory", **taken),
+            memory(9, id="holder", summary="someone else's memory", **taken, **dynamics),
             first,
-            {**first, "summary": "we walked to the old harbour at dawn"},
+            {**first, "relationshipDynamics": None},
             memory(3, id="mem-1", summary="a different memory under a reused id"),
             refused_child,
             {**refused_child, "id": "mem-2-copy", "emotionalContext": None},

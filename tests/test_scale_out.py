@@ -48,8 +48,8 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
     )
     assert generated.returncode == 0, generated.stderr
     lines = export.read_bytes().splitlines()
-    # The server refuses an id holding NUL; the copy after it is then no duplicate and loads,
-    # next to it (one batch) and far from it (another part).
+    # An id holding NUL is refused (PostgreSQL cannot store it); the copy after it is then no
+    # duplicate and loads, next to it (one batch) and far from it (another part).
     refused = memory(90_001, id="refused\u0000near")
     far = memory(90_002, id="refused\u0000far")
     refusals = [refused, {**refused, "id": "kept-near"}, far]
@@ -99,7 +99,7 @@ def one_process(server_url, inputs) -> dict:
     assert totals["errors_by_reason"]["unique_violation:memories_pkey"] > 0
     stored = {id_ for _, id_, _, _ in state["memories"]}
     assert {"kept-near", "kept-far"} <= stored
-    assert totals["errors_by_reason"]["character_not_in_repertoire"] == 2  # the ids holding NUL
+    assert totals["errors_by_reason"]["id:storable_text"] == 2  # the ids holding NUL
     assert totals["errors_by_reason"]["unique_violation:emotional_contexts_pkey"] == 1
     return state
 

@@ -10,8 +10,8 @@ import polars as pl
 
 from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset
-from pipeline.normalize.decode import decode, type_errors
-from pipeline.normalize.validate import failure_rejects
+from pipeline.normalize.decode import decode, type_errors, unstorable_text
+from pipeline.normalize.validate import failure_rejects, unstorable_failures
 
 
 def stage_batch(
@@ -36,6 +36,9 @@ def stage_batch(
         config,
         started_at,
     )
+    if config.validate_first:  # else the database refuses the text, as the original's did
+        unstorable = unstorable_text(records, dataset.input_dtype, frozenset(dataset.json_paths))
+        failures = pl.concat([failures, unstorable_failures(unstorable)])
     valid = prepared.join(failures.select("record").unique(), on="record", how="anti")
     rejects = pl.concat([parse_rejects, failure_rejects(prepared, failures)])
     if timings is not None:

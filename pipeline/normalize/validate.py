@@ -56,6 +56,23 @@ def type_failures(type_errors: pl.DataFrame) -> pl.DataFrame:
     ).cast(FAILURE_SCHEMA)
 
 
+# A text field holding what PostgreSQL text and jsonb cannot hold, as the original's database
+# refused it: JSON.parse reads both.
+STORABLE_TEXT = (
+    "storable_text",
+    "must not hold a NUL character (\\u0000) or half of a surrogate pair (a lone \\ud800 to "
+    "\\udfff): PostgreSQL cannot store either",
+)
+
+
+def unstorable_failures(fields: pl.DataFrame) -> pl.DataFrame:
+    """The fields (``record``, ``field``) holding text PostgreSQL cannot store, as failures."""
+    check, hint = STORABLE_TEXT
+    return fields.select("record", "field", check=pl.lit(check), value=None, hint=pl.lit(hint)).cast(
+        FAILURE_SCHEMA
+    )
+
+
 def combine(type_errors: pl.DataFrame, failures: list[pl.DataFrame]) -> pl.DataFrame:
     """Type errors first; a field of the wrong type is not reported again as missing."""
     typed = type_failures(type_errors)
