@@ -7,7 +7,7 @@ Dask computes them again, on another worker, and they are the same. Results come
 Arrow (``ArrowFrame``): in shared-memory files when every worker is on this host, else in
 Dask's messages.
 
-Dask is an extra (``pip install 'memory-pipeline[dask]'``): it is imported only here, when a
+Dask is an extra (``pip install -e '.[dask]'`` from a checkout): it is imported only here, when a
 run asks for workers.
 """
 
