@@ -1,9 +1,10 @@
 """The original processor in plain Python, one record at a time: an oracle for the pipeline.
 
 It knows nothing of the pipeline (no import from it): each record of a JSONL file is, in
-input order, parsed, brought from the legacy shape to the current one, validated, hashed
-and then decided against the memories kept so far, as the original decided it (README,
-"Duplicates, as the original decided them"):
+input order, parsed (numbers as JavaScript reads them: ``7.0`` is the integer 7), brought
+from the legacy shape to the current one, validated, hashed and then decided against the
+memories kept so far, as the original decided it (README, "Duplicates, as the original
+decided them"):
 
 1. the same content hash as a kept memory: an exact duplicate, skipped;
 2. else an id a kept memory has: refused by the database (the primary key);
@@ -83,7 +84,7 @@ def process(line: bytes, kept: Kept, threshold: float) -> str:
     """The counter one record adds to."""
     try:
         raw = line.decode("utf-8")
-        record = json.loads(raw, parse_constant=_not_json)
+        record = json.loads(raw, parse_constant=_not_json, parse_float=_js_number)
     except ValueError:  # invalid UTF-8, invalid JSON (UnicodeDecodeError and JSONDecodeError)
         return "parse_errors"
     if not isinstance(record, dict):
@@ -114,6 +115,13 @@ def process(line: bytes, kept: Kept, threshold: float) -> str:
 
 def _not_json(constant: str):
     raise ValueError(f"{constant} is not JSON")
+
+
+def _js_number(text: str) -> float | int:
+    """A number written with a fraction or an exponent, as a JavaScript number: an integral
+    one is an integer (``7.0`` is 7)."""
+    number = float(text)
+    return int(number) if number.is_integer() else number
 
 
 def as_current(record: dict, raw: str) -> dict:

@@ -21,6 +21,7 @@ so a resumed run cuts the same parts again.
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -33,7 +34,16 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
 from pipeline.extract.inputs import input_format
-from pipeline.extract.readers import CSV_OPTIONS, END, csv_rows_frame, lines_to_frame, parquet_rows_frame
+from pipeline.extract.readers import (
+    CSV_OPTIONS,
+    END,
+    RAW_SCHEMA,
+    csv_rows_frame,
+    invalid_utf8_lines,
+    lines_to_frame,
+    parquet_rows_frame,
+    with_invalid_utf8,
+)
 
 # Bytes of a JSONL file looked at to tell how long its records are.
 SAMPLE_BYTES = 1024 * 1024
@@ -158,8 +168,15 @@ def _csv_part(part: Part, json_columns: frozenset[str]) -> tuple[pl.DataFrame, i
     first_line = 1
     if start < header_end:
         body, start, first_line = body[header_end - start :], header_end, 2
+    if not (header + body).removeprefix(codecs.BOM_UTF8).strip():
+        return pl.DataFrame(schema=RAW_SCHEMA), body.count(b"\n") + first_line - 1
     rows = pl.read_csv(header + body, **CSV_OPTIONS)
     frame, lines = csv_rows_frame(rows, part.path, first_line, start, size, json_columns)
+    frame = with_invalid_utf8(
+        frame,
+        first_line + lines - 1,
+        lambda _: [first_line + index for index, _, _ in invalid_utf8_lines(body)],
+    )
     return frame.drop(END), lines + first_line - 1
 
 

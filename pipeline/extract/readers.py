@@ -5,14 +5,16 @@ the physical line where the record starts for JSONL and CSV, the record number
 otherwise), ``raw`` (the record's text, JSON for every format) and
 ``parse_error`` (a reason code when the record could not even be read).
 A file is read in blocks or batches, never whole (but a JSON array). A UTF-8 byte-order
-mark at the start of a file (as Windows tools write it) is skipped.
+mark at the start of a file (as Windows tools write it) is skipped. A JSONL line, CSV row or
+JSON array element holding bytes that are not UTF-8 is an ``invalid_utf8`` reject, its
+``raw`` showing them as U+FFFD.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import polars as pl
 from pipeline.errors import InputError
 from pipeline.expressions import json_text
 from pipeline.extract.inputs import input_format
+from pipeline.extract.jsonscan import array_elements, top_level_keys
 
 BLOCK_BYTES = 4 * 1024 * 1024
 
@@ -34,7 +37,8 @@ RAW_SCHEMA = {
 }
 
 # How CSV cells are read, the whole file here or a part of it on a worker (``parts``): alike,
-# or the two would disagree about a record.
+# or the two would disagree about a record. Bytes that are not UTF-8 are read as U+FFFD, and
+# their rows made rejects (``with_invalid_utf8``).
 CSV_OPTIONS = {"infer_schema": False, "encoding": "utf8-lossy"}
 
 # Each frame read from a file carries, per record, the byte offset in the file where the
@@ -62,21 +66,24 @@ def file_frames(path: Path, batch_size: int, csv_json_columns: frozenset[str]) -
 
 def _line_frames(path: Path) -> Iterator[pl.DataFrame]:
     """JSONL: blocks of whole lines; a line is a record unless it is blank."""
+    for chunk, first_line, offset in _line_chunks(path):
+        yield lines_to_frame(chunk, first_line, str(path), offset)
+
+
+def _line_chunks(path: Path) -> Iterator[tuple[bytes, int, int]]:
+    """A file in blocks of whole lines: each block, the number of its first line and its offset."""
     first_line, offset, pending = 1, 0, b""
     with path.open("rb") as handle:
-        block = handle.read(BLOCK_BYTES)
-        while block:
+        while block := handle.read(BLOCK_BYTES):
             data = pending + block
             cut = data.rfind(b"\n") + 1
             pending = data[cut:]
             if cut:
-                frame = lines_to_frame(data[:cut], first_line, str(path), offset)
+                yield data[:cut], first_line, offset
                 first_line += data.count(b"\n", 0, cut)
                 offset += cut
-                yield frame
-            block = handle.read(BLOCK_BYTES)
         if pending:
-            yield lines_to_frame(pending, first_line, str(path), offset)
+            yield pending, first_line, offset
 
 
 def lines_to_frame(chunk: bytes, first_line: int, source: str, offset: int) -> pl.DataFrame:
@@ -84,7 +91,7 @@ def lines_to_frame(chunk: bytes, first_line: int, source: str, offset: int) -> p
     byte-order mark at the file's start is skipped."""
     if offset == 0 and chunk.startswith(codecs.BOM_UTF8):
         chunk, offset = chunk[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
-    bad_lines = _invalid_utf8_lines(chunk)
+    bad_lines = invalid_utf8_lines(chunk)
     lines = pl.read_lines(_with_replacement_characters(chunk, bad_lines), name="raw").with_row_index("index")
     # Where each line ends: its bytes and a newline (a bad line's U+FFFD are longer than its
     # bytes, a CRLF line's shorter: an estimate, kept inside the chunk).
@@ -108,7 +115,7 @@ def lines_to_frame(chunk: bytes, first_line: int, source: str, offset: int) -> p
     )
 
 
-def _invalid_utf8_lines(chunk: bytes) -> list[tuple[int, int, int]]:
+def invalid_utf8_lines(chunk: bytes) -> list[tuple[int, int, int]]:
     """(index, start, end) of the lines holding invalid UTF-8: index 0-based, start and end
     byte offsets. One strict decode pass, window by window, resumed after each bad line."""
     bad: list[tuple[int, int, int]] = []
@@ -143,23 +150,33 @@ def _with_replacement_characters(chunk: bytes, bad_lines: list[tuple[int, int, i
 
 
 def _json_array_frame(path: Path) -> pl.DataFrame:
-    """A JSON array file: one record per element (the file is parsed whole)."""
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    """A JSON array file: one record per element, its text as written on one line (the file
+    is parsed whole). In a file that is not UTF-8, the elements holding U+FFFD are
+    ``invalid_utf8``: each may hold the file's bad bytes."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
-        elements = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return _raw_frame(str(path), [1], [text], f"invalid_json: {exc}")
-    if not isinstance(elements, list):
-        return _raw_frame(str(path), [1], [text], "not_an_object")
-    raws = [json.dumps(element, ensure_ascii=False) for element in elements]
-    return _raw_frame(str(path), list(range(1, len(raws) + 1)), raws, None)
+        text, lossy = data.decode(), False
+    except UnicodeDecodeError:
+        text, lossy = data.decode(errors="replace"), True
+    try:
+        elements = array_elements(text)
+    except ValueError as exc:
+        return _raw_frame(str(path), [text], f"invalid_json: {exc}")
+    bad = pl.lit(lossy) & pl.col("raw").str.contains("\ufffd", literal=True)
+    # JSON holds a line break only between tokens, where a space means the same.
+    return _raw_frame(str(path), elements, None).with_columns(
+        raw=pl.col("raw").str.replace_all(r"[\r\n]", " "),
+        parse_error=pl.when(bad).then(pl.lit("invalid_utf8")).otherwise("parse_error"),
+    )
 
 
-def _raw_frame(source: str, lines: list[int], raws: list[str], error: str | None) -> pl.DataFrame:
-    """Records whose ends share out the file by their length (the texts are re-encoded)."""
-    frame = pl.DataFrame(
-        {"source_file": source, "source_line": lines, "raw": raws, "parse_error": error},
-        schema=RAW_SCHEMA,
+def _raw_frame(source: str, raws: list[str], error: str | None) -> pl.DataFrame:
+    """Records numbered from 1, whose ends share out the file by their length."""
+    frame = pl.DataFrame({"raw": raws}, schema={"raw": pl.String}).select(
+        source_file=pl.lit(source),
+        source_line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
+        raw="raw",
+        parse_error=pl.lit(error, pl.String),
     )
     size = Path(source).stat().st_size
     lengths = pl.col("raw").str.len_bytes().cast(pl.Int64) + 1
@@ -168,18 +185,67 @@ def _raw_frame(source: str, lines: list[int], raws: list[str], error: str | None
 
 def _csv_frames(path: Path, batch_size: int, json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
     """CSV: each row becomes a JSON object (``csv_rows_frame``). Polars skips a byte-order
-    mark before the header."""
+    mark before the header. A file without a header (empty or blank) holds no records."""
+    if _blank(path):
+        return
     lazy = pl.scan_csv(path, **CSV_OPTIONS)
     next_line = 2
     offset = _header_bytes(path)
     size = path.stat().st_size
+    invalid = _InvalidUtf8Lines(_line_chunks(path))
     for batch in lazy.collect_batches(chunk_size=batch_size):
         if not batch.height:
             continue
         frame, lines = csv_rows_frame(batch, str(path), next_line, offset, size, json_columns)
+        frame = with_invalid_utf8(frame, next_line + lines - 1, invalid.up_to)
         next_line += lines
         offset = frame[END][-1]
         yield frame
+
+
+def _blank(path: Path) -> bool:
+    """Whether a file holds nothing but white space (looked at up to a block)."""
+    with path.open("rb") as handle:
+        start = handle.read(BLOCK_BYTES)
+    return len(start) < BLOCK_BYTES and not start.removeprefix(codecs.BOM_UTF8).strip()
+
+
+class _InvalidUtf8Lines:
+    """The numbers of the lines holding bytes that are not UTF-8, in blocks of whole lines
+    (``_line_chunks``), found as far as asked: a file is read for them only when a row needs it."""
+
+    def __init__(self, chunks: Iterator[tuple[bytes, int, int]]) -> None:
+        self._chunks = chunks
+        self._found: list[int] = []
+        self._unread = 1  # the first line not looked at yet
+
+    def up_to(self, line: int) -> list[int]:
+        while self._unread <= line and (chunk := next(self._chunks, None)):
+            data, first_line, _ = chunk
+            self._found += [first_line + index for index, _, _ in invalid_utf8_lines(data)]
+            self._unread = first_line + data.count(b"\n")
+        return [found for found in self._found if found <= line]
+
+
+def with_invalid_utf8(
+    frame: pl.DataFrame, last_line: int, invalid_lines: Callable[[int], list[int]]
+) -> pl.DataFrame:
+    """CSV rows (``csv_rows_frame``, up to line ``last_line``) holding bytes that are not UTF-8
+    made ``invalid_utf8`` rejects. Polars read those bytes as U+FFFD: only a frame holding one
+    asks ``invalid_lines`` (the line numbers holding such bytes, up to a line) which rows
+    really do (U+FFFD may be written as itself)."""
+    if frame.is_empty() or not frame["raw"].str.contains("\ufffd", literal=True).any():
+        return frame
+    starts = frame["source_line"]
+    bad = pl.Series(invalid_lines(last_line), dtype=pl.Int64)
+    row = (starts.search_sorted(bad, side="right").cast(pl.Int64) - 1).clip(0, None)
+    ends = pl.concat([starts.slice(1) - 1, pl.Series([last_line])])
+    held = row.filter((bad >= starts.gather(row)) & (bad <= ends.gather(row)))
+    return frame.with_columns(
+        parse_error=pl.when(pl.int_range(pl.len()).is_in(held.implode()))
+        .then(pl.lit("invalid_utf8"))
+        .otherwise("parse_error")
+    )
 
 
 def csv_rows_frame(
@@ -281,7 +347,5 @@ def record_keys(path: Path, limit: int) -> frozenset[str]:
     keys: set[str] = set()
     for text in first["raw"].head(limit):
         with suppress(ValueError):
-            record = json.loads(text)
-            if isinstance(record, dict):
-                keys.update(record)
+            keys.update(top_level_keys(text))
     return frozenset(keys)

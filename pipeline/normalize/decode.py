@@ -5,18 +5,32 @@ and the objects' fields in the dataset's types. A value of the wrong type is rea
 null, as Polars' reader would; ``type_errors`` tells those apart from values that are
 really missing by looking them up in the raw text, and ``structure_errors`` finds the
 fields read as JSON text that hold a scalar or a null where an object or a list belongs.
+Where DuckDB reads JSON otherwise than JavaScript's ``JSON.parse`` (the original's reader),
+the texts are read as ``JSON.parse`` reads them (``jsontext``): strictly, the last of a
+repeated key winning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
 
 import polars as pl
 
 from pipeline.frames import reject_frame
 from pipeline.normalize import duckjson as duck
+from pipeline.normalize.jsontext import (
+    last_keys_win,
+    nesting_depth,
+    strictly_valid,
+)
 
 RECORD_KEYS = ["source_file", "source_line", "raw"]
+
+# How deep a part stored as JSON may nest: PostgreSQL's jsonb input stops at its stack limit
+# (about 14,000 nested objects with the default max_stack_depth of 2MB).
+MAX_STORED_DEPTH = 10_000
 
 PARSE_MESSAGES = {
     "invalid_json": "the record is not valid JSON (truncated, unquoted text or stray "
@@ -25,17 +39,11 @@ PARSE_MESSAGES = {
     'JSON object like {"id": ...}',
     "invalid_utf8": "the line holds bytes that are not UTF-8 (shown here as \ufffd); "
     "re-export the file as UTF-8",
+    "too_deep": f"the record nests arrays or objects more than {MAX_STORED_DEPTH:,} levels deep in "
+    "a part stored as JSON, deeper than PostgreSQL reads; flatten that part or drop the record",
 }
 
 TYPE_NAMES = {pl.Int64: "integer", pl.List: "list", pl.Struct: "object", pl.Boolean: "boolean"}
-
-# Where DuckDB's reading goes beyond JSON: NaN and Infinity in any case, trailing commas.
-# Texts that might use one are checked again by a strict parser. Each pattern alone scans
-# fast (one alternation starting with ``,`` or ``:`` tries a match at every one of them);
-# the exact NaN/Infinity pattern runs only on the texts holding the letters.
-TRAILING_COMMA = r",\s*[\]}]"
-NON_FINITE_LETTERS = r"[NnIi][AaNn][NnFf]"
-NON_FINITE = r"(?:^|[:\[,])\s*[+-]?[NnIi][AaNn][NnFf]"
 
 
 def decode(
@@ -47,8 +55,12 @@ def decode(
     column per top-level field of ``dtype``; the ``json_paths`` hold JSON text
     (``duckjson.read_json_objects``).
     """
-    checks, objects = duck.read_json_objects(raw["raw"], dtype, json_paths)
-    checks = checks.with_columns(valid=_strictly_valid(raw["raw"], checks["valid"]))
+    texts = raw["raw"]
+    checks, objects = duck.read_json_objects(texts, dtype, json_paths)
+    objects = _last_keys_win(texts, checks["object"], objects, dtype, json_paths)
+    checks = checks.with_columns(
+        valid=strictly_valid(raw["raw"], checks["valid"]), deep=_too_deep(objects, json_paths)
+    )
     classified = pl.concat([raw, checks, objects], how="horizontal").with_columns(
         parse_error=pl.coalesce("parse_error", _parse_error())
     )
@@ -64,20 +76,109 @@ def decode(
     return decoded, rejects
 
 
-def _strictly_valid(lines: pl.Series, valid: pl.Series) -> pl.Series:
-    trailing = lines.str.contains(TRAILING_COMMA)
-    at = (valid & (trailing | lines.str.contains(NON_FINITE_LETTERS))).arg_true()
-    texts = lines.gather(at)
-    suspect = trailing.gather(at) | texts.str.contains(NON_FINITE)
-    if not suspect.any():
-        return valid
-    strict = texts.filter(suspect).str.json_path_match("$").is_not_null()
-    return valid.scatter(at.filter(suspect), strict)
+def _last_keys_win(
+    texts: pl.Series,
+    objects_read: pl.Series,
+    objects: pl.DataFrame,
+    dtype: pl.Struct,
+    json_paths: frozenset[str],
+) -> pl.DataFrame:
+    """``objects`` with the records that repeat a key of an object the dataset reads read again,
+    the last of the key winning (DuckDB keeps the first). Cheap test first: such a record
+    writes more keys of the dataset's field names than the values read account for (as does
+    one writing such a key as null); only those are looked at, and only those that repeat
+    one rewritten. An escaped printable ASCII character counts as a key too: no exporter
+    writes one, and a key so written (``"conf\\u0069dence"``) may be a field's name."""
+    names = "|".join(re.escape(json.dumps(name)[1:-1]) for name in _field_names(dtype))
+    keys = f'"(?:{names})"' + r"\s*:|\\u00[2-7][0-9a-fA-F]"
+    accounted = objects.select(_keys_read(pl.col, dtype, json_paths, keys)).to_series()
+    at, rewritten = _rewritten(
+        texts, (objects_read & (texts.str.count_matches(keys) > accounted)).arg_true(), dtype
+    )
+    if at.is_empty():
+        return objects
+    position = "_" + "_".join(objects.columns)  # a name no field takes
+    again = duck.read_json_objects(rewritten, dtype, json_paths)[1].with_columns(pl.Series(position, at))
+    kept = objects.with_row_index(position).filter(~pl.col(position).is_in(at.implode()))
+    return pl.concat([kept, again.select(kept.columns)]).sort(position).drop(position)
+
+
+def _rewritten(texts: pl.Series, at: pl.Series, dtype: pl.Struct) -> tuple[pl.Series, pl.Series]:
+    """Those of the JSON objects ``texts`` at ``at`` that repeat a key of an object ``dtype``
+    reads: their positions, and their texts with the last of each key."""
+    if not at.is_empty():
+        at = at.filter(duck.repeated_keys(texts.gather(at), list(_object_paths(dtype))))
+    return at, pl.Series([last_keys_win(text) for text in texts.gather(at)], dtype=pl.String)
+
+
+def _as_json_parse_reads(texts: pl.Series, dtype: pl.Struct) -> pl.Series:
+    """JSON objects written so that DuckDB reads them as ``JSON.parse`` does: the last of a
+    repeated key (looked for in each text: for a few texts)."""
+    at, rewritten = _rewritten(texts, pl.int_range(texts.len(), dtype=pl.UInt32, eager=True), dtype)
+    return texts.scatter(at, rewritten) if not at.is_empty() else texts
+
+
+def _field_names(dtype: pl.Struct) -> Iterator[str]:
+    """Every field name of ``dtype``, in its structs and in the structs of its lists."""
+    for field in dtype.fields:
+        yield field.name
+        inner = field.dtype.inner if isinstance(field.dtype, pl.List) else field.dtype
+        if isinstance(inner, pl.Struct):
+            yield from _field_names(inner)
+
+
+def _object_paths(dtype: pl.Struct, path: str = "$") -> Iterator[str]:
+    """The JSON paths of the objects ``dtype`` reads (``[*]``: each element of a list)."""
+    yield path
+    for field in dtype.fields:
+        at = f"{path}.{json.dumps(field.name)}"
+        if isinstance(field.dtype, pl.Struct):
+            yield from _object_paths(field.dtype, at)
+        elif isinstance(field.dtype, pl.List) and isinstance(field.dtype.inner, pl.Struct):
+            yield from _object_paths(field.dtype.inner, f"{at}[*]")
+
+
+def _keys_read(
+    member: Callable[[str], pl.Expr],
+    dtype: pl.Struct,
+    json_paths: frozenset[str],
+    keys: str,
+    prefix: str = "",
+) -> pl.Expr:
+    """How many keys of the dataset's field names a record's values account for: one per value
+    read (not null), and those written inside the parts read as JSON text."""
+    counts = []
+    for field in dtype.fields:
+        value, path = member(field.name), f"{prefix}{field.name}"
+        counts.append(value.is_not_null().cast(pl.Int64))
+        if isinstance(field.dtype, pl.Struct):
+            counts.append(_keys_read(value.struct.field, field.dtype, json_paths, keys, f"{path}."))
+        elif isinstance(field.dtype, pl.List) and isinstance(field.dtype.inner, pl.Struct):
+            inner = _keys_read(pl.element().struct.field, field.dtype.inner, frozenset(), keys)
+            counts.append(value.list.eval(inner).list.sum())
+        elif path in json_paths:
+            counts.append(value.str.count_matches(keys).cast(pl.Int64))
+    return pl.sum_horizontal(counts)
+
+
+def _too_deep(objects: pl.DataFrame, json_paths: frozenset[str]) -> pl.Series:
+    """Whether a record's parts read as JSON text nest deeper than ``MAX_STORED_DEPTH``; only
+    a part long enough to (two bytes a level) is measured."""
+    deep = pl.Series("deep", [False] * objects.height)
+    for path in json_paths:
+        texts = objects.select(field_expr(path)).to_series()
+        at = (texts.str.len_bytes() > 2 * MAX_STORED_DEPTH).arg_true()
+        if not at.is_empty():
+            depths = pl.Series([nesting_depth(text) for text in texts.gather(at)], dtype=pl.Int64)
+            deep = deep.scatter(at.filter(depths > MAX_STORED_DEPTH), True)
+    return deep
 
 
 def _parse_error() -> pl.Expr:
     return (
-        pl.when(pl.col("valid") & pl.col("object"))
+        pl.when(pl.col("valid") & pl.col("object") & pl.col("deep"))
+        .then(pl.lit("too_deep"))
+        .when(pl.col("valid") & pl.col("object"))
         .then(pl.lit(None, pl.String))
         .when(pl.col("valid"))
         .then(pl.lit("not_an_object"))
@@ -139,7 +240,7 @@ def type_errors(records: pl.DataFrame, dtype: pl.Struct, skip: tuple[str, ...] =
         return pl.DataFrame(
             schema={"record": pl.UInt32, "field": pl.String, "expected": pl.String, "got": pl.String}
         )
-    got = duck.json_values(found["raw"], found["pointer"])
+    got = duck.json_values(_as_json_parse_reads(found["raw"], dtype), found["pointer"])
     return found.select("record", "field", "expected", got=got).filter(pl.col("got").is_not_null())
 
 

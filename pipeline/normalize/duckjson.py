@@ -99,12 +99,20 @@ def _typed(parent: str, path: tuple[str, ...], field: pl.Field, json_paths: froz
         )
     if field.dtype in _STRICT_SCALARS:
         sql_type, json_types = _STRICT_SCALARS[field.dtype]
-        return f"TRY_CAST(CASE WHEN json_type({value}) IN ({json_types}) THEN {value} END AS {sql_type})"
+        typed = f"TRY_CAST(CASE WHEN json_type({value}) IN ({json_types}) THEN {value} END AS {sql_type})"
+        return f"coalesce({typed}, {_integral(value)})" if field.dtype == pl.Int64 else typed
     if ".".join(path) in json_paths:
         # JSON null and a key left out both read as NULL: only the text tells them apart.
         explicit = f"{parent} IS NOT NULL AND json_type(raw, {_pointer(path)}) = 'NULL'"
         return f"CASE WHEN {value} IS NULL AND {explicit} THEN 'null' ELSE {value}::VARCHAR END"
     return value
+
+
+def _integral(value: str) -> str:
+    """A JSON number written with a fraction or an exponent (``7.0``, ``1e1``) as the integer it
+    is, as JavaScript reads it; null when it has a fraction or no 64-bit integer holds it."""
+    number = f"TRY_CAST(CASE WHEN json_type({value}) = 'DOUBLE' THEN {value} END AS DOUBLE)"
+    return f"CASE WHEN {number} = trunc({number}) THEN TRY_CAST({number} AS BIGINT) END"
 
 
 def _pointer(path: tuple[str, ...]) -> str:
@@ -118,6 +126,21 @@ def json_values(texts: pl.Series, pointers: pl.Series) -> pl.Series:
     where the pointer leads nowhere or to JSON null."""
     with _registered("lookups", pl.DataFrame({"raw": texts, "pointer": pointers})) as connection:
         return connection.sql("SELECT json_extract_string(raw, pointer) AS got FROM lookups").pl()["got"]
+
+
+def repeated_keys(texts: pl.Series, objects: list[str]) -> pl.Series:
+    """Whether each JSON text repeats a key in one of the ``objects`` (JSON paths; ``[*]`` for
+    each element of a list), row for row."""
+    plain = ", ".join(literal(path) for path in objects if "[*]" not in path)
+    keys = [f"json_keys(raw, [{plain}])"] + [
+        f"json_keys(raw, {literal(path)})" for path in objects if "[*]" in path
+    ]
+    repeats = " OR ".join(
+        f"coalesce(list_bool_or(list_transform({k}, lambda k: len(k) > len(list_distinct(k)))), false)"
+        for k in keys
+    )
+    with _registered("keyed", texts.to_frame("raw")) as connection:
+        return connection.sql(f"SELECT {repeats} AS repeats FROM keyed").pl()["repeats"]
 
 
 @contextmanager
