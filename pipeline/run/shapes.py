@@ -17,6 +17,7 @@ import polars as pl
 from pipeline.datasets.base import Dataset
 from pipeline.errors import InputError
 from pipeline.extract import input_format
+from pipeline.extract.readers import input_schema
 
 # The shapes of a dataset's records, by name: each a list of groups of fields; a file can hold
 # a record that loads when, for one shape, it has a field of every group. A memory in its
@@ -48,8 +49,7 @@ def refuse_misshapen_inputs(files: list[Path], dataset: Dataset) -> None:
 
 def _schema(path: Path, fmt: str) -> pl.Schema:
     try:
-        scan = pl.scan_csv(path, infer_schema=False) if fmt == "csv" else pl.scan_parquet(path)
-        return scan.collect_schema()
+        return input_schema(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(
             f"{path}: cannot be read ({exc}); is it a valid {fmt} file?", path=str(path)
