@@ -119,6 +119,7 @@ def migrate(
         in_order = in_order_here if client is None else dask_in_order(client)
         run_batches(loader, dataset, config, files, started_at, result, fingerprints, in_order)
         result.resized_inputs = _resized_inputs(files, sizes)
+        result.damaged_inputs = _damaged_inputs(loader, result.run_id)
         checkpoint("finish")
     except RunStopped as stop:
         _finish(loader, dataset, result, "aborted", str(stop))
@@ -210,6 +211,16 @@ def _resized_inputs(files: list[Source], sizes: list[int]) -> list[dict]:
             logger.warning("{} changed size during the run ({:,} → {:,} bytes)", path, size, now)
             changed.append({"path": str(path), "size_at_start": size, "size_at_end": now})
     return changed
+
+
+def _damaged_inputs(loader: Connection, run_id: str) -> list[dict]:
+    """The compressed inputs read only up to damage in their data, and the line it is at."""
+    damaged = loader.execute(
+        "SELECT source_file AS path, source_line AS line FROM pipeline_rejects "
+        "WHERE run_id = $1 AND reason = 'corrupt_compressed_input' ORDER BY source_file",
+        (run_id,),
+    )
+    return damaged.to_pylist() if damaged is not None else []
 
 
 def _fingerprints(files: list[Source], sizes: list[int]) -> Future[list[dict]]:
