@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.extract.sources import (
+    COMPRESSED,
     KNOWN_FORMATS,
     STDIN,
     CorruptInput,
@@ -103,7 +104,9 @@ def _input_file(name: str, input_format: str | None) -> Source:
     told = parse_input_format(input_format) if input_format else told_format(name)
     if told is None:
         raise InputError(
-            f"{name}: unknown input format; use {KNOWN_FORMATS}, or name it with --input-format", path=name
+            f"{name}: unknown input format; use {KNOWN_FORMATS} ({COMPRESSED}), or name it with "
+            "--input-format",
+            path=name,
         )
     return _sniffed(Source(name, name, *told, stored_size=size))
 
@@ -159,7 +162,7 @@ def as_source(path: Source | str | os.PathLike[str]) -> Source:
         raise InputError(f"{STDIN} can be read once only")
     told = told_format(name)
     if told is None:
-        raise InputError(f"{name}: unknown input format; use {KNOWN_FORMATS}", path=name)
+        raise InputError(f"{name}: unknown input format; use {KNOWN_FORMATS} ({COMPRESSED})", path=name)
     return _sniffed(Source(name, name, *told))
 
 

@@ -43,7 +43,8 @@ FORMAT_NAMES = {"jsonl": "lines", "ndjson": "lines", "json": "json", "csv": "csv
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 COMPRESSION_NAMES = {"gz": "gzip", "gzip": "gzip", "zst": "zstd", "zstd": "zstd", "bz2": "bz2"}
 MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bz2"))
-KNOWN_FORMATS = ".jsonl/.ndjson, .json, .csv or .parquet (.gz, .zst or .bz2 compressed but Parquet)"
+KNOWN_FORMATS = ".jsonl/.ndjson, .json, .csv or .parquet"
+COMPRESSED = "the first three also compressed as .gz, .zst or .bz2"
 
 
 class CorruptInput(Exception):
