@@ -54,10 +54,14 @@ class Part:
     stop: int
     quoted: tuple[bool, bool] = (False, False)
 
+    def __post_init__(self) -> None:
+        # A local file may be named by its path (a str).
+        object.__setattr__(self, "source", as_source(self.source))
+
     @property
     def path(self) -> str:
         """The input's name, as its records carry it."""
-        return self.source.label
+        return str(self.source)
 
 
 def readable_in_parts(path: Source | Path) -> bool:
