@@ -92,3 +92,14 @@ def test_standard_input_is_refused_on_workers_and_its_run_cannot_resume(db_url):
 def test_standard_input_needs_its_format(db_url):
     done = stdin_run(b"{}\n", "--db", db_url)
     assert done.returncode == 2 and b"--input-format" in done.stderr
+
+
+def test_a_killed_run_over_an_object_resumes_from_the_store(s3, db_url, plain_state):
+    s3.fs.pipe(f"{s3.bucket}/a.jsonl.gz", gzip.compress(export_bytes()))
+    url = f"{s3.url}/a.jsonl.gz"
+    args = ("migrate", url, "--db", db_url, "--batch-size", "17", "--run-id", "R", "--quiet")
+    killed = cli(*args, env={"PIPELINE_KILL_AT": "committed:2"})
+    assert killed.returncode == -9, killed.stderr
+    resumed = cli("migrate", "--resume", "R", "--db", db_url, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert stored(db_url, url) == plain_state
