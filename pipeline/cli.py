@@ -82,8 +82,9 @@ def migrate(
     paths: Annotated[
         list[str] | None,
         typer.Argument(
-            help="input files, directories or globs (.jsonl, .json, .csv, .parquet); "
-            "with --resume, the run's own when left out"
+            help="input files, directories or globs (.jsonl, .json, .csv, .parquet, also .gz, .zst, "
+            ".bz2 compressed), s3:// (gs://, az://, https://) objects, prefixes or globs, or - for "
+            "standard input; with --resume, the run's own when left out"
         ),
     ] = None,
     dataset: Annotated[Dataset | None, typer.Option(help="dataset plug-in (default: memories)")] = None,
@@ -137,6 +138,13 @@ def migrate(
     shards: Annotated[
         int | None, typer.Option(min=1, help="groups of records decided and loaded side by side (default: 1)")
     ] = None,
+    input_format: Annotated[
+        str | None,
+        typer.Option(
+            help="format of inputs whose name does not tell it (standard input): jsonl, ndjson, json, "
+            "csv or parquet, with .gz, .zst or .bz2 if compressed (csv.gz)"
+        ),
+    ] = None,
 ) -> None:
     """Migrate PATHS into the database and print a summary of the run.
 
@@ -147,6 +155,8 @@ def migrate(
         _fail("--fail-fast and --max-errors cannot be combined", 2)
     if not paths and not resume:
         _fail("name the files to migrate, e.g. `pipeline migrate data/sample.jsonl`", 2)
+    if (workers or cluster) and "-" in (paths or []):
+        _fail("-: standard input cannot be read by --workers; save it to a file and migrate that", 2)
     passed = {
         "batch_size": None if batch_size is None else _batch_size(batch_size),
         "memory_limit_mb": memory_limit,
@@ -167,7 +177,15 @@ def migrate(
         base = recorded_config(resume, db) if resume else BatchConfig()
         config = replace(base, **passed, log_progress=not quiet and not json_out)
         with dask_client(workers, cluster) as client, progress_bar(config.log_progress):
-            return run_migration(paths or [], config, db_url=db, run_id=run_id, resume=resume, client=client)
+            return run_migration(
+                paths or [],
+                config,
+                db_url=db,
+                run_id=run_id,
+                resume=resume,
+                client=client,
+                input_format=input_format,
+            )
 
     _report_run(run, report, quiet, json_out, db)
 

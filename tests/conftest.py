@@ -182,3 +182,35 @@ def final_state(url: str) -> dict:
         }
     finally:
         db.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server on localhost (moto's), reached over HTTP as any store is."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch):
+    """A fresh bucket on the S3 server, the run's environment pointing at it: an s3fs file
+    system to put objects with, and the bucket's URL (``s3://bucket``)."""
+    import s3fs
+
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"exports-{uuid.uuid4().hex[:8]}"
+    store = s3fs.S3FileSystem(skip_instance_cache=True)
+    store.mkdir(bucket)
+    return SimpleNamespace(fs=store, url=f"s3://{bucket}", bucket=bucket)

@@ -1,5 +1,6 @@
-"""Which files a run reads: paths, globs and directories resolved, formats told apart, and
-each file fingerprinted so that a resumed run reads exactly the same bytes."""
+"""Which inputs a run reads: paths, globs, directories, object-store URLs and prefixes and
+standard input resolved (``sources.Source``), formats told apart, and each input
+fingerprinted so that a resumed run reads exactly the same bytes."""
 
 from __future__ import annotations
 
@@ -8,108 +9,178 @@ import glob
 import hashlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.errors import InputError
+from pipeline.extract.sources import (
+    COMPRESSED,
+    KNOWN_FORMATS,
+    STDIN,
+    CorruptInput,
+    Source,
+    is_url,
+    parse_input_format,
+    sniffed_compression,
+    stdin_source,
+    told_format,
+)
 
 HASH_BLOCK_BYTES = 4 * 1024 * 1024
-LINE_SUFFIXES = {".jsonl", ".ndjson", ".jsonlines", ".json"}
-KNOWN_FORMATS = ".jsonl/.ndjson, .json, .csv or .parquet"
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """The files a run reads, in order, and what its directories and globs held that it does
-    not read: ``ignored``, each a ``path`` and ``why`` (hidden, directory, unknown format)."""
+    """The inputs a run reads, in order, and what its directories, prefixes and globs held
+    that it does not read: ``ignored``, each a ``path`` and ``why`` (hidden, directory,
+    unknown format)."""
 
-    files: list[Path]
+    files: list[Source]
     ignored: list[dict[str, str]] = field(default_factory=list)
 
 
-def find_inputs(patterns: Iterable[str | os.PathLike[str]]) -> Inputs:
-    """Expand globs and directories (their files of a known format, in name order; hidden
-    files, subdirectories and other files are ignored, and listed); every pattern (text or a
-    path object) must name at least one readable file of a known format. A glob matches a
-    hidden file only where it names one itself (``.*.jsonl``), as ``glob`` does."""
+def find_inputs(patterns: Iterable[str | os.PathLike[str]], input_format: str | None = None) -> Inputs:
+    """Expand globs, directories and prefixes (their files of a known format, in name order;
+    hidden files, subdirectories and other files are ignored, and listed); every pattern
+    (text or a path object) must name at least one readable file of a known format. A glob
+    matches a hidden file only where it names one itself (``.*.jsonl``), as ``glob`` does.
+    ``-`` is standard input; ``input_format`` (``csv``, ``jsonl.gz``…) tells the format of
+    inputs whose name does not."""
     inputs = Inputs([])
     for pattern in map(os.fspath, patterns):
-        if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
-            if not matches:
-                raise InputError(f"{pattern}: no file matches this pattern", path=pattern)
-            what = "no file matching it"
-        elif Path(pattern).is_dir():
-            matches = []
-            for entry in sorted(Path(pattern).iterdir()):
-                if entry.name.startswith("."):
-                    inputs.ignored.append(_ignored(str(entry), "hidden"))
-                else:
-                    matches.append(str(entry))
-            what = "a directory without"
-        else:
-            inputs.files.append(_input_file(pattern))
+        if pattern == "-":
+            inputs.files.append(stdin_source(input_format))
             continue
-        found = [Path(m) for m in matches if _readable(m, inputs.ignored)]
+        matches, what = _expanded(pattern, inputs.ignored)
+        if matches is None:
+            inputs.files.append(_input_file(pattern, input_format))
+            continue
+        found = [s for m, size in matches if (s := _readable(m, size, inputs.ignored)) is not None]
         if not found:
             raise InputError(f"{pattern}: {what} {KNOWN_FORMATS} files", path=pattern)
         inputs.files.extend(found)
     return inputs
 
 
-def resolve_inputs(patterns: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """The files ``find_inputs`` finds."""
-    return find_inputs(patterns).files
+def resolve_inputs(
+    patterns: Iterable[str | os.PathLike[str]], input_format: str | None = None
+) -> list[Source]:
+    """The inputs ``find_inputs`` finds."""
+    return find_inputs(patterns, input_format).files
 
 
-def _input_file(name: str) -> Path:
-    path = Path(name)
-    if not path.is_file():
+def _expanded(pattern: str, ignored: list[dict[str, str]]) -> tuple[list[tuple[str, int | None]] | None, str]:
+    """A glob's matches or a directory's (prefix's) entries, each with its size where a store
+    told it (None: a local file, or a subdirectory), or None for a single file."""
+    if is_url(pattern):
+        from pipeline.extract.remote import expanded_url
+
+        return expanded_url(pattern, ignored)
+    if glob.has_magic(pattern):
+        matches = sorted(glob.glob(pattern, recursive=True))
+        if not matches:
+            raise InputError(f"{pattern}: no file matches this pattern", path=pattern)
+        return [(m, None) for m in matches], "no file matching it"
+    if Path(pattern).is_dir():
+        entries = []
+        for entry in sorted(Path(pattern).iterdir()):
+            if entry.name.startswith("."):
+                ignored.append(ignored_entry(str(entry), "hidden"))
+            else:
+                entries.append((str(entry), None))
+        return entries, "a directory without"
+    return None, ""
+
+
+def _input_file(name: str, input_format: str | None) -> Source:
+    size = None
+    if is_url(name):
+        from pipeline.extract.remote import object_size
+
+        size = object_size(name)
+    elif not Path(name).is_file():
         raise InputError(f"{name}: no such file", path=name)
-    if input_format(path) is None:
-        raise InputError(f"{name}: unknown input format; use {KNOWN_FORMATS}", path=name)
-    return path
+    told = parse_input_format(input_format) if input_format else told_format(name)
+    if told is None:
+        raise InputError(
+            f"{name}: unknown input format; use {KNOWN_FORMATS} ({COMPRESSED}), or name it with "
+            "--input-format",
+            path=name,
+        )
+    return _sniffed(Source(name, name, *told, stored_size=size))
 
 
-def _readable(name: str, ignored: list[dict[str, str]]) -> bool:
-    """Whether a directory's entry or a glob's match is a file to read; if not, it is noted."""
-    path = Path(name)
-    if path.is_dir():
-        ignored.append(_ignored(name, "directory"))
-    elif not path.is_file() or input_format(path) is None:
-        ignored.append(_ignored(name, "unknown format"))
+def _readable(name: str, size: int | None, ignored: list[dict[str, str]]) -> Source | None:
+    """A directory's entry or a glob's match as an input; if it is none, it is noted."""
+    if size is None and (is_url(name) or Path(name).is_dir()):
+        ignored.append(ignored_entry(name, "directory"))
+    elif (told := told_format(name)) is None or not (is_url(name) or Path(name).is_file()):
+        ignored.append(ignored_entry(name, "unknown format"))
     else:
-        return True
-    return False
+        return _sniffed(Source(name, name, *told, stored_size=size))
+    return None
 
 
-def _ignored(path: str, why: str) -> dict[str, str]:
+def _sniffed(source: Source) -> Source:
+    """A plain file named as compressed is read as it is stored (its first bytes tell)."""
+    if source.compression is None or source.stored_size == 0:
+        return source
+    with source.open_stored() as stored:
+        head = stored.read(4)
+    return source if not head or sniffed_compression(head) else replace(source, compression=None)
+
+
+def ignored_entry(path: str, why: str) -> dict[str, str]:
     return {"path": path, "why": why}
 
 
-def fingerprint(path: Path, size: int | None = None) -> dict:
-    """Size and SHA-256 of a file's first ``size`` bytes (default: all it holds now): a resumed
-    run must read exactly the same bytes, and a file that grows while it is read is taken as it
-    was when the run started."""
-    size = path.stat().st_size if size is None else size
+def fingerprint(source: Source | Path, size: int | None = None) -> dict:
+    """The stored size and the SHA-256 of the content (decompressed: a compressed copy of a
+    file has the file's fingerprint) of an input's first ``size`` stored bytes (default: all
+    it holds now): a resumed run must read exactly the same bytes, and a file that grows while
+    it is read is taken as it was when the run started. A compressed file whose data is
+    damaged is hashed as far as it decodes."""
+    source = as_source(source)
+    size = source.stat().st_size if size is None else size
     digest = hashlib.sha256()
-    left = size
-    with path.open("rb") as handle:
-        while left and (block := handle.read(min(HASH_BLOCK_BYTES, left))):
+    # A plain file is hashed up to ``size``; a compressed one whole (its size is its stored one).
+    left = float("inf") if source.streamed else size
+    with source.reading() as (handle, _), suppress(CorruptInput):
+        while left and (block := handle.read(int(min(HASH_BLOCK_BYTES, left)))):
             digest.update(block)
             left -= len(block)
-    return {"path": str(path), "size": size - left, "sha256": digest.hexdigest()}
+    return {"path": source.label, "size": size, "sha256": digest.hexdigest()}
 
 
-def input_format(path: Path) -> str | None:
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        return "json_array" if _first_byte(path) == b"[" else "lines"
-    if suffix in LINE_SUFFIXES:
-        return "lines"
-    return {".csv": "csv", ".parquet": "parquet"}.get(suffix)
+def as_source(path: Source | str | os.PathLike[str]) -> Source:
+    """A path named by its suffixes as an input (a ``Source`` as it is)."""
+    if isinstance(path, Source):
+        return path
+    name = os.fspath(path)
+    if name == STDIN:
+        raise InputError(f"{STDIN} can be read once only")
+    told = told_format(name)
+    if told is None:
+        raise InputError(f"{name}: unknown input format; use {KNOWN_FORMATS} ({COMPRESSED})", path=name)
+    return _sniffed(Source(name, name, *told))
 
 
-def _first_byte(path: Path) -> bytes:
-    with path.open("rb") as handle:
-        return handle.read(64).removeprefix(codecs.BOM_UTF8).lstrip()[:1]
+def input_format(path: Source | Path) -> str | None:
+    """lines, json_array, csv or parquet; None for a name of no known format."""
+    try:
+        source = as_source(path)
+    except InputError:
+        return None
+    if source.kind == "json":
+        return "json_array" if _first_byte(source) == b"[" else "lines"
+    return source.kind
+
+
+def _first_byte(source: Source) -> bytes:
+    with source.reading() as (handle, _):
+        try:
+            head = handle.read(64)
+        except CorruptInput:
+            return b""
+    return head.removeprefix(codecs.BOM_UTF8).lstrip()[:1]

@@ -1,14 +1,15 @@
 """Inputs cut into parts that any process can read on its own: what a worker of a cluster reads.
 
-A JSONL or CSV file is cut into byte ranges of about a batch each; a part holds the lines
+A plain JSONL or CSV file (local, or an object in a store, read by range) is cut into byte
+ranges of about a batch each; a part holds the lines
 (rows) that start in its range, so the parts of a file hold each record once, whoever reads
 them. A CSV row starts after a line break outside quoted cells, and whether a byte is inside
 one is told by the count of quotes before it (a doubled quote in a cell counts twice, and
 Polars reads every quote so): the quotes of each range are counted first, anywhere
 (``quotes_in``), and each part is told whether its ends fall inside a cell
 (``with_quote_states``). A Parquet file is cut into row ranges of at most a batch that end
-where its row groups end. JSON arrays are read in order by the process that runs the
-migration (``scan_batches``).
+where its row groups end. JSON arrays and compressed files (which cannot be cut) are read in
+order by the process that runs the migration (``scan_batches``).
 
 A part's records are numbered from its own start (its first line or row is 1), with the
 count of lines or rows it holds: the process that takes the parts in order adds to each the
@@ -21,8 +22,6 @@ so a resumed run cuts the same parts again.
 
 from __future__ import annotations
 
-import codecs
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,17 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
-from pipeline.extract.inputs import input_format
-from pipeline.extract.readers import (
-    CSV_OPTIONS,
-    END,
-    RAW_SCHEMA,
-    csv_rows_frame,
-    invalid_utf8_lines,
-    lines_to_frame,
-    parquet_rows_frame,
-    with_invalid_utf8,
-)
+from pipeline.extract.inputs import as_source, input_format
+from pipeline.extract.readers import END, csv_text_frame, lines_to_frame, parquet_rows_frame
+from pipeline.extract.sources import Source
 
 # Bytes of a JSONL file looked at to tell how long its records are.
 SAMPLE_BYTES = 1024 * 1024
@@ -55,37 +46,50 @@ SEEK_BYTES = 64 * 1024
 class Part:
     """Lines (rows) starting in bytes ``start`` to ``stop`` of a JSONL (CSV) file, or rows
     ``start`` to ``stop`` of a Parquet file. ``quoted``: whether a CSV's ``start`` and
-    ``stop`` fall inside a quoted cell."""
+    ``stop`` fall inside a quoted cell. A worker opens the source itself (an object in a
+    store with its own client)."""
 
-    path: str
+    source: Source
     start: int
     stop: int
     quoted: tuple[bool, bool] = (False, False)
 
+    def __post_init__(self) -> None:
+        # A local file may be named by its path (a str).
+        object.__setattr__(self, "source", as_source(self.source))
 
-def readable_in_parts(path: Path) -> bool:
-    return input_format(path) in ("lines", "csv", "parquet")
+    @property
+    def path(self) -> str:
+        """The input's name, as its records carry it."""
+        return str(self.source)
 
 
-def file_parts(path: Path, batch_size: int) -> list[Part]:
+def readable_in_parts(path: Source | Path) -> bool:
+    """Whether an input can be cut: not a JSON array, nor a compressed file."""
+    return input_format(path) in ("lines", "csv", "parquet") and not as_source(path).streamed
+
+
+def file_parts(path: Source | Path, batch_size: int) -> list[Part]:
     """A JSONL or CSV file's byte ranges of about ``batch_size`` records each (a CSV's need
     ``with_quote_states``), or a Parquet file's row ranges (``_row_group_ranges``)."""
-    if input_format(path) == "parquet":
-        return [Part(str(path), start, stop) for start, stop in _row_group_ranges(path, batch_size)]
-    size = path.stat().st_size
-    with path.open("rb") as handle:
+    source = as_source(path)
+    if input_format(source) == "parquet":
+        return [Part(source, start, stop) for start, stop in _row_group_ranges(source, batch_size)]
+    size = source.stat().st_size
+    with source.open_stored() as handle:
         sample = handle.read(SAMPLE_BYTES)
     # Blank lines are no records: a file of many would otherwise be cut into tiny parts.
     records = sum(1 for line in sample.splitlines() if line.strip())
     step = max(batch_size * len(sample) // max(records, 1), 1)
-    return [Part(str(path), start, min(start + step, size)) for start in range(0, size, step)]
+    return [Part(source, start, min(start + step, size)) for start in range(0, size, step)]
 
 
-def _row_group_ranges(path: Path, batch_size: int) -> list[tuple[int, int]]:
+def _row_group_ranges(path: Source, batch_size: int) -> list[tuple[int, int]]:
     """Row ranges of at most ``batch_size`` rows that end where the file's row groups end, so
     that no two parts decode one group; a group of more rows is cut into ranges of a batch."""
     try:
-        groups = pq.ParquetFile(path).metadata
+        with path.open_stored() as handle:
+            groups = pq.ParquetFile(handle).metadata
     except (pa.ArrowException, OSError) as exc:
         raise InputError(
             f"{path}: cannot be read ({exc}); is it a valid parquet file?", path=str(path)
@@ -107,7 +111,7 @@ def _row_group_ranges(path: Path, batch_size: int) -> list[tuple[int, int]]:
 def quotes_in(part: Part) -> int:
     """How many quotes the bytes of a part's range hold."""
     try:
-        with open(part.path, "rb") as handle:
+        with part.source.open_stored() as handle:
             handle.seek(part.start)
             return handle.read(part.stop - part.start).count(b'"')
     except OSError as exc:
@@ -129,18 +133,18 @@ def read_part(part: Part, csv_json_columns: frozenset[str] = frozenset()) -> tup
     """The raw records of one part (``readers.RAW_SCHEMA``), numbered from the part's first
     line or row, and how many lines (or rows) the part holds, blank ones included (a CSV's
     as its file is read whole: a line per row and per line break in its cells)."""
-    path = Path(part.path)
+    path = part.source
     try:
         fmt = input_format(path)
         if fmt == "parquet":
-            rows = pl.scan_parquet(path).slice(part.start, part.stop - part.start).collect()
+            rows = pl.scan_parquet(path.location).slice(part.start, part.stop - part.start).collect()
             return parquet_rows_frame(rows, path, 0), rows.height
         if fmt == "csv":
             return _csv_part(part, csv_json_columns)
         offset, chunk = _part_bytes(part, quotes=False)
     except (pl.exceptions.PolarsError, OSError) as exc:
         # A Parquet part is a range of rows, others of bytes.
-        unit = "rows" if path.suffix.lower() == ".parquet" else "bytes"
+        unit = "rows" if fmt == "parquet" else "bytes"
         where = f"{unit} {part.start:,}-{part.stop:,}"
         raise InputError(f"{path}: cannot be read at {where} ({exc})", path=str(path)) from exc
     return lines_to_frame(chunk, 1, str(path), offset).drop(END), chunk.count(b"\n")
@@ -149,7 +153,7 @@ def read_part(part: Part, csv_json_columns: frozenset[str] = frozenset()) -> tup
 def part_lines(part: Part) -> int:
     """How many lines (or rows) a part holds, without reading its records: what a resumed
     run needs of the parts it committed before (a CSV's rows are read for it)."""
-    fmt = input_format(Path(part.path))
+    fmt = input_format(part.source)
     if fmt == "parquet":
         return part.stop - part.start
     if fmt == "csv":
@@ -159,8 +163,8 @@ def part_lines(part: Part) -> int:
 
 def _csv_part(part: Part, json_columns: frozenset[str]) -> tuple[pl.DataFrame, int]:
     """A CSV part's rows, read after the file's header; the first part holds the header's line."""
-    with open(part.path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
+    size = part.source.stat().st_size
+    with part.source.open_stored() as handle:
         header_end = _record_start(handle, 1, handle.read(1) == b'"') if size else 0
         handle.seek(0)
         header = handle.read(header_end)
@@ -168,22 +172,14 @@ def _csv_part(part: Part, json_columns: frozenset[str]) -> tuple[pl.DataFrame, i
     first_line = 1
     if start < header_end:
         body, start, first_line = body[header_end - start :], header_end, 2
-    if not (header + body).removeprefix(codecs.BOM_UTF8).strip():
-        return pl.DataFrame(schema=RAW_SCHEMA), body.count(b"\n") + first_line - 1
-    rows = pl.read_csv(header + body, **CSV_OPTIONS)
-    frame, lines = csv_rows_frame(rows, part.path, first_line, start, size, json_columns)
-    frame = with_invalid_utf8(
-        frame,
-        first_line + lines - 1,
-        lambda _: [first_line + index for index, _, _ in invalid_utf8_lines(body)],
-    )
+    frame, lines = csv_text_frame(header, body, first_line, start, size, part.path, json_columns)
     return frame.drop(END), lines + first_line - 1
 
 
 def _part_bytes(part: Part, quotes: bool) -> tuple[int, bytes]:
     """Where the part's first record starts, and the bytes of the records that start in it."""
-    with open(part.path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
+    size = part.source.stat().st_size
+    with part.source.open_stored() as handle:
         start_quoted, stop_quoted = part.quoted if quotes else (None, None)
         start = _record_start(handle, part.start, start_quoted)
         stop = size if part.stop >= size else _record_start(handle, part.stop, stop_quoted)

@@ -22,8 +22,9 @@ import polars as pl
 
 from pipeline.errors import InputError
 from pipeline.expressions import json_text
-from pipeline.extract.inputs import input_format
+from pipeline.extract.inputs import as_source, input_format
 from pipeline.extract.jsonscan import array_elements, top_level_keys
+from pipeline.extract.sources import CorruptInput, Source
 
 BLOCK_BYTES = 4 * 1024 * 1024
 
@@ -47,43 +48,73 @@ CSV_OPTIONS = {"infer_schema": False, "encoding": "utf8-lossy"}
 END = "_end"
 
 
-def file_frames(path: Path, batch_size: int, csv_json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
-    fmt = input_format(path)
+def file_frames(
+    path: Source | Path, batch_size: int, csv_json_columns: frozenset[str]
+) -> Iterator[pl.DataFrame]:
+    """The records of an input, frame by frame. A compressed input damaged part way ends with
+    one ``corrupt_compressed_input`` reject, at the line where its data could not be decoded."""
+    source = as_source(path)
+    fmt = input_format(source)
     try:
         if fmt == "lines":
-            yield from _line_frames(path)
+            yield from _line_frames(source)
         elif fmt == "json_array":
-            yield _json_array_frame(path)
+            yield _json_array_frame(source)
+        elif fmt == "csv" and (source.streamed or source.remote):
+            yield from _streamed_csv_frames(source, csv_json_columns)
         elif fmt == "csv":
-            yield from _csv_frames(path, batch_size, csv_json_columns)
+            yield from _csv_frames(Path(source.location), batch_size, csv_json_columns)
         else:
-            yield from _parquet_frames(path, batch_size)
+            yield from _parquet_frames(source, batch_size)
+    except CorruptInput as damage:
+        yield corrupt_frame(source, damage)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(
-            f"{path}: cannot be read ({exc}); is it a valid {fmt} file?", path=str(path)
+            f"{source}: cannot be read ({exc}); is it a valid {fmt} file?", path=str(source)
         ) from exc
 
 
-def _line_frames(path: Path) -> Iterator[pl.DataFrame]:
-    """JSONL: blocks of whole lines; a line is a record unless it is blank."""
-    for chunk, first_line, offset in _line_chunks(path):
-        yield lines_to_frame(chunk, first_line, str(path), offset)
+def corrupt_frame(source: Source, damage: CorruptInput) -> pl.DataFrame:
+    """The one reject standing for the rest of a compressed input whose data is damaged."""
+    line = getattr(damage, "line", 1)
+    error = (
+        f"corrupt_compressed_input: {source}: its {source.compression} data is damaged or cut "
+        f"short ({damage}); the records before line {line:,} were read, the rest of the file "
+        "was not: copy or export the file again and load it in a new run"
+    )
+    return pl.DataFrame(
+        {"source_file": [str(source)], "source_line": [line], "raw": [""], "parse_error": [error]},
+        schema=RAW_SCHEMA,
+    ).with_columns(pl.lit(source.stat().st_size, pl.Int64).alias(END))
 
 
-def _line_chunks(path: Path) -> Iterator[tuple[bytes, int, int]]:
-    """A file in blocks of whole lines: each block, the number of its first line and its offset."""
+def _line_frames(source: Source) -> Iterator[pl.DataFrame]:
+    """JSONL: blocks of whole lines; a line is a record unless it is blank. A compressed
+    input's records end where the stored bytes read so far end."""
+    for chunk, first_line, offset, stored in _line_chunks(source):
+        frame = lines_to_frame(chunk, first_line, str(source), offset)
+        yield frame.with_columns(pl.lit(stored, pl.Int64).alias(END)) if source.streamed else frame
+
+
+def _line_chunks(source: Source | Path) -> Iterator[tuple[bytes, int, int, int]]:
+    """An input in blocks of whole lines: each block, the number of its first line, its offset
+    and how many stored bytes were read for it (``CorruptInput`` tells the line it stopped on)."""
     first_line, offset, pending = 1, 0, b""
-    with path.open("rb") as handle:
-        while block := handle.read(BLOCK_BYTES):
-            data = pending + block
-            cut = data.rfind(b"\n") + 1
-            pending = data[cut:]
-            if cut:
-                yield data[:cut], first_line, offset
-                first_line += data.count(b"\n", 0, cut)
-                offset += cut
+    with as_source(source).reading() as (handle, stored):
+        try:
+            while block := handle.read(BLOCK_BYTES):
+                data = pending + block
+                cut = data.rfind(b"\n") + 1
+                pending = data[cut:]
+                if cut:
+                    yield data[:cut], first_line, offset, stored()
+                    first_line += data.count(b"\n", 0, cut)
+                    offset += cut
+        except CorruptInput as damage:
+            damage.line = first_line  # type: ignore[attr-defined]
+            raise
         if pending:
-            yield pending, first_line, offset
+            yield pending, first_line, offset, stored()
 
 
 def lines_to_frame(chunk: bytes, first_line: int, source: str, offset: int) -> pl.DataFrame:
@@ -149,11 +180,12 @@ def _with_replacement_characters(chunk: bytes, bad_lines: list[tuple[int, int, i
     return b"".join(pieces)
 
 
-def _json_array_frame(path: Path) -> pl.DataFrame:
+def _json_array_frame(source: Source) -> pl.DataFrame:
     """A JSON array file: one record per element, its text as written on one line (the file
     is parsed whole). In a file that is not UTF-8, the elements holding U+FFFD are
     ``invalid_utf8``: each may hold the file's bad bytes."""
-    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    with source.reading() as (handle, _):
+        data = handle.read().removeprefix(codecs.BOM_UTF8)
     try:
         text, lossy = data.decode(), False
     except UnicodeDecodeError:
@@ -161,24 +193,24 @@ def _json_array_frame(path: Path) -> pl.DataFrame:
     try:
         elements = array_elements(text)
     except ValueError as exc:
-        return _raw_frame(str(path), [text], f"invalid_json: {exc}")
+        return _raw_frame(source, [text], f"invalid_json: {exc}")
     bad = pl.lit(lossy) & pl.col("raw").str.contains("\ufffd", literal=True)
     # JSON holds a line break only between tokens, where a space means the same.
-    return _raw_frame(str(path), elements, None).with_columns(
+    return _raw_frame(source, elements, None).with_columns(
         raw=pl.col("raw").str.replace_all(r"[\r\n]", " "),
         parse_error=pl.when(bad).then(pl.lit("invalid_utf8")).otherwise("parse_error"),
     )
 
 
-def _raw_frame(source: str, raws: list[str], error: str | None) -> pl.DataFrame:
+def _raw_frame(source: Source, raws: list[str], error: str | None) -> pl.DataFrame:
     """Records numbered from 1, whose ends share out the file by their length."""
     frame = pl.DataFrame({"raw": raws}, schema={"raw": pl.String}).select(
-        source_file=pl.lit(source),
+        source_file=pl.lit(str(source)),
         source_line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
         raw="raw",
         parse_error=pl.lit(error, pl.String),
     )
-    size = Path(source).stat().st_size
+    size = source.stat().st_size
     lengths = pl.col("raw").str.len_bytes().cast(pl.Int64) + 1
     return frame.with_columns((lengths.cum_sum() * (size / lengths.sum())).cast(pl.Int64).alias(END))
 
@@ -221,7 +253,7 @@ class _InvalidUtf8Lines:
 
     def up_to(self, line: int) -> list[int]:
         while self._unread <= line and (chunk := next(self._chunks, None)):
-            data, first_line, _ = chunk
+            data, first_line, *_ = chunk
             self._found += [first_line + index for index, _, _ in invalid_utf8_lines(data)]
             self._unread = first_line + data.count(b"\n")
         return [found for found in self._found if found <= line]
@@ -311,19 +343,75 @@ def _json_object(columns: list[str], json_columns: frozenset[str]) -> pl.Expr:
     return pl.lit("{") + pl.concat_str(members, separator=",", ignore_nulls=True) + pl.lit("}")
 
 
-def _parquet_frames(path: Path, batch_size: int) -> Iterator[pl.DataFrame]:
-    """Parquet: a row's end shares out the file by rows (its bytes are compressed by column)."""
-    lazy = pl.scan_parquet(path)
+def _streamed_csv_frames(source: Source, json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
+    """A CSV read in order as a stream (compressed, or in a store): blocks of whole lines cut
+    where a row ends (a line break after an even count of quotes), each read after the header
+    (``csv_text_frame``)."""
+    header, carry, next_line, start, size = b"", b"", 2, 0, source.stat().st_size
+    try:
+        for chunk, _, _, stored in _line_chunks(source):
+            if not header:
+                header, chunk = chunk[: chunk.find(b"\n") + 1] or chunk, chunk[chunk.find(b"\n") + 1 :]
+                start = len(header)
+            data = carry + chunk
+            cut = _last_row_end(data)
+            body, carry = data[:cut], data[cut:]
+            frame, lines = csv_text_frame(header, body, next_line, start, size, str(source), json_columns)
+            next_line, start = next_line + lines, start + len(body)
+            yield frame.with_columns(pl.lit(stored, pl.Int64).alias(END)) if source.streamed else frame
+    except CorruptInput as damage:
+        damage.line = next_line  # type: ignore[attr-defined]
+        raise
+    if carry:
+        yield csv_text_frame(header, carry, next_line, start, size, str(source), json_columns)[0]
+
+
+def _last_row_end(data: bytes) -> int:
+    """Where the last row that ends in ``data`` (which starts a row) ends: after a line break
+    that an even count of quotes precedes."""
+    cut = len(data)
+    while (cut := data.rfind(b"\n", 0, cut)) >= 0 and data.count(b'"', 0, cut) % 2:
+        pass
+    return cut + 1
+
+
+def csv_text_frame(
+    header: bytes,
+    body: bytes,
+    first_line: int,
+    start: int,
+    size: int,
+    source: str,
+    json_columns: frozenset[str],
+) -> tuple[pl.DataFrame, int]:
+    """The raw records of CSV rows ``body`` (whole rows, starting on line ``first_line`` at
+    byte ``start``) read under ``header``, and how many lines they span."""
+    if not (header + body).removeprefix(codecs.BOM_UTF8).strip():
+        return pl.DataFrame(schema={**RAW_SCHEMA, END: pl.Int64}), body.count(b"\n")
+    rows = pl.read_csv(header + body, **CSV_OPTIONS)
+    frame, lines = csv_rows_frame(rows, source, first_line, start, size, json_columns)
+    frame = with_invalid_utf8(
+        frame,
+        first_line + lines - 1,
+        lambda _: [first_line + index for index, _, _ in invalid_utf8_lines(body)],
+    )
+    return frame, lines
+
+
+def _parquet_frames(source: Source, batch_size: int) -> Iterator[pl.DataFrame]:
+    """Parquet: a row's end shares out the file by rows (its bytes are compressed by column).
+    Polars reads an object in a store itself, from the same environment as fsspec."""
+    lazy = pl.scan_parquet(source.location)
     total = max(lazy.select(pl.len()).collect().item(), 1)
-    size = path.stat().st_size
+    size = source.stat().st_size
     done = 0
     for batch in lazy.collect_batches(chunk_size=batch_size):
-        frame = parquet_rows_frame(batch, path, done)
+        frame = parquet_rows_frame(batch, source, done)
         done += batch.height
         yield frame.with_columns((pl.col("source_line") * (size / total)).cast(pl.Int64).alias(END))
 
 
-def parquet_rows_frame(rows: pl.DataFrame, path: Path, done: int) -> pl.DataFrame:
+def parquet_rows_frame(rows: pl.DataFrame, path: Source | Path, done: int) -> pl.DataFrame:
     """The raw records of Parquet rows that follow ``done`` rows of the file."""
     return rows.select(
         source_file=pl.lit(str(path)),
@@ -333,7 +421,19 @@ def parquet_rows_frame(rows: pl.DataFrame, path: Path, done: int) -> pl.DataFram
     )
 
 
-def record_keys(path: Path, limit: int) -> frozenset[str]:
+def input_schema(path: Source | Path) -> pl.Schema:
+    """A CSV's header (as string columns) or a Parquet file's schema, read from its start."""
+    source = as_source(path)
+    if input_format(source) == "parquet":
+        return pl.scan_parquet(source.location).collect_schema()
+    if not (source.streamed or source.remote):
+        return pl.scan_csv(source.location, infer_schema=False).collect_schema()
+    with source.reading() as (handle, _):
+        header = handle.readline()
+    return pl.read_csv(header, infer_schema=False).schema if header.strip() else pl.Schema()
+
+
+def record_keys(path: Source | Path, limit: int) -> frozenset[str]:
     """The top-level keys of the JSON objects among the first ``limit`` records of ``path``
     (for a CSV, the headers of its filled cells): what the file holds, before a run starts.
 

@@ -26,6 +26,7 @@ from pipeline.datasets.base import Dataset
 from pipeline.errors import ConfigError, InputError, PipelineError, RunInterrupted, RunStopped
 from pipeline.extract import fingerprint, record_keys
 from pipeline.extract.inputs import find_inputs
+from pipeline.extract.sources import Source
 from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection
 from pipeline.load.ledger import ensure_schema, finish_run, fold_merges, run_history, run_record, start_run
@@ -51,6 +52,7 @@ def migrate(
     run_id: str | None = None,
     resume: str | None = None,
     client: Any = None,
+    input_format: str | None = None,
 ) -> RunResult:
     """Migrate the records of ``paths`` into the database and return the run's counts.
 
@@ -63,18 +65,24 @@ def migrate(
 
     ``client``, a ``dask.distributed.Client``, has its workers read, validate, hash and plan
     the batches (``pipeline.run.cluster``); the results are those of a run without it.
+
+    ``paths`` may name objects in a store (``s3://bucket/key``, a prefix ending in ``/``, a
+    glob) and ``-``, standard input; ``input_format`` (``csv``, ``jsonl.gz``…) tells the
+    format of inputs whose name does not.
     """
     if isinstance(paths, str | os.PathLike):  # one path: not a sequence of its characters
         paths = [paths]
     if resume and run_id and run_id != resume:
         raise ConfigError(f"--run-id {run_id} and --resume {resume} name different runs")
     ignored: list[dict[str, str]] = []
+    if client is not None and "-" in map(os.fspath, paths):
+        raise InputError("-: standard input cannot be read by --workers; save it to a file and migrate that")
     if not resume:
         config = config or BatchConfig()
         if client is not None:
             config = replace(config, partitioning="ranges")
         dataset = get_dataset(config.dataset)
-        files, ignored = _new_inputs(paths, dataset)
+        files, ignored = _new_inputs(paths, dataset, input_format)
     url = resolve_url(db_url)
     loader = Connection(url)
     result: RunResult | None = None
@@ -83,7 +91,7 @@ def migrate(
             run = resumable(loader, resume)
             config = resumed_config(run, config)
             dataset = get_dataset(config.dataset)
-            files = resumed_inputs(run, paths)
+            files = resumed_inputs(run, paths, input_format)
         # The inputs as the run starts: a file that grows while it is read is taken so.
         sizes = [f.stat().st_size for f in files]
         # Hashing the inputs keeps a core busy for a while (1.8 s for 2.7 GB): it runs beside the
@@ -106,11 +114,12 @@ def migrate(
                 ignored_paths=ignored,
             )
         result.database = redact_url(url)
-        inputs = [{"path": str(f), "size": size} for f, size in zip(files, sizes, strict=True)]
+        inputs = [_recorded(f, size, input_format) for f, size in zip(files, sizes, strict=True)]
         start_run(loader, result.run_id, started_at, config.to_dict(), inputs)
         in_order = in_order_here if client is None else dask_in_order(client)
         run_batches(loader, dataset, config, files, started_at, result, fingerprints, in_order)
         result.resized_inputs = _resized_inputs(files, sizes)
+        result.damaged_inputs = _damaged_inputs(loader, result.run_id)
         checkpoint("finish")
     except RunStopped as stop:
         _finish(loader, dataset, result, "aborted", str(stop))
@@ -149,18 +158,23 @@ def recorded_config(run_id: str, db_url: str | None = None) -> BatchConfig:
         loader.close()
 
 
+def _recorded(source: Source, size: int, input_format: str | None) -> dict:
+    """An input as the run records it: a format given is kept for a resume to read it so."""
+    return {"path": str(source), "size": size} | ({"input_format": input_format} if input_format else {})
+
+
 def _new_inputs(
-    paths: Sequence[str | os.PathLike[str]], dataset: Dataset
-) -> tuple[list[Path], list[dict[str, str]]]:
+    paths: Sequence[str | os.PathLike[str]], dataset: Dataset, input_format: str | None
+) -> tuple[list[Source], list[dict[str, str]]]:
     """The files a new run reads, and what its directories and globs held that it ignores;
     files of another dataset or of a shape no record of which can load are refused."""
-    found = find_inputs(paths)
+    found = find_inputs(paths, input_format)
     refuse_foreign_inputs(found.files, dataset)
     refuse_misshapen_inputs(found.files, dataset)
     return found.files, found.ignored
 
 
-def refuse_foreign_inputs(files: list[Path], dataset: Dataset) -> None:
+def refuse_foreign_inputs(files: Sequence[Source | Path], dataset: Dataset) -> None:
     """Refuse, before anything is written, a file none of whose first records has a field of
     ``dataset``: it was meant for another dataset (or is no export at all)."""
     for path in files:
@@ -188,7 +202,7 @@ def _refuse_taken_run_id(loader: Connection, run_id: str) -> None:
     raise ConfigError(f"run {run_id} exists already ({taken['status']}); choose another --run-id{go_on}")
 
 
-def _resized_inputs(files: list[Path], sizes: list[int]) -> list[dict]:
+def _resized_inputs(files: list[Source], sizes: list[int]) -> list[dict]:
     """The inputs whose size is no longer ``sizes`` (theirs when the run started), each said."""
     changed = []
     for path, size in zip(files, sizes, strict=True):
@@ -199,7 +213,17 @@ def _resized_inputs(files: list[Path], sizes: list[int]) -> list[dict]:
     return changed
 
 
-def _fingerprints(files: list[Path], sizes: list[int]) -> Future[list[dict]]:
+def _damaged_inputs(loader: Connection, run_id: str) -> list[dict]:
+    """The compressed inputs read only up to damage in their data, and the line it is at."""
+    damaged = loader.execute(
+        "SELECT source_file AS path, source_line AS line FROM pipeline_rejects "
+        "WHERE run_id = $1 AND reason = 'corrupt_compressed_input' ORDER BY source_file",
+        (run_id,),
+    )
+    return damaged.to_pylist() if damaged is not None else []
+
+
+def _fingerprints(files: list[Source], sizes: list[int]) -> Future[list[dict]]:
     """The inputs' fingerprints (of their first ``sizes`` bytes), read on a daemon thread: an
     error that ends the run does not wait for them."""
     future: Future[list[dict]] = Future()

@@ -43,6 +43,7 @@ class RunResult:
     ledger, on the loader thread) by this process; the threads overlap, so the stages add up
     to more than ``seconds``. ``ignored_paths``: what the directories and globs named held that
     the run does not read (``path`` and ``why``: hidden, directory, unknown format).
+    ``damaged_inputs``: compressed inputs read up to damage in their data (``path``, ``line``).
     ``resized_inputs``: inputs whose size changed during the run (``path``, ``size_at_start``,
     ``size_at_end``).
     """
@@ -71,6 +72,7 @@ class RunResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     ignored_paths: list[dict[str, str]] = field(default_factory=list)
     resized_inputs: list[dict] = field(default_factory=list)
+    damaged_inputs: list[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -163,6 +165,11 @@ class RunResult:
             f"  resized   {r['path']} changed size during the run ({r['size_at_start']:,} → "
             f"{r['size_at_end']:,} bytes): read as it was when the run began reading it"
             for r in self.resized_inputs
+        ]
+        lines += [
+            f"  damaged   {d['path']}: stopped at line {d['line']:,}, where its compressed data is "
+            "damaged or cut short; the records before it loaded, the rest did not"
+            for d in self.damaged_inputs
         ]
         if self.batch_size == "auto":
             lines.append(f"  batch sizes chosen: {' → '.join(f'{n:,}' for n in self.batch_sizes)}")

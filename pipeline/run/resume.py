@@ -7,7 +7,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 
 from loguru import logger
 
@@ -15,6 +14,7 @@ from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset
 from pipeline.errors import ConfigError, InputError
 from pipeline.extract import resolve_inputs
+from pipeline.extract.sources import STDIN, Source
 from pipeline.load.connection import Connection
 from pipeline.load.ledger import run_history, run_record
 from pipeline.run.report import RunResult
@@ -67,10 +67,21 @@ def resumed_config(run: dict, config: BatchConfig | None) -> BatchConfig:
     return config
 
 
-def resumed_inputs(run: dict, paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """The run's recorded inputs; ``paths``, when given, must name the same files."""
+def resumed_inputs(
+    run: dict, paths: Sequence[str | os.PathLike[str]], input_format: str | None = None
+) -> list[Source]:
+    """The run's recorded inputs; ``paths``, when given, must name the same files. A run that
+    read standard input cannot be resumed: it cannot be read again."""
     recorded = [i["path"] for i in run["inputs"]]
-    if paths and [os.path.normpath(p) for p in map(str, resolve_inputs(paths))] != [
+    if STDIN in recorded or "-" in map(os.fspath, paths):
+        raise ConfigError(
+            f"cannot resume {run['run_id']}: it read standard input, which cannot be read again; "
+            "save the input to a file and migrate that file in a new run"
+        )
+    input_format = input_format or next(
+        (i["input_format"] for i in run["inputs"] if "input_format" in i), None
+    )
+    if paths and [os.path.normpath(p) for p in map(str, resolve_inputs(paths, input_format))] != [
         os.path.normpath(p) for p in recorded
     ]:
         raise ConfigError(
@@ -78,7 +89,7 @@ def resumed_inputs(run: dict, paths: Sequence[str | os.PathLike[str]]) -> list[P
             f"{', '.join(recorded)}; now {', '.join(map(str, paths))}); start a new run instead"
         )
     try:
-        return resolve_inputs(recorded)
+        return resolve_inputs(recorded, input_format)
     except InputError as exc:
         if exc.path is None or os.path.isabs(exc.path):
             raise

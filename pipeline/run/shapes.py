@@ -17,6 +17,9 @@ import polars as pl
 from pipeline.datasets.base import Dataset
 from pipeline.errors import InputError
 from pipeline.extract import input_format
+from pipeline.extract.inputs import as_source
+from pipeline.extract.readers import input_schema
+from pipeline.extract.sources import Source
 
 # The shapes of a dataset's records, by name: each a list of groups of fields; a file can hold
 # a record that loads when, for one shape, it has a field of every group. A memory in its
@@ -48,8 +51,7 @@ def refuse_misshapen_inputs(files: list[Path], dataset: Dataset) -> None:
 
 def _schema(path: Path, fmt: str) -> pl.Schema:
     try:
-        scan = pl.scan_csv(path, infer_schema=False) if fmt == "csv" else pl.scan_parquet(path)
-        return scan.collect_schema()
+        return input_schema(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(
             f"{path}: cannot be read ({exc}); is it a valid {fmt} file?", path=str(path)
@@ -99,6 +101,7 @@ def _can_hold(source: pl.DataType, target: pl.DataType) -> bool:
     return source.base_type() == target.base_type()
 
 
-def _has_values(path: Path, column: str) -> bool:
+def _has_values(path: Source | Path, column: str) -> bool:
     """Whether the column holds a value at all: a null loads whatever the column's type."""
-    return bool(pl.scan_parquet(path).select(pl.col(column).is_not_null().any()).collect().item())
+    held = pl.scan_parquet(as_source(path).location).select(pl.col(column).is_not_null().any())
+    return bool(held.collect().item())
