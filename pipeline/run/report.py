@@ -44,7 +44,9 @@ class RunResult:
     to more than ``seconds``. ``ignored_paths``: what the directories and globs named held that
     the run does not read (``path`` and ``why``: hidden, directory, unknown format).
     ``resized_inputs``: inputs whose size changed during the run (``path``, ``size_at_start``,
-    ``size_at_end``).
+    ``size_at_end``). ``skipped_inputs``: inputs not read, their content migrated whole by a
+    completed run under the same rules (``file`` as given, its ``sha256``, that ``run_id``);
+    their records are not counted.
     """
 
     run_id: str
@@ -71,6 +73,7 @@ class RunResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     ignored_paths: list[dict[str, str]] = field(default_factory=list)
     resized_inputs: list[dict] = field(default_factory=list)
+    skipped_inputs: list[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -155,6 +158,11 @@ class RunResult:
         if self.stage_seconds:
             spent = ", ".join(f"{stage} {s:.1f}s" for stage, s in self.stage_seconds.items())
             lines.append(f"  stages    {spent} (load overlaps the others)")
+        lines += [
+            f"  not read  {s['file']}: run {s['run_id']} migrated the same content under the same "
+            "rules (--recheck reads it again)"
+            for s in self.skipped_inputs
+        ]
         lines += [f"  ignored   {i['path']} ({i['why']})" for i in self.ignored_paths[:IGNORED_SHOWN]]
         if len(self.ignored_paths) > IGNORED_SHOWN:
             more = len(self.ignored_paths) - IGNORED_SHOWN
