@@ -118,6 +118,9 @@ def migrate(
         str | None,
         typer.Option(help="continue this stopped run after its last committed batch, with its own settings"),
     ] = None,
+    recheck: Annotated[
+        bool, typer.Option("--recheck", help="read again inputs a completed run migrated under these rules")
+    ] = False,
     report: Annotated[
         str | None, typer.Option(help="write the full JSON report to this file (- for stdout)")
     ] = None,
@@ -167,7 +170,9 @@ def migrate(
         base = recorded_config(resume, db) if resume else BatchConfig()
         config = replace(base, **passed, log_progress=not quiet and not json_out)
         with dask_client(workers, cluster) as client, progress_bar(config.log_progress):
-            return run_migration(paths or [], config, db_url=db, run_id=run_id, resume=resume, client=client)
+            return run_migration(
+                paths or [], config, db_url=db, run_id=run_id, resume=resume, client=client, recheck=recheck
+            )
 
     _report_run(run, report, quiet, json_out, db)
 
