@@ -119,6 +119,9 @@ def migrate(
         str | None,
         typer.Option(help="continue this stopped run after its last committed batch, with its own settings"),
     ] = None,
+    recheck: Annotated[
+        bool, typer.Option("--recheck", help="read again inputs a completed run migrated under these rules")
+    ] = False,
     report: Annotated[
         str | None, typer.Option(help="write the full JSON report to this file (- for stdout)")
     ] = None,
@@ -185,6 +188,7 @@ def migrate(
                 resume=resume,
                 client=client,
                 input_format=input_format,
+                recheck=recheck,
             )
 
     _report_run(run, report, quiet, json_out, db)

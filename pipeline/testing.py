@@ -17,10 +17,10 @@ from pipeline.run.report import RunResult
 __all__ = ["cli", "fresh_database", "run"]
 
 
-def run(paths: Iterable[Path | str], db_url: str, **settings) -> RunResult:
+def run(paths: Iterable[Path | str], db_url: str, recheck: bool = False, **settings) -> RunResult:
     """``migrate`` the files with ``BatchConfig(**settings)``, without a progress display."""
     settings.setdefault("log_progress", False)
-    return migrate(list(paths), BatchConfig(**settings), db_url=db_url)
+    return migrate(list(paths), BatchConfig(**settings), db_url=db_url, recheck=recheck)
 
 
 def cli(*args, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -294,7 +294,7 @@ def test_dates_parse_to_utc_and_bad_rows_get_stable_reasons(db_url, db, tmp_path
 
 def test_rerun_loads_nothing_new(db_url, db):
     first = run([SAMPLE], db_url, batch_size=100)
-    second = run([SAMPLE], db_url, batch_size=100)
+    second = run([SAMPLE], db_url, batch_size=100, recheck=True)
     for result in (first, second):
         assert_invariant(result, db)
     assert second.successful == 0

@@ -97,7 +97,7 @@ def test_stored_rows_have_the_contract_types_and_children(db_url, db, tmp_path):
 
 def test_rerun_loads_nothing_new_and_accounts_for_every_record(db_url, db):
     first = run([SAMPLE], db_url, batch_size=300)
-    second = run([SAMPLE], db_url, batch_size=300)
+    second = run([SAMPLE], db_url, batch_size=300, recheck=True)
     assert_invariant(second, db)
     assert second.successful == 0
     assert rows(db, "SELECT count(*) AS n FROM memories")[0]["n"] == first.successful
@@ -115,7 +115,7 @@ def test_standard_mode_turns_duplicates_into_database_rejects(db_url, db, tmp_pa
     assert reject["source_line"] == 2
     assert reject["reason"] == "unique_violation:memories_content_hash_key"
     assert "SQLSTATE 23505" in reject["message"]
-    rerun = run([path], db_url, mode="standard")
+    rerun = run([path], db_url, mode="standard", recheck=True)
     assert (rerun.successful, rerun.database_errors) == (0, 3)
 
 
@@ -269,7 +269,7 @@ def test_a_ledger_from_before_shards_keys_its_batches_by_shard_too(db_url, db, t
     export = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(40)])
     for run_id, shards in (("one", 1), ("two", 2)):
         config = BatchConfig(log_progress=False, batch_size=15, shards=shards, max_connections=2 * shards)
-        assert_invariant(migrate([str(export)], config, db_url=db_url, run_id=run_id), db)
+        assert_invariant(migrate([str(export)], config, db_url=db_url, run_id=run_id, recheck=True), db)
     ledger = rows(db, "SELECT run_id, batch_no, shard, rows_in FROM pipeline_batches ORDER BY 1, 2, 3")
     assert [r for r in ledger if r["run_id"] == "old"] == [
         {"run_id": "old", "batch_no": 1, "shard": 0, "rows_in": 5}

@@ -209,7 +209,17 @@ def test_the_password_never_shows_in_output_reports_or_tables(server_url, tmp_pa
         timeout=300,
     )
     failed = subprocess.run(
-        [sys.executable, "-m", "pipeline", "migrate", str(path), "--db", secret_url, "--fail-fast"],
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "migrate",
+            str(path),
+            "--db",
+            secret_url,
+            "--fail-fast",
+            "--recheck",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

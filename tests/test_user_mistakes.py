@@ -327,7 +327,7 @@ def test_one_embedded_database_per_user_whatever_the_working_directory(tmp_path)
         first = cli("migrate", path, "--run-id", "H", cwd=tmp_path, env=env)
         assert first.returncode == 0, first.stderr
         assert f"database  postgresql://postgres:@/postgres?host={home}/pgdata" in first.stdout
-        again = cli("migrate", path, "--format", "json", cwd=tmp_path / "elsewhere", env=env)
+        again = cli("migrate", path, "--recheck", "--format", "json", cwd=tmp_path / "elsewhere", env=env)
         assert json.loads(again.stdout)["duplicates_skipped"] == 1
         listed = cli("runs", cwd=tmp_path / "elsewhere", env=env)
         assert listed.returncode == 0, listed.stderr

@@ -1,6 +1,7 @@
 """The run ledger: the pipeline's own tables and every statement about them.
 
-``pipeline_runs`` (a run's settings, inputs, status and result), ``pipeline_batches`` (one
+``pipeline_runs`` (a run's settings, status and result, and its inputs: each ``path``, ``size``
+and ``sha256``, and ``loaded_by`` the run that loaded one it skipped), ``pipeline_batches`` (one
 row per committed batch, per shard: the ledger a resume goes on from), ``pipeline_rejects`` and
 ``pipeline_merges`` (near duplicates merged into a kept row, folded into its
 ``deduplication_metadata`` when the run ends).
@@ -120,6 +121,21 @@ def run_record(conn: Connection, run_id: str) -> dict | None:
         "config": json.loads(found[0]["config"]),
         "inputs": json.loads(found[0]["inputs"]),
     }
+
+
+def runs_reading(conn: Connection, sha256s: list[str]) -> list[dict]:
+    """The runs that read (did not skip) an input of one of these SHA-256, the first to finish
+    first: each
+    ``run_id``, ``status``, ``config`` (decoded) and the input's ``sha256``, once per input."""
+    with conn.transaction("reading which runs read these inputs"):
+        found = conn.execute(
+            "SELECT r.run_id, r.status, r.config::text AS config, i->>'sha256' AS sha256 "
+            "FROM pipeline_runs r CROSS JOIN LATERAL jsonb_array_elements(r.inputs) AS i "
+            "WHERE i->>'sha256' = ANY($1::text[]) AND i->>'loaded_by' IS NULL "
+            "ORDER BY r.finished_at NULLS LAST, r.started_at, r.run_id",
+            (sha256s,),
+        ).to_pylist()
+    return [{**run, "config": json.loads(run["config"])} for run in found]
 
 
 def run_history(conn: Connection, run_id: str) -> tuple[list[dict], RejectCounts]:

@@ -45,7 +45,9 @@ class RunResult:
     the run does not read (``path`` and ``why``: hidden, directory, unknown format).
     ``damaged_inputs``: compressed inputs read up to damage in their data (``path``, ``line``).
     ``resized_inputs``: inputs whose size changed during the run (``path``, ``size_at_start``,
-    ``size_at_end``).
+    ``size_at_end``). ``skipped_inputs``: inputs not read, their content migrated whole by a
+    completed run under the same rules (``file`` as given, its ``sha256``, that ``run_id``);
+    their records are not counted.
     """
 
     run_id: str
@@ -73,6 +75,7 @@ class RunResult:
     ignored_paths: list[dict[str, str]] = field(default_factory=list)
     resized_inputs: list[dict] = field(default_factory=list)
     damaged_inputs: list[dict] = field(default_factory=list)
+    skipped_inputs: list[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -157,6 +160,11 @@ class RunResult:
         if self.stage_seconds:
             spent = ", ".join(f"{stage} {s:.1f}s" for stage, s in self.stage_seconds.items())
             lines.append(f"  stages    {spent} (load overlaps the others)")
+        lines += [
+            f"  not read  {s['file']}: run {s['run_id']} migrated the same content under the same "
+            "rules (--recheck reads it again)"
+            for s in self.skipped_inputs
+        ]
         lines += [f"  ignored   {i['path']} ({i['why']})" for i in self.ignored_paths[:IGNORED_SHOWN]]
         if len(self.ignored_paths) > IGNORED_SHOWN:
             more = len(self.ignored_paths) - IGNORED_SHOWN

@@ -1,11 +1,12 @@
-"""Resuming a stopped run: its recorded settings and inputs, checked before anything loads,
-and its counts so far from the ledger."""
+"""What earlier runs did with a run's inputs: a stopped run resumed (its recorded settings and
+inputs, checked before anything loads, and its counts so far from the ledger), and the inputs
+of a new run that a completed run already migrated, skipped."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime
 
 from loguru import logger
@@ -16,20 +17,17 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.extract import resolve_inputs
 from pipeline.extract.sources import STDIN, Source
 from pipeline.load.connection import Connection
-from pipeline.load.ledger import run_history, run_record
+from pipeline.load.ledger import run_history, run_record, runs_reading
 from pipeline.run.report import RunResult
 
-# Settings that change what a run loads, or how its ledger counts its batches (per shard): a
+# Settings that change what is decided of a record: an input a completed run migrated under
+# the same ones is not read again.
+DECISION_SETTINGS = ("dataset", "mode", "validate_first", "similarity_threshold", "self_name")
+# Those, and the settings that change how a run's ledger counts its batches (per shard): a
 # resumed run must keep them.
-RESULT_SETTINGS = (
-    "dataset",
-    "batch_size",
-    "mode",
-    "validate_first",
-    "similarity_threshold",
-    "self_name",
-    "shards",
-)
+RESULT_SETTINGS = (*DECISION_SETTINGS, "batch_size", "shards")
+# What a run recorded before a setting existed: its default.
+DEFAULTS = {f.name: f.default for f in fields(BatchConfig)}
 
 
 def resumable(loader: Connection, run_id: str) -> dict:
@@ -67,11 +65,53 @@ def resumed_config(run: dict, config: BatchConfig | None) -> BatchConfig:
     return config
 
 
+def already_migrated(loader: Connection, inputs: list[dict], config: BatchConfig) -> list[dict]:
+    """The ``inputs`` (fingerprints) whose content a completed run read whole under the same
+    ``DECISION_SETTINGS``: reading them again would store nothing new. Each is said in one line
+    and returned as its ``file``, ``sha256`` and ``run_id`` (the first such run to finish). An
+    input that only a run that did not complete read is read again, and said so."""
+    runs = [
+        run
+        for run in runs_reading(loader, [i["sha256"] for i in inputs])
+        if all(run["config"].get(name, DEFAULTS[name]) == getattr(config, name) for name in DECISION_SETTINGS)
+    ]
+    completed: dict[str, str] = {}
+    for run in runs:
+        if run["status"] == "completed":
+            completed.setdefault(run["sha256"], run["run_id"])
+    # The latest of the runs that did not complete.
+    partial = {run["sha256"]: run for run in runs if run["sha256"] not in completed}
+    skipped = []
+    for given in inputs:
+        sha256 = given["sha256"]
+        if sha256 in completed:
+            logger.info(
+                "{}: not read, run {} migrated the same content (SHA-256 {}) under the same "
+                "rules; add --recheck to decide its records again",
+                given["path"],
+                completed[sha256],
+                sha256[:12],
+            )
+            skipped.append({"file": given["path"], "sha256": sha256, "run_id": completed[sha256]})
+        elif sha256 in partial:
+            run = partial[sha256]
+            logger.info(
+                "{}: run {} ({}) read the same content in part: it is read again; to go on where "
+                "that run stopped instead: pipeline migrate --resume {}",
+                given["path"],
+                run["run_id"],
+                run["status"],
+                run["run_id"],
+            )
+    return skipped
+
+
 def resumed_inputs(
     run: dict, paths: Sequence[str | os.PathLike[str]], input_format: str | None = None
 ) -> list[Source]:
-    """The run's recorded inputs; ``paths``, when given, must name the same files. A run that
-    read standard input cannot be resumed: it cannot be read again."""
+    """The run's recorded inputs but those it skipped (``already_migrated``); ``paths``, when
+    given, must name the same files as all of them. A run that read standard input cannot be
+    resumed: it cannot be read again."""
     recorded = [i["path"] for i in run["inputs"]]
     if STDIN in recorded or "-" in map(os.fspath, paths):
         raise ConfigError(
@@ -89,7 +129,7 @@ def resumed_inputs(
             f"{', '.join(recorded)}; now {', '.join(map(str, paths))}); start a new run instead"
         )
     try:
-        return resolve_inputs(recorded, input_format)
+        return resolve_inputs([i["path"] for i in run["inputs"] if "loaded_by" not in i], input_format)
     except InputError as exc:
         if exc.path is None or os.path.isabs(exc.path):
             raise
@@ -103,25 +143,45 @@ def resumed_inputs(
 def resumed(
     loader: Connection, run: dict, inputs: list[dict], config: BatchConfig, dataset: Dataset
 ) -> tuple[datetime, RunResult]:
-    """The stopped run's start time and counts so far, after checking its inputs are unchanged."""
+    """The stopped run's start time and counts so far, after checking that the inputs it reads
+    (``inputs``, fingerprints) are unchanged."""
     run_id = run["run_id"]
-    # A run records its inputs' SHA-256 before its first batch loads: without them, it loaded
-    # nothing that the inputs must match, and their paths and sizes are compared.
-    before = [(i["path"], i["size"], i.get("sha256")) for i in run["inputs"]]
+    read = [i for i in run["inputs"] if "loaded_by" not in i]
+    # A run records its inputs' SHA-256 as it starts (older versions: before its first batch
+    # loads): without them, it loaded nothing that the inputs must match, and their paths and
+    # sizes are compared.
+    before = [(i["path"], i["size"], i.get("sha256")) for i in read]
     now = [(i["path"], i["size"], i["sha256"] if before and before[0][2] else None) for i in inputs]
     if before != now:
         raise ConfigError(
             f"cannot resume {run_id}: its input files changed since it started (it read "
-            f"{', '.join(i['path'] for i in run['inputs'])}); start a new run instead"
+            f"{', '.join(i['path'] for i in read)}); start a new run instead"
         )
     result = RunResult(
         run_id,
         dataset=dataset.name,
         mode=config.mode,
         batch_size=config.batch_size,
-        inputs=[i["path"] for i in inputs],
+        inputs=[i["path"] for i in run["inputs"]],
+        skipped_inputs=skipped_inputs(run["inputs"]),
     )
     result.count_committed(*run_history(loader, run_id))
     result.seconds = sum(b.seconds for b in result.batches)
     logger.info("resuming {} after batch {}", run_id, len(result.batches))
     return run["started_at"], result
+
+
+def recorded_inputs(inputs: list[dict], skipped: list[dict]) -> list[dict]:
+    """A new run's ``inputs`` (fingerprints) as it records them: each it ``skipped`` with the
+    run that loaded it (``loaded_by``), so that no later run takes this one for its loader."""
+    loaders = {s["file"]: s["run_id"] for s in skipped}
+    return [i | {"loaded_by": loaders[i["path"]]} if i["path"] in loaders else i for i in inputs]
+
+
+def skipped_inputs(recorded: list[dict]) -> list[dict]:
+    """The inputs a run recorded as skipped, as its report lists them."""
+    return [
+        {"file": i["path"], "sha256": i["sha256"], "run_id": i["loaded_by"]}
+        for i in recorded
+        if "loaded_by" in i
+    ]
