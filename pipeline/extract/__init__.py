@@ -2,7 +2,8 @@
 
 from pipeline.extract.batches import RawBatch, scan_batches
 from pipeline.extract.inputs import fingerprint, input_format, resolve_inputs
-from pipeline.extract.readers import RAW_SCHEMA, record_keys
+from pipeline.extract.readers import RAW_SCHEMA
+from pipeline.extract.sniff import record_keys
 
 __all__ = [
     "RAW_SCHEMA",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from pathlib import Path
 
 import polars as pl
@@ -23,7 +22,7 @@ import polars as pl
 from pipeline.errors import InputError
 from pipeline.expressions import json_text
 from pipeline.extract.inputs import as_source, input_format
-from pipeline.extract.jsonscan import array_elements, top_level_keys
+from pipeline.extract.jsonscan import array_elements
 from pipeline.extract.sources import CorruptInput, Source
 
 BLOCK_BYTES = 4 * 1024 * 1024
@@ -419,33 +418,3 @@ def parquet_rows_frame(rows: pl.DataFrame, path: Source | Path, done: int) -> pl
         raw=pl.struct(pl.all()).struct.json_encode(),
         parse_error=pl.lit(None, pl.String),
     )
-
-
-def input_schema(path: Source | Path) -> pl.Schema:
-    """A CSV's header (as string columns) or a Parquet file's schema, read from its start."""
-    source = as_source(path)
-    if input_format(source) == "parquet":
-        return pl.scan_parquet(source.location).collect_schema()
-    if not (source.streamed or source.remote):
-        return pl.scan_csv(source.location, infer_schema=False).collect_schema()
-    with source.reading() as (handle, _):
-        header = handle.readline()
-    return pl.read_csv(header, infer_schema=False).schema if header.strip() else pl.Schema()
-
-
-def record_keys(path: Source | Path, limit: int) -> frozenset[str]:
-    """The top-level keys of the JSON objects among the first ``limit`` records of ``path``
-    (for a CSV, the headers of its filled cells): what the file holds, before a run starts.
-
-    A look at a thousand records, once per file: plain ``json`` is quicker here than
-    starting a columnar reader."""
-    frames = file_frames(path, limit, frozenset())
-    first = next(frames, None)
-    frames.close()
-    if first is None:
-        return frozenset()
-    keys: set[str] = set()
-    for text in first["raw"].head(limit):
-        with suppress(ValueError):
-            keys.update(top_level_keys(text))
-    return frozenset(keys)

@@ -18,7 +18,7 @@ from pipeline.datasets.base import Dataset
 from pipeline.errors import InputError
 from pipeline.extract import input_format
 from pipeline.extract.inputs import as_source
-from pipeline.extract.readers import input_schema
+from pipeline.extract.sniff import input_schema
 from pipeline.extract.sources import Source
 
 # The shapes of a dataset's records, by name: each a list of groups of fields; a file can hold

@@ -1,0 +1,44 @@
+"""What an input holds, looked at before a run starts: a CSV's header or a Parquet file's
+schema, and the keys of its first records."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.extract.inputs import as_source, input_format
+from pipeline.extract.jsonscan import top_level_keys
+from pipeline.extract.readers import file_frames
+from pipeline.extract.sources import Source
+
+
+def input_schema(path: Source | Path) -> pl.Schema:
+    """A CSV's header (as string columns) or a Parquet file's schema, read from its start."""
+    source = as_source(path)
+    if input_format(source) == "parquet":
+        return pl.scan_parquet(source.location).collect_schema()
+    if not (source.streamed or source.remote):
+        return pl.scan_csv(source.location, infer_schema=False).collect_schema()
+    with source.reading() as (handle, _):
+        header = handle.readline()
+    return pl.read_csv(header, infer_schema=False).schema if header.strip() else pl.Schema()
+
+
+def record_keys(path: Source | Path, limit: int) -> frozenset[str]:
+    """The top-level keys of the JSON objects among the first ``limit`` records of ``path``
+    (for a CSV, the headers of its filled cells): what the file holds, before a run starts.
+
+    A look at a thousand records, once per file: plain ``json`` is quicker here than
+    starting a columnar reader."""
+    frames = file_frames(path, limit, frozenset())
+    first = next(frames, None)
+    frames.close()
+    if first is None:
+        return frozenset()
+    keys: set[str] = set()
+    for text in first["raw"].head(limit):
+        with suppress(ValueError):
+            keys.update(top_level_keys(text))
+    return frozenset(keys)
