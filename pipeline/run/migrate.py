@@ -89,7 +89,11 @@ def migrate(
         if client is not None:
             config = replace(config, partitioning="ranges")
         dataset = get_dataset(config.dataset)
-        files, ignored = _new_inputs(paths, dataset)
+        found = find_inputs(paths)
+        files, ignored = found.files, found.ignored
+        sizes, fingerprints = _fingerprints(files)
+        refuse_foreign_inputs(files, dataset)
+        refuse_misshapen_inputs(files, dataset)
     url = resolve_url(db_url)
     loader = Connection(url)
     result: RunResult | None = None
@@ -99,11 +103,7 @@ def migrate(
             config = resumed_config(run, config)
             dataset = get_dataset(config.dataset)
             files = resumed_inputs(run, paths)
-        # The inputs as the run starts: a file that grows while it is read is taken so.
-        sizes = [f.stat().st_size for f in files]
-        # Hashing the inputs keeps a core busy for a while (0.1 s for 200k records, 1.8 s for
-        # 2.7 GB): it runs beside the schema's check, before any input is read.
-        fingerprints = _fingerprints(files, sizes)
+            sizes, fingerprints = _fingerprints(files)
         ensure_schema(loader, dataset)
         if resume:
             started_at, result = resumed(loader, run, fingerprints.result(), config, dataset)
@@ -180,17 +180,6 @@ def _new_run(
     return started_at, result, recorded_inputs(inputs, skipped)
 
 
-def _new_inputs(
-    paths: Sequence[str | os.PathLike[str]], dataset: Dataset
-) -> tuple[list[Path], list[dict[str, str]]]:
-    """The files a new run reads, and what its directories and globs held that it ignores;
-    files of another dataset or of a shape no record of which can load are refused."""
-    found = find_inputs(paths)
-    refuse_foreign_inputs(found.files, dataset)
-    refuse_misshapen_inputs(found.files, dataset)
-    return found.files, found.ignored
-
-
 def refuse_foreign_inputs(files: list[Path], dataset: Dataset) -> None:
     """Refuse, before anything is written, a file none of whose first records has a field of
     ``dataset``: it was meant for another dataset (or is no export at all)."""
@@ -230,9 +219,15 @@ def _resized_inputs(files: list[Path], sizes: list[int]) -> list[dict]:
     return changed
 
 
-def _fingerprints(files: list[Path], sizes: list[int]) -> Future[list[dict]]:
-    """The inputs' fingerprints (of their first ``sizes`` bytes), read on a daemon thread: an
-    error that ends the run does not wait for them."""
+def _fingerprints(files: list[Path]) -> tuple[list[int], Future[list[dict]]]:
+    """The inputs' sizes as the run starts (a file that grows while it is read is taken so),
+    and their fingerprints (of those first bytes), read on a daemon thread: an error that ends
+    the run does not wait for them.
+
+    Hashing keeps a core busy for a while (0.1 s for 200k records, 1.8 s for 2.7 GB): it runs
+    beside the checks of the inputs, the connection and the schema's, and is done before any
+    input is read: an input migrated before is not read again."""
+    sizes = [f.stat().st_size for f in files]
     future: Future[list[dict]] = Future()
 
     def run() -> None:
@@ -242,7 +237,7 @@ def _fingerprints(files: list[Path], sizes: list[int]) -> Future[list[dict]]:
             future.set_exception(exc)
 
     threading.Thread(target=run, name="fingerprint", daemon=True).start()
-    return future
+    return sizes, future
 
 
 def _done(value: list[dict]) -> Future[list[dict]]:
