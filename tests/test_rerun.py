@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import BatchConfig, RunStopped, migrate
+from pipeline import BatchConfig, RunStopped, migrate, replay
 from pipeline.testing import cli, run
 from tests.conftest import ROOT, memory, rows, write_jsonl
 
@@ -202,3 +202,12 @@ def test_a_resumed_run_keeps_the_inputs_it_skipped_and_reads_the_rest(db_url, db
     assert report["inputs"] == [str(export), str(other)]
     # The run that skipped an input did not load it: a later run names the one that did.
     assert run([export, other], db_url).skipped_inputs[0]["run_id"] == first.run_id
+
+
+def test_a_replay_reads_its_file_whatever_ran_before(db_url, tmp_path):
+    first = run([write_jsonl(tmp_path / "in.jsonl", [memory(1), memory(2, confidence=0)])], db_url)
+    fixed = write_jsonl(tmp_path / "fixed.jsonl", [memory(2)])
+    config = BatchConfig(log_progress=False)
+    replays = [replay(fixed, first.run_id, config, db_url=db_url) for _ in range(2)]
+    assert [r.resolved for r in replays] == [1, 0]
+    assert [(r.run.processed, r.run.skipped_inputs) for r in replays] == [(1, []), (1, [])]
