@@ -19,10 +19,9 @@ def input_schema(path: Source | Path) -> pl.Schema:
     source = as_source(path)
     if input_format(source) == "parquet":
         return pl.scan_parquet(source.location).collect_schema()
-    if not (source.streamed or source.remote):
-        return pl.scan_csv(source.location, infer_schema=False).collect_schema()
     with source.reading() as (handle, _):
         header = handle.readline()
+    # A file without a header (empty, or blank lines) holds no records: no shape to refuse.
     return pl.read_csv(header, infer_schema=False).schema if header.strip() else pl.Schema()
 
 

@@ -70,7 +70,9 @@ def dask_client(workers: int | None = None, address: str | None = None) -> Itera
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",  # any free port: two runs at once must not collide
-                silence_logs=logging.ERROR,
+                # A worker that loses the scheduler as the run stops logs it as an error, with a traceback:
+                # what a worker must say reaches this process as its task's error.
+                silence_logs=logging.CRITICAL,
                 # One thread per worker process: Polars' own pool would compete with the others.
                 env={"POLARS_MAX_THREADS": "1"},
                 preload=[__name__],  # ``dask_setup``

@@ -44,6 +44,8 @@ def refuse_misshapen_inputs(files: list[Path], dataset: Dataset) -> None:
         if fmt not in ("csv", "parquet"):
             continue
         schema = _schema(path, fmt)
+        if not schema:  # no header: no records, said when the file is read
+            continue
         _refuse_missing_fields(path, fmt, list(schema), dataset)
         if fmt == "parquet":
             _refuse_mistyped_columns(path, schema, dataset)
