@@ -140,11 +140,11 @@ def test_an_export_a_stopped_run_read_in_part_is_read_again(db_url, db, tmp_path
     assert (rerun.skipped_inputs, rerun.processed, rerun.duplicates_skipped) == ([], 5, loaded)
 
 
-def test_a_killed_run_is_no_loader_until_it_is_resumed_to_its_end(db_url, db, tmp_path):
-    path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(1, 11)])
+def killed_after_two_batches(db_url: str, *paths) -> None:
+    """Run ``K`` over ``paths`` in batches of 3, killed once it has accounted for two."""
     killed = cli(
         "migrate",
-        path,
+        *paths,
         "--db",
         db_url,
         "--run-id",
@@ -154,6 +154,11 @@ def test_a_killed_run_is_no_loader_until_it_is_resumed_to_its_end(db_url, db, tm
         env={"PIPELINE_KILL_AT": "accounted:2"},
     )
     assert killed.returncode == -9, killed.stderr
+
+
+def test_a_killed_run_is_no_loader_until_it_is_resumed_to_its_end(db_url, db, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(1, 11)])
+    killed_after_two_batches(db_url, path)
     # Two batches committed, a third perhaps (it may have been loading when the run was killed).
     [killed_loaded] = rows(db, "SELECT sum(loaded)::int AS n FROM pipeline_batches WHERE run_id = 'K'")
     again = cli("migrate", path, "--db", db_url, "--run-id", "NEW", "--batch-size", "3", "--report", "-")
@@ -179,19 +184,7 @@ def test_a_killed_run_is_no_loader_until_it_is_resumed_to_its_end(db_url, db, tm
 def test_a_resumed_run_keeps_the_inputs_it_skipped_and_reads_the_rest(db_url, db, export, tmp_path):
     first = run([export], db_url)
     other = write_jsonl(tmp_path / "other.jsonl", [memory(n) for n in range(90_001, 90_011)])
-    killed = cli(
-        "migrate",
-        export,
-        other,
-        "--db",
-        db_url,
-        "--run-id",
-        "K",
-        "--batch-size",
-        "3",
-        env={"PIPELINE_KILL_AT": "accounted:2"},
-    )
-    assert killed.returncode == -9, killed.stderr
+    killed_after_two_batches(db_url, export, other)
     [recorded] = rows(db, "SELECT inputs::text AS inputs FROM pipeline_runs WHERE run_id = 'K'")
     assert [i.get("loaded_by") for i in json.loads(recorded["inputs"])] == [first.run_id, None]
     resumed = cli("migrate", "--resume", "K", export, other, "--db", db_url, "--report", "-")
