@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.errors import InputError
 from pipeline.extract.inputs import as_source, input_format
 from pipeline.extract.jsonscan import top_level_keys
 from pipeline.extract.readers import file_frames
@@ -30,10 +31,15 @@ def record_keys(path: Source | Path, limit: int) -> frozenset[str]:
     (for a CSV, the headers of its filled cells): what the file holds, before a run starts.
 
     A look at a thousand records, once per file: plain ``json`` is quicker here than
-    starting a columnar reader."""
+    starting a columnar reader. A file that cannot be read there (a CSV's reader may read
+    ahead into a broken row) tells nothing: reading it, the run names where it breaks."""
     frames = file_frames(path, limit, frozenset())
-    first = next(frames, None)
-    frames.close()
+    try:
+        first = next(frames, None)
+    except InputError:
+        return frozenset()
+    finally:
+        frames.close()
     if first is None:
         return frozenset()
     keys: set[str] = set()
