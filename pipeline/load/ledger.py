@@ -268,3 +268,31 @@ def merges_arrow(run_id: str, batch_no: int, merges: pl.DataFrame) -> pa.Table:
         merged_ids="merged_ids",
         merged_sources="merged_sources",
     ).to_arrow(compat_level=pl.CompatLevel.oldest())
+
+
+def damaged_inputs(conn: Connection, run_id: str) -> list[dict]:
+    """The compressed inputs a run read only up to damage in their data, and the line it is at."""
+    damaged = conn.execute(
+        "SELECT source_file AS path, source_line AS line FROM pipeline_rejects "
+        "WHERE run_id = $1 AND reason = 'corrupt_compressed_input' ORDER BY source_file",
+        (run_id,),
+    )
+    return damaged.to_pylist() if damaged is not None else []
+
+
+def forget_records(conn: Connection, run_id: str, shard: int) -> bool:
+    """Remove a run's ledger rows of ``shard`` and the rejects of the records they hold; whether
+    there were any."""
+    with conn.transaction("reading the record that stopped the run again"):
+        forgotten = conn.execute(
+            "DELETE FROM pipeline_batches WHERE run_id = $1 AND shard = $2 RETURNING source_file, first_line",
+            (run_id, shard),
+        )
+        if forgotten is None or not forgotten.num_rows:
+            return False
+        conn.execute(
+            "DELETE FROM pipeline_rejects WHERE run_id = $1 AND (source_file, source_line) IN "
+            "(SELECT * FROM unnest($2::text[], $3::bigint[]))",
+            (run_id, forgotten.column(0).to_pylist(), forgotten.column(1).to_pylist()),
+        )
+    return True

@@ -14,7 +14,7 @@ from loguru import logger
 
 from pipeline.errors import DatabaseError, RunStopped
 from pipeline.load.connection import Connection
-from pipeline.load.ledger import ingest_rejects, record_batch, run_history
+from pipeline.load.ledger import forget_records, ingest_rejects, record_batch, run_history
 from pipeline.run.report import RunResult
 
 # The shard of the ledger row of a record that stopped a run: no shard of a batch has it.
@@ -63,16 +63,6 @@ def stop_at(loader: Connection, result: RunResult, number: int, rejects: pl.Data
 def forget_stop(loader: Connection, result: RunResult) -> None:
     """Before a resumed run goes on: remove the record that stopped it (its reject rows and
     ledger row), to be read again with its batch, and count ``result`` without it."""
-    with loader.transaction("reading the record that stopped the run again"):
-        forgotten = loader.execute(
-            "DELETE FROM pipeline_batches WHERE run_id = $1 AND shard = $2 RETURNING source_file, first_line",
-            (result.run_id, STOP_SHARD),
-        )
-        if forgotten is None or not forgotten.num_rows:
-            return
-        loader.execute(
-            "DELETE FROM pipeline_rejects WHERE run_id = $1 AND (source_file, source_line) IN "
-            "(SELECT * FROM unnest($2::text[], $3::bigint[]))",
-            (result.run_id, forgotten.column(0).to_pylist(), forgotten.column(1).to_pylist()),
-        )
+    if not forget_records(loader, result.run_id, STOP_SHARD):
+        return
     result.count_committed(*run_history(loader, result.run_id))

@@ -30,7 +30,15 @@ from pipeline.extract.inputs import find_inputs
 from pipeline.extract.sources import Source
 from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection
-from pipeline.load.ledger import ensure_schema, finish_run, fold_merges, run_history, run_record, start_run
+from pipeline.load.ledger import (
+    damaged_inputs,
+    ensure_schema,
+    finish_run,
+    fold_merges,
+    run_history,
+    run_record,
+    start_run,
+)
 from pipeline.load.server import redact_url, resolve_url
 from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import peak_rss_mb
@@ -130,7 +138,7 @@ def migrate(
             in_order = in_order_here if client is None else dask_in_order(client)
             run_batches(loader, dataset, config, files, started_at, result, _done(inputs), in_order)
             result.resized_inputs = _resized_inputs(files, sizes)
-            result.damaged_inputs = _damaged_inputs(loader, result.run_id)
+            result.damaged_inputs = damaged_inputs(loader, result.run_id)
         checkpoint("finish")
     except RunStopped as stop:
         _finish(loader, dataset, result, "aborted", str(stop))
@@ -243,16 +251,6 @@ def _resized_inputs(files: list[Source], sizes: list[int]) -> list[dict]:
             logger.warning("{} changed size during the run ({:,} → {:,} bytes)", path, size, now)
             changed.append({"path": str(path), "size_at_start": size, "size_at_end": now})
     return changed
-
-
-def _damaged_inputs(loader: Connection, run_id: str) -> list[dict]:
-    """The compressed inputs read only up to damage in their data, and the line it is at."""
-    damaged = loader.execute(
-        "SELECT source_file AS path, source_line AS line FROM pipeline_rejects "
-        "WHERE run_id = $1 AND reason = 'corrupt_compressed_input' ORDER BY source_file",
-        (run_id,),
-    )
-    return damaged.to_pylist() if damaged is not None else []
 
 
 def _fingerprints(files: list[Source], sizes: list[int]) -> Future[list[dict]]:
