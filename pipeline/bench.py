@@ -35,7 +35,9 @@ import polars as pl
 from pipeline.config import AUTO, BatchConfig
 from pipeline.errors import ConfigError
 from pipeline.extract import input_format, resolve_inputs, scan_batches
+from pipeline.extract.inputs import as_source
 from pipeline.extract.readers import CSV_OPTIONS
+from pipeline.extract.sources import Source
 from pipeline.load.databases import drop_database, fresh_database
 from pipeline.load.server import redact, resolve_url
 
@@ -297,16 +299,18 @@ def bench(
     return result
 
 
-def record_count(path: Path) -> int:
+def record_count(path: Source | Path) -> int:
     """How many records ``path`` holds, without validating them: JSONL lines are read but not
     parsed (blank ones are no records), a CSV's rows counted, a Parquet file's taken from its
     metadata; a JSON array is parsed, as every migration of it does."""
-    fmt = input_format(path)
-    if fmt == "csv":
-        return pl.scan_csv(path, **CSV_OPTIONS).select(pl.len()).collect().item()
+    source = as_source(path)
+    fmt = input_format(source)
+    if fmt == "csv" and not (source.streamed or source.transcoded or source.remote):
+        lazy = pl.scan_csv(source.location, separator=source.delimiter, **CSV_OPTIONS)
+        return lazy.select(pl.len()).collect().item()
     if fmt == "parquet":
-        return pl.scan_parquet(path).select(pl.len()).collect().item()
-    return sum(batch.frame.height for batch in scan_batches([path], max(DEFAULT_BATCH_SIZES)))
+        return pl.scan_parquet(source.location).select(pl.len()).collect().item()
+    return sum(batch.frame.height for batch in scan_batches([source], max(DEFAULT_BATCH_SIZES)))
 
 
 def fitted_sizes(sizes: Sequence[int], records: int) -> tuple[list[int], list[int]]:

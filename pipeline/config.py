@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -11,6 +12,43 @@ Mode = Literal["dedup", "standard"]
 AUTO = "auto"
 # The connections a run opens per shard: one loads, one looks up stored rows.
 CONNECTIONS = 2
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """How text inputs are read, as a user declared it: ``encoding`` a Python codec name (None:
+    UTF-8, or what a byte-order mark says), ``delimiter`` a CSV's one-character separator
+    (None: a tab for ``.tsv``, else told by the header)."""
+
+    encoding: str | None = None
+    delimiter: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.encoding is not None:
+            checked_encoding(self.encoding)
+        if self.delimiter is not None and (
+            len(self.delimiter) != 1 or not self.delimiter.isascii() or self.delimiter in '"\r\n'
+        ):
+            raise ConfigError(
+                f"delimiter must be one ASCII character other than a quote or line break, got "
+                f"{self.delimiter!r}; e.g. --delimiter ';' or --delimiter tab"
+            )
+
+
+DEFAULT_TEXT = TextOptions()
+
+
+def checked_encoding(name: str) -> str:
+    """The codec's own name, or a ConfigError for a name Python knows no text codec by."""
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        raise ConfigError(
+            f"unknown encoding {name!r}; use a Python codec name such as utf-8, cp1252, latin-1 or utf-16"
+        ) from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise ConfigError(f"{name!r} is not a text encoding; use one such as utf-8, cp1252 or utf-16")
+    return info.name
 
 
 @dataclass(frozen=True)
@@ -50,6 +88,10 @@ class BatchConfig:
         ``batch_size`` (the input is cut twice, alike: once for the groups, once to load).
     memory_limit_mb: with ``batch_size="auto"``, the resident memory the run should stay
         under (sizes stop growing at 70% of it and halve above 85%); unused otherwise.
+    encoding: the Python codec text inputs (JSONL, JSON, CSV) are in; None: UTF-8, or UTF-16
+        after its byte-order mark (``pipeline.extract.encoding``).
+    delimiter: the one character separating a CSV's cells; None: told by its header (a tab
+        for ``.tsv``).
     """
 
     batch_size: int | Literal["auto"] = 20_000
@@ -66,8 +108,11 @@ class BatchConfig:
     partitioning: Literal["records", "ranges"] = "records"
     max_connections: int = 2
     shards: int = 1
+    encoding: str | None = None
+    delimiter: str | None = None
 
     def __post_init__(self) -> None:
+        TextOptions(self.encoding, self.delimiter)  # refuses an unknown codec or a bad delimiter
         if self.batch_size != AUTO and (
             not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1
         ):
@@ -99,6 +144,11 @@ class BatchConfig:
             raise ConfigError(
                 f"similarity_threshold must be between 0 and 1, got {self.similarity_threshold!r}"
             )
+
+    @property
+    def text(self) -> TextOptions:
+        """How text inputs are read."""
+        return TextOptions(self.encoding, self.delimiter)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -253,7 +253,8 @@ def test_a_directory_without_exports_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("not an export")
     done = cli("migrate", tmp_path)
     assert done.returncode == 2
-    assert f"{tmp_path}: a directory without .jsonl/.ndjson, .json, .csv or .parquet files" in done.stderr
+    expected = f"{tmp_path}: a directory without .jsonl/.ndjson, .json, .csv/.tsv or .parquet files"
+    assert expected in done.stderr
 
 
 def test_an_empty_input_says_so_and_exits_0(db_url, db, tmp_path):

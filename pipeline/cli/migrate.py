@@ -20,6 +20,7 @@ from pipeline.cli.common import (
     report_run,
 )
 from pipeline.config import BatchConfig
+from pipeline.extract.encoding import delimiter_option
 from pipeline.replaying import replay as replay_rejects
 from pipeline.run.cluster import dask_client
 from pipeline.run.migrate import migrate as run_migration
@@ -95,8 +96,16 @@ def migrate(
         str | None,
         typer.Option(
             help="format of inputs whose name does not tell it (standard input): jsonl, ndjson, json, "
-            "csv or parquet, with .gz, .zst or .bz2 if compressed (csv.gz)"
+            "csv, tsv or parquet, with .gz, .zst or .bz2 if compressed (csv.gz)"
         ),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="codec of JSONL, JSON and CSV inputs, e.g. cp1252 (default: utf-8, or a BOM's)"),
+    ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(help="CSV cell separator, e.g. ';' or tab (default: told by the header; tab for .tsv)"),
     ] = None,
 ) -> None:
     """Migrate PATHS into the database and print a summary of the run.
@@ -122,6 +131,8 @@ def migrate(
         "self_name": self_name,
         "max_connections": max_connections or (2 * shards if shards else None),
         "shards": shards,
+        "encoding": encoding,
+        "delimiter": None if delimiter is None else delimiter_option(delimiter),
     }
     passed = {name: value for name, value in passed.items() if value is not None}
     json_out = fmt is ReportFormat.json or report == "-"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from pipeline.extract.readers import END, file_frames
+from pipeline.extract.sources import Source
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class RawBatch:
 
 
 def scan_batches(
-    paths: list[Path], batch_size: int | Callable[[], int], csv_json_columns: Iterable[str] = ()
+    paths: Sequence[Source | Path], batch_size: int | Callable[[], int], csv_json_columns: Iterable[str] = ()
 ) -> Iterator[RawBatch]:
     """All records of all files, in order, ``batch_size`` at a time.
 

@@ -9,7 +9,10 @@ Polars reads every quote so): the quotes of each range are counted first, anywhe
 (``quotes_in``), and each part is told whether its ends fall inside a cell
 (``with_quote_states``). A Parquet file is cut into row ranges of at most a batch that end
 where its row groups end. JSON arrays and compressed files (which cannot be cut) are read in
-order by the process that runs the migration (``scan_batches``).
+order by the process that runs the migration (``scan_batches``). So is a file in an encoding
+that may hold a line break's byte inside a character (UTF-16); one that keeps a line break
+and a quote their one ASCII byte each (cp1252, latin-1: ``encoding.cuttable``) is cut as
+UTF-8 is, each part made UTF-8 where it is read.
 
 A part's records are numbered from its own start (its first line or row is 1), with the
 count of lines or rows it holds: the process that takes the parts in order adds to each the
@@ -32,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
+from pipeline.extract.encoding import invalid_reason, to_utf8
 from pipeline.extract.inputs import as_source, input_format
 from pipeline.extract.readers import END, csv_text_frame, lines_to_frame, parquet_rows_frame
 from pipeline.extract.sources import Source
@@ -147,7 +151,8 @@ def read_part(part: Part, csv_json_columns: frozenset[str] = frozenset()) -> tup
         unit = "rows" if fmt == "parquet" else "bytes"
         where = f"{unit} {part.start:,}-{part.stop:,}"
         raise InputError(f"{path}: cannot be read at {where} ({exc})", path=str(path)) from exc
-    return lines_to_frame(chunk, 1, str(path), offset).drop(END), chunk.count(b"\n")
+    frame = lines_to_frame(to_utf8(chunk, path.encoding), 1, str(path), offset, invalid_reason(path.encoding))
+    return frame.drop(END), chunk.count(b"\n")
 
 
 def part_lines(part: Part) -> int:
@@ -172,7 +177,9 @@ def _csv_part(part: Part, json_columns: frozenset[str]) -> tuple[pl.DataFrame, i
     first_line = 1
     if start < header_end:
         body, start, first_line = body[header_end - start :], header_end, 2
-    frame, lines = csv_text_frame(header, body, first_line, start, size, part.path, json_columns)
+    encoding = part.source.encoding
+    header, body = to_utf8(header, encoding), to_utf8(body, encoding)
+    frame, lines = csv_text_frame(header, body, first_line, start, size, part.source, json_columns)
     return frame.drop(END), lines + first_line - 1
 
 

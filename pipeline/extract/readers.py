@@ -7,7 +7,8 @@ otherwise), ``raw`` (the record's text, JSON for every format) and
 A file is read in blocks or batches, never whole (but a JSON array). A UTF-8 byte-order
 mark at the start of a file (as Windows tools write it) is skipped. A JSONL line, CSV row or
 JSON array element holding bytes that are not UTF-8 is an ``invalid_utf8`` reject, its
-``raw`` showing them as U+FFFD.
+``raw`` showing them as U+FFFD. An input in another encoding is read as UTF-8 made of it
+(``Source.reading``), its bad bytes ``invalid_encoding`` rejects.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import polars as pl
 
 from pipeline.errors import InputError
 from pipeline.expressions import json_text
+from pipeline.extract.encoding import invalid_reason
 from pipeline.extract.inputs import as_source, input_format
 from pipeline.extract.jsonscan import array_elements
 from pipeline.extract.sources import CorruptInput, Source
@@ -59,10 +61,10 @@ def file_frames(
             yield from _line_frames(source)
         elif fmt == "json_array":
             yield _json_array_frame(source)
-        elif fmt == "csv" and (source.streamed or source.remote):
+        elif fmt == "csv" and (source.streamed or source.remote or source.transcoded):
             yield from _streamed_csv_frames(source, csv_json_columns)
         elif fmt == "csv":
-            yield from _csv_frames(Path(source.location), batch_size, csv_json_columns)
+            yield from _csv_frames(source, batch_size, csv_json_columns)
         else:
             yield from _parquet_frames(source, batch_size)
     except CorruptInput as damage:
@@ -88,11 +90,12 @@ def corrupt_frame(source: Source, damage: CorruptInput) -> pl.DataFrame:
 
 
 def _line_frames(source: Source) -> Iterator[pl.DataFrame]:
-    """JSONL: blocks of whole lines; a line is a record unless it is blank. A compressed
-    input's records end where the stored bytes read so far end."""
+    """JSONL: blocks of whole lines; a line is a record unless it is blank. A compressed or
+    transcoded input's records end where the stored bytes read so far end."""
     for chunk, first_line, offset, stored in _line_chunks(source):
-        frame = lines_to_frame(chunk, first_line, str(source), offset)
-        yield frame.with_columns(pl.lit(stored, pl.Int64).alias(END)) if source.streamed else frame
+        frame = lines_to_frame(chunk, first_line, str(source), offset, invalid_reason(source.encoding))
+        told_by_stored = source.streamed or source.transcoded
+        yield frame.with_columns(pl.lit(stored, pl.Int64).alias(END)) if told_by_stored else frame
 
 
 def _line_chunks(source: Source | Path) -> Iterator[tuple[bytes, int, int, int]]:
@@ -116,9 +119,12 @@ def _line_chunks(source: Source | Path) -> Iterator[tuple[bytes, int, int, int]]
             yield pending, first_line, offset, stored()
 
 
-def lines_to_frame(chunk: bytes, first_line: int, source: str, offset: int) -> pl.DataFrame:
+def lines_to_frame(
+    chunk: bytes, first_line: int, source: str, offset: int, invalid: str = "invalid_utf8"
+) -> pl.DataFrame:
     """The records of a chunk of whole lines that starts at byte ``offset`` of the file; a
-    byte-order mark at the file's start is skipped."""
+    byte-order mark at the file's start is skipped. A line holding bytes that are not UTF-8 is
+    an ``invalid`` reject (``invalid_encoding`` where they mark bytes of another encoding)."""
     if offset == 0 and chunk.startswith(codecs.BOM_UTF8):
         chunk, offset = chunk[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
     bad_lines = invalid_utf8_lines(chunk)
@@ -137,7 +143,7 @@ def lines_to_frame(chunk: bytes, first_line: int, source: str, offset: int) -> p
             source_line=pl.col("index").cast(pl.Int64) + first_line,
             raw=pl.col("raw"),
             parse_error=pl.when(pl.col("index").is_in([line for line, _, _ in bad_lines]))
-            .then(pl.lit("invalid_utf8"))
+            .then(pl.lit(invalid))
             .otherwise(pl.lit(None, pl.String)),
             **{END: pl.col(END)},
         )
@@ -181,8 +187,8 @@ def _with_replacement_characters(chunk: bytes, bad_lines: list[tuple[int, int, i
 
 def _json_array_frame(source: Source) -> pl.DataFrame:
     """A JSON array file: one record per element, its text as written on one line (the file
-    is parsed whole). In a file that is not UTF-8, the elements holding U+FFFD are
-    ``invalid_utf8``: each may hold the file's bad bytes."""
+    is parsed whole). In a file with bad bytes, the elements holding U+FFFD are
+    ``invalid_utf8`` (``invalid_encoding``): each may hold the file's bad bytes."""
     with source.reading() as (handle, _):
         data = handle.read().removeprefix(codecs.BOM_UTF8)
     try:
@@ -197,7 +203,7 @@ def _json_array_frame(source: Source) -> pl.DataFrame:
     # JSON holds a line break only between tokens, where a space means the same.
     return _raw_frame(source, elements, None).with_columns(
         raw=pl.col("raw").str.replace_all(r"[\r\n]", " "),
-        parse_error=pl.when(bad).then(pl.lit("invalid_utf8")).otherwise("parse_error"),
+        parse_error=pl.when(bad).then(pl.lit(invalid_reason(source.encoding))).otherwise("parse_error"),
     )
 
 
@@ -214,12 +220,14 @@ def _raw_frame(source: Source, raws: list[str], error: str | None) -> pl.DataFra
     return frame.with_columns((lengths.cum_sum() * (size / lengths.sum())).cast(pl.Int64).alias(END))
 
 
-def _csv_frames(path: Path, batch_size: int, json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
-    """CSV: each row becomes a JSON object (``csv_rows_frame``). Polars skips a byte-order
-    mark before the header. A file without a header (empty or blank) holds no records."""
+def _csv_frames(source: Source, batch_size: int, json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
+    """A local UTF-8 CSV: each row becomes a JSON object (``csv_rows_frame``). Polars skips a
+    byte-order mark before the header. A file without a header (empty or blank) holds no
+    records."""
+    path = Path(source.location)
     if _blank(path):
         return
-    lazy = pl.scan_csv(path, **CSV_OPTIONS)
+    lazy = pl.scan_csv(path, separator=source.delimiter, **CSV_OPTIONS)
     next_line = 2
     offset = _header_bytes(path)
     size = path.stat().st_size
@@ -259,10 +267,13 @@ class _InvalidUtf8Lines:
 
 
 def with_invalid_utf8(
-    frame: pl.DataFrame, last_line: int, invalid_lines: Callable[[int], list[int]]
+    frame: pl.DataFrame,
+    last_line: int,
+    invalid_lines: Callable[[int], list[int]],
+    reason: str = "invalid_utf8",
 ) -> pl.DataFrame:
     """CSV rows (``csv_rows_frame``, up to line ``last_line``) holding bytes that are not UTF-8
-    made ``invalid_utf8`` rejects. Polars read those bytes as U+FFFD: only a frame holding one
+    made ``reason`` rejects. Polars read those bytes as U+FFFD: only a frame holding one
     asks ``invalid_lines`` (the line numbers holding such bytes, up to a line) which rows
     really do (U+FFFD may be written as itself)."""
     if frame.is_empty() or not frame["raw"].str.contains("\ufffd", literal=True).any():
@@ -274,7 +285,7 @@ def with_invalid_utf8(
     held = row.filter((bad >= starts.gather(row)) & (bad <= ends.gather(row)))
     return frame.with_columns(
         parse_error=pl.when(pl.int_range(pl.len()).is_in(held.implode()))
-        .then(pl.lit("invalid_utf8"))
+        .then(pl.lit(reason))
         .otherwise("parse_error")
     )
 
@@ -355,14 +366,14 @@ def _streamed_csv_frames(source: Source, json_columns: frozenset[str]) -> Iterat
             data = carry + chunk
             cut = _last_row_end(data)
             body, carry = data[:cut], data[cut:]
-            frame, lines = csv_text_frame(header, body, next_line, start, size, str(source), json_columns)
+            frame, lines = csv_text_frame(header, body, next_line, start, size, source, json_columns)
             next_line, start = next_line + lines, start + len(body)
             yield frame.with_columns(pl.lit(stored, pl.Int64).alias(END)) if source.streamed else frame
     except CorruptInput as damage:
         damage.line = next_line  # type: ignore[attr-defined]
         raise
     if carry:
-        yield csv_text_frame(header, carry, next_line, start, size, str(source), json_columns)[0]
+        yield csv_text_frame(header, carry, next_line, start, size, source, json_columns)[0]
 
 
 def _last_row_end(data: bytes) -> int:
@@ -380,19 +391,20 @@ def csv_text_frame(
     first_line: int,
     start: int,
     size: int,
-    source: str,
+    source: Source,
     json_columns: frozenset[str],
 ) -> tuple[pl.DataFrame, int]:
-    """The raw records of CSV rows ``body`` (whole rows, starting on line ``first_line`` at
-    byte ``start``) read under ``header``, and how many lines they span."""
+    """The raw records of CSV rows ``body`` (whole rows in UTF-8, starting on line
+    ``first_line`` at byte ``start``) read under ``header``, and how many lines they span."""
     if not (header + body).removeprefix(codecs.BOM_UTF8).strip():
         return pl.DataFrame(schema={**RAW_SCHEMA, END: pl.Int64}), body.count(b"\n")
-    rows = pl.read_csv(header + body, **CSV_OPTIONS)
-    frame, lines = csv_rows_frame(rows, source, first_line, start, size, json_columns)
+    rows = pl.read_csv(header + body, separator=source.delimiter, **CSV_OPTIONS)
+    frame, lines = csv_rows_frame(rows, str(source), first_line, start, size, json_columns)
     frame = with_invalid_utf8(
         frame,
         first_line + lines - 1,
         lambda _: [first_line + index for index, _, _ in invalid_utf8_lines(body)],
+        invalid_reason(source.encoding),
     )
     return frame, lines
 

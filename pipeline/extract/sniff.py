@@ -23,7 +23,9 @@ def input_schema(path: Source | Path) -> pl.Schema:
     with source.reading() as (handle, _):
         header = handle.readline()
     # A file without a header (empty, or blank lines) holds no records: no shape to refuse.
-    return pl.read_csv(header, infer_schema=False).schema if header.strip() else pl.Schema()
+    if not header.strip():
+        return pl.Schema()
+    return pl.read_csv(header, infer_schema=False, separator=source.delimiter).schema
 
 
 def record_keys(path: Source | Path, limit: int) -> frozenset[str]:

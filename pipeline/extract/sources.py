@@ -21,9 +21,10 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from pipeline.errors import InputError
+from pipeline.extract.encoding import UTF8, Transcoder, cuttable, is_utf8
 
 STDIN = "<stdin>"
 COPY_BYTES = 1024 * 1024
@@ -37,14 +38,22 @@ FORMATS = {
     ".jsonlines": "lines",
     ".json": "json",
     ".csv": "csv",
+    ".tsv": "csv",
     ".parquet": "parquet",
 }
-FORMAT_NAMES = {"jsonl": "lines", "ndjson": "lines", "json": "json", "csv": "csv", "parquet": "parquet"}
+FORMAT_NAMES = {
+    "jsonl": "lines",
+    "ndjson": "lines",
+    "json": "json",
+    "csv": "csv",
+    "tsv": "csv",
+    "parquet": "parquet",
+}
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 COMPRESSION_NAMES = {"gz": "gzip", "gzip": "gzip", "zst": "zstd", "zstd": "zstd", "bz2": "bz2"}
 MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bz2"))
-KNOWN_FORMATS = ".jsonl/.ndjson, .json, .csv or .parquet"
-COMPRESSED = "the first three also compressed as .gz, .zst or .bz2"
+KNOWN_FORMATS = ".jsonl/.ndjson, .json, .csv/.tsv or .parquet"
+COMPRESSED = "all but .parquet also compressed as .gz, .zst or .bz2"
 
 
 class CorruptInput(Exception):
@@ -55,11 +64,20 @@ class CorruptInput(Exception):
         self.decoded = decoded
 
 
+class ByteStream(Protocol):
+    """What the readers read an input's content through."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readline(self) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Source:
     """An input: ``label`` as the run records it (the path as given, the URL, ``<stdin>``),
     ``location`` where its bytes are (a local path or a URL; standard input's copy), its
-    ``kind`` (lines, json, csv, parquet) and ``compression`` (None, gzip, zstd, bz2).
+    ``kind`` (lines, json, csv, parquet), ``compression`` (None, gzip, zstd, bz2), the
+    ``encoding`` its text is in and a CSV's ``delimiter`` (both told: ``inputs``).
 
     It answers what the run asks of a ``Path``: ``str()``, ``name``, ``stat().st_size`` (the stored
     bytes) and ``exists()``."""
@@ -69,6 +87,8 @@ class Source:
     kind: str
     compression: str | None = None
     stored_size: int | None = None  # an object's (a store is asked once), None for a local file
+    encoding: str = UTF8
+    delimiter: str = ","
 
     def __str__(self) -> str:
         return self.label
@@ -83,9 +103,15 @@ class Source:
         return is_url(self.location)
 
     @property
+    def transcoded(self) -> bool:
+        """Whether its text is read as UTF-8 made of another encoding."""
+        return not is_utf8(self.encoding)
+
+    @property
     def streamed(self) -> bool:
-        """Whether its bytes can only be read in order (no seeking into its records)."""
-        return self.compression is not None
+        """Whether its bytes can only be read in order (no seeking into its records): it is
+        compressed, or its encoding may hold a line break's byte inside a character."""
+        return self.compression is not None or not cuttable(self.encoding)
 
     def stat(self) -> os.stat_result:
         if self.stored_size is not None:
@@ -104,32 +130,29 @@ class Source:
         return open(self.location, "rb")
 
     @contextmanager
-    def reading(self) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
-        """Its decompressed bytes, and a function telling how many stored bytes were read."""
+    def reading(self, as_utf8: bool = True) -> Iterator[tuple[ByteStream, Callable[[], int]]]:
+        """Its decompressed bytes (made UTF-8 unless ``as_utf8`` is False: its content as it
+        is), and a function telling how many stored bytes were read."""
         with self.open_stored() as stored:
-            if self.compression is None:
-                yield stored, stored.tell
-            else:
-                with _Decoded(stored, self.compression) as decoded:
-                    yield decoded, stored.tell
+            content: ByteStream = stored
+            if self.compression is not None:
+                content = _Decoded(stored, self.compression)
+            if as_utf8 and self.transcoded:
+                content = _Transcoded(content, self.encoding)
+            yield content, stored.tell
 
 
 def is_url(name: str) -> bool:
     return "://" in name
 
 
-class _Decoded:
-    """The decompressed bytes of a stored stream, decoded as it is read (a ``.gz`` of many
-    members, a ``.zst`` of many frames, read through). Where decoding fails, or the stored
-    bytes end before the compressed data does, what decoded before is read first, then
-    ``CorruptInput``."""
+class _Refilled:
+    """A stream read from a buffer that ``_fill`` tops up (setting ``_done`` at the end, or
+    ``_damage``): what was read before damage is read first, then ``CorruptInput``."""
 
-    def __init__(self, stored: IO[bytes], compression: str) -> None:
-        self._stored = stored
-        self._compression = compression
-        self._decompressor = _decompressor(compression)
+    def __init__(self) -> None:
         self._buffer = bytearray()
-        self._decoded = 0  # bytes handed out
+        self._handed_out = 0
         self._done = False
         self._damage: CorruptInput | None = None
 
@@ -141,7 +164,7 @@ class _Decoded:
         size = len(self._buffer) if size < 0 else min(size, len(self._buffer))
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
-        self._decoded += size
+        self._handed_out += size
         return data
 
     def readline(self) -> bytes:
@@ -149,6 +172,27 @@ class _Decoded:
             self._fill()
         end = self._buffer.find(b"\n") + 1
         return self.read(end or -1)
+
+    def _fill(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> _Refilled:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._buffer.clear()
+
+
+class _Decoded(_Refilled):
+    """The decompressed bytes of a stored stream, decoded as it is read (a ``.gz`` of many
+    members, a ``.zst`` of many frames, read through). Where decoding fails, or the stored
+    bytes end before the compressed data does, it is damaged."""
+
+    def __init__(self, stored: IO[bytes], compression: str) -> None:
+        super().__init__()
+        self._stored = stored
+        self._compression = compression
+        self._decompressor = _decompressor(compression)
 
     def _fill(self) -> None:
         chunk = self._stored.read(STORED_READ_BYTES)
@@ -163,17 +207,30 @@ class _Decoded:
                 self._buffer += self._decompressor.decompress(chunk)
                 chunk = self._decompressor.unused_data if self._decompressor.eof else b""
         except (EOFError, OSError, zlib.error, ValueError) as exc:
-            self._damage = CorruptInput(self._decoded + len(self._buffer), exc)
+            self._damage = CorruptInput(self._handed_out + len(self._buffer), exc)
         except Exception as exc:  # zstandard.ZstdError
             if type(exc).__name__ != "ZstdError":
                 raise
-            self._damage = CorruptInput(self._decoded + len(self._buffer), exc)
+            self._damage = CorruptInput(self._handed_out + len(self._buffer), exc)
 
-    def __enter__(self) -> _Decoded:
-        return self
 
-    def __exit__(self, *_: object) -> None:
-        self._buffer.clear()
+class _Transcoded(_Refilled):
+    """Bytes in another encoding read as UTF-8 (``encoding.Transcoder``); damage found in the
+    bytes below (``CorruptInput``) is its damage."""
+
+    def __init__(self, content: ByteStream, encoding: str) -> None:
+        super().__init__()
+        self._content = content
+        self._transcoder = Transcoder(encoding)
+
+    def _fill(self) -> None:
+        try:
+            block = self._content.read(STORED_READ_BYTES)
+        except CorruptInput as damage:
+            self._damage = damage
+            return
+        self._done = not block
+        self._buffer += self._transcoder.utf8(block, final=self._done)
 
 
 class _Decompressor:
@@ -236,6 +293,14 @@ def told_format(name: str) -> tuple[str, str | None] | None:
 
 def sniffed_compression(head: bytes) -> str | None:
     return next((name for magic, name in MAGIC if head.startswith(magic)), None)
+
+
+def tab_separated(name: str) -> bool:
+    """Whether a name (or an ``--input-format``) says tab-separated: ``a.tsv``, ``tsv.gz``."""
+    base = name.rsplit("/", 1)[-1].lower()
+    for suffix in COMPRESSIONS:
+        base = base.removesuffix(suffix)
+    return base == "tsv" or base.endswith(".tsv")
 
 
 def stdin_source(input_format: str | None) -> Source:

@@ -40,7 +40,9 @@ PARSE_MESSAGES = {
     "not_an_object": "the record is valid JSON but not an object; each record must be a "
     'JSON object like {"id": ...}',
     "invalid_utf8": "the line holds bytes that are not UTF-8 (shown here as \ufffd); "
-    "re-export the file as UTF-8",
+    "re-export the file as UTF-8, or name its encoding with --encoding (e.g. cp1252)",
+    "invalid_encoding": "the line holds bytes that are not valid in the encoding named with "
+    "--encoding (shown here as \ufffd); name the file's own encoding or fix those bytes",
     "too_deep": f"the record nests arrays or objects more than {MAX_STORED_DEPTH:,} levels deep in "
     "a part stored as JSON, deeper than PostgreSQL reads; flatten that part or drop the record",
 }

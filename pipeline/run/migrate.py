@@ -105,7 +105,7 @@ def migrate(
         if client is not None:
             config = replace(config, partitioning="ranges")
         dataset = get_dataset(config.dataset)
-        files, ignored = _new_inputs(paths, dataset, input_format)
+        files, ignored = _new_inputs(paths, dataset, input_format, config)
     url = resolve_url(db_url)
     loader = Connection(url)
     result: RunResult | None = None
@@ -114,7 +114,7 @@ def migrate(
             run = resumable(loader, resume)
             config = resumed_config(run, config)
             dataset = get_dataset(config.dataset)
-            files = resumed_inputs(run, paths, input_format)
+            files = resumed_inputs(run, paths, config, input_format)
         # The inputs as the run starts: a file that grows while it is read is taken so.
         sizes = [f.stat().st_size for f in files]
         # Hashing the inputs keeps a core busy for a while (0.1 s for 200k records, 1.8 s for
@@ -204,11 +204,11 @@ def _new_run(
 
 
 def _new_inputs(
-    paths: Sequence[str | os.PathLike[str]], dataset: Dataset, input_format: str | None
+    paths: Sequence[str | os.PathLike[str]], dataset: Dataset, input_format: str | None, config: BatchConfig
 ) -> tuple[list[Source], list[dict[str, str]]]:
     """The files a new run reads, and what its directories and globs held that it ignores;
     files of another dataset or of a shape no record of which can load are refused."""
-    found = find_inputs(paths, input_format)
+    found = find_inputs(paths, input_format, config.text)
     refuse_foreign_inputs(found.files, dataset)
     refuse_misshapen_inputs(found.files, dataset)
     return found.files, found.ignored

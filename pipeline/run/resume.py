@@ -20,9 +20,17 @@ from pipeline.load.connection import Connection
 from pipeline.load.ledger import run_history, run_record, runs_reading
 from pipeline.run.report import RunResult
 
-# Settings that change what is decided of a record: an input a completed run migrated under
-# the same ones is not read again.
-DECISION_SETTINGS = ("dataset", "mode", "validate_first", "similarity_threshold", "self_name")
+# Settings that change what a record is or what is decided of it: an input a completed run
+# migrated under the same ones is not read again.
+DECISION_SETTINGS = (
+    "dataset",
+    "mode",
+    "validate_first",
+    "similarity_threshold",
+    "self_name",
+    "encoding",
+    "delimiter",
+)
 # Those, and the settings that change how a run's ledger counts its batches (per shard): a
 # resumed run must keep them.
 RESULT_SETTINGS = (*DECISION_SETTINGS, "batch_size", "shards")
@@ -107,7 +115,7 @@ def already_migrated(loader: Connection, inputs: list[dict], config: BatchConfig
 
 
 def resumed_inputs(
-    run: dict, paths: Sequence[str | os.PathLike[str]], input_format: str | None = None
+    run: dict, paths: Sequence[str | os.PathLike[str]], config: BatchConfig, input_format: str | None = None
 ) -> list[Source]:
     """The run's recorded inputs but those it skipped (``already_migrated``); ``paths``, when
     given, must name the same files as all of them. A run that read standard input cannot be
@@ -121,15 +129,16 @@ def resumed_inputs(
     input_format = input_format or next(
         (i["input_format"] for i in run["inputs"] if "input_format" in i), None
     )
-    if paths and [os.path.normpath(p) for p in map(str, resolve_inputs(paths, input_format))] != [
-        os.path.normpath(p) for p in recorded
-    ]:
+    given = resolve_inputs(paths, input_format, config.text) if paths else None
+    normalized = [os.path.normpath(p) for p in recorded]
+    if given is not None and [os.path.normpath(str(g)) for g in given] != normalized:
         raise ConfigError(
             f"cannot resume {run['run_id']}: its input files changed since it started (it read "
             f"{', '.join(recorded)}; now {', '.join(map(str, paths))}); start a new run instead"
         )
     try:
-        return resolve_inputs([i["path"] for i in run["inputs"] if "loaded_by" not in i], input_format)
+        unread = [i["path"] for i in run["inputs"] if "loaded_by" not in i]
+        return resolve_inputs(unread, input_format, config.text)
     except InputError as exc:
         if exc.path is None or os.path.isabs(exc.path):
             raise
