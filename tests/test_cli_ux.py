@@ -288,3 +288,11 @@ def test_near_duplicates_are_described_with_their_score_and_shown_rounded(db_url
     assert near.startswith(f"{result.similar_merged} records: near duplicates (similarity 0.")
     assert "of kept memories, merged into them" in near
     assert "already loaded" not in reasons["exact_duplicate"].text()
+
+
+def test_a_run_without_rejects_points_at_none(db_url, tmp_path):
+    clean = cli("migrate", write_jsonl(tmp_path / "clean.jsonl", [memory(1)]), "--db", db_url)
+    broken = cli("migrate", write_jsonl(tmp_path / "broken.jsonl", ["{not json"]), "--db", db_url)
+    assert clean.returncode == broken.returncode == 0
+    assert "pipeline rejects" not in clean.stdout
+    assert "inspect them: pipeline rejects --run" in broken.stdout

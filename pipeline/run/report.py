@@ -185,7 +185,7 @@ class RunResult:
             lines.append("  top reasons:")
             for reason, count in sorted(self.errors_by_reason.items(), key=lambda kv: -kv[1])[:top]:
                 lines.append(f"    {count:>9,}  {reason}")
-        lines.append(f"  inspect them: pipeline rejects --run {self.run_id}")
+            lines.append(f"  inspect them: pipeline rejects --run {self.run_id}")
         return "\n".join(lines)
 
 
