@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pipeline.errors import ConfigError
 
@@ -52,8 +52,48 @@ def checked_encoding(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class DecisionRules:
+    """What a run decides by: a resume and a replay keep them, and an input that a completed
+    run read whole under the same rules is not read again."""
+
+    dataset: str
+    mode: Mode
+    validate_first: bool
+    similarity_threshold: float
+    self_name: str
+    encoding: str | None
+    delimiter: str | None
+
+
+@dataclass(frozen=True)
+class StopRules:
+    """When a run stops short of its end: each command's own (a resume does not inherit them)."""
+
+    continue_on_error: bool
+    max_errors: int | None
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a run is carried out: a resume may change these, but ``batch_size`` and ``shards``,
+    by which the ledger numbers the batches it committed."""
+
+    batch_size: int | Literal["auto"]
+    memory_limit_mb: int
+    partitioning: Literal["records", "ranges"]
+    max_connections: int
+    shards: int
+    log_progress: bool
+
+
+Part = TypeVar("Part", DecisionRules, StopRules, Execution)
+
+
+@dataclass(frozen=True)
 class BatchConfig:
-    """How a migration runs (the original's ``BatchProcessingConfig``, plus our knobs).
+    """How a migration runs (the original's ``BatchProcessingConfig``, plus our knobs): one
+    flat object to build, read in parts that say who may change them (``rules``,
+    ``stop_rules``, ``execution``) and ``replay_of``, where a run's records came from.
 
     batch_size: records read, validated and committed together, or ``"auto"``: the
         run picks the size during the run from measured throughput and memory
@@ -149,6 +189,21 @@ class BatchConfig:
     def text(self) -> TextOptions:
         """How text inputs are read."""
         return TextOptions(self.encoding, self.delimiter)
+
+    @property
+    def rules(self) -> DecisionRules:
+        return self._part(DecisionRules)
+
+    @property
+    def stop_rules(self) -> StopRules:
+        return self._part(StopRules)
+
+    @property
+    def execution(self) -> Execution:
+        return self._part(Execution)
+
+    def _part(self, part: type[Part]) -> Part:
+        return part(**{f.name: getattr(self, f.name) for f in fields(part)})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -44,6 +44,7 @@ ENGINES = {
     "distributed": ("pipeline.run.cluster",),
 }
 MAX_LINES = 450  # about 400: a module past it holds more than one job
+MAX_FUNCTION_LINES = 60
 
 
 def modules() -> dict[str, Path]:
@@ -137,6 +138,20 @@ def test_each_engine_is_imported_only_where_it_belongs(engine):
 def test_modules_stay_short():
     long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_functions_do_one_thing():
+    """A function past ``MAX_FUNCTION_LINES`` does more than one thing; a command of the CLI
+    is mostly the declaration of its options, and may."""
+    long = {
+        f"{module}.{node.name}": length
+        for module, path in modules().items()
+        if not module.startswith("pipeline.cli")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (length := (node.end_lineno or node.lineno) - node.lineno + 1) > MAX_FUNCTION_LINES
+    }
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 
 def test_importing_the_library_only_defines_names():

@@ -11,7 +11,7 @@ from pipeline.dedup import similarity
 from pipeline.dedup.known import KnownKeys
 from pipeline.dedup.plan import near_duplicate_input
 from pipeline.dedup.similarity import comparable, scores, similar_pairs
-from pipeline.run import pipelining, retry
+from pipeline.run import commit
 from tests.conftest import assert_invariant, rows, write_jsonl
 
 
@@ -174,7 +174,7 @@ def test_stored_rows_and_the_previous_batchs_count_whether_the_early_lookup_work
         raise DatabaseError("the lookup connection broke")
 
     if early_lookup == "fails":  # then each batch looks its matches up in its own transaction
-        monkeypatch.setattr(pipelining, "stored_rows", broken)
+        monkeypatch.setattr(commit, "stored_rows", broken)
     a = record("A", "w1 w2 w3 w4 w5 w6", ["m1", "m2"], ["p1"])
     b = record("B", "w1 w2 w3 w4 w5 x6", ["m2", "m3"], ["p1"])
     c = record("C", "w1 w2 w3 w4 w5 y6", ["m1"], ["p1"])
@@ -247,15 +247,15 @@ def test_a_duplicate_of_a_row_another_writer_stores_during_the_run_is_refused(
     # by the unique constraint, near duplicates on or off.
     a, b = record("A", "a words", ["a1"], ["p1"]), record("B", "b words", ["b1"], ["p2"])
     c = record("C", "c words", ["c1"], ["p3"])
-    load_batch = retry.load_batch
+    transaction = commit.DatabaseSink._transaction
     others = []
 
     def other_writer_first(*args, **kwargs):
-        monkeypatch.setattr(retry, "load_batch", load_batch)
+        monkeypatch.setattr(commit.DatabaseSink, "_transaction", transaction)
         others.append(run(tmp_path, db_url, [c], name="other.jsonl"))
-        return load_batch(*args, **kwargs)
+        return transaction(*args, **kwargs)
 
-    monkeypatch.setattr(retry, "load_batch", other_writer_first)
+    monkeypatch.setattr(commit.DatabaseSink, "_transaction", other_writer_first)
     result = run(tmp_path, db_url, [a, b, {**c, "id": "C2"}], batch_size=1, similarity_threshold=threshold)
     assert len(others) == 1
     for done in (*others, result):

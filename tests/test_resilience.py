@@ -21,7 +21,7 @@ from pipeline.load.connection import Connection
 from pipeline.load.databases import fresh_database
 from pipeline.load.ledger import ensure_schema
 from pipeline.load.server import start_embedded, stop_embedded
-from pipeline.run import pipelining
+from pipeline.run import lane
 from tests.conftest import ROOT, assert_invariant, final_state, memory, rows, write_jsonl
 
 SAMPLE = ROOT / "data" / "sample.jsonl"
@@ -381,7 +381,7 @@ def test_stored_keys_that_cannot_be_read_fail_the_run_at_once(db_url, db, tmp_pa
     def broken(conn, dataset):
         raise TransientDatabaseError("database error while reading the stored keys: connection lost")
 
-    monkeypatch.setattr(pipelining, "known_keys", broken)
+    monkeypatch.setattr(lane, "known_keys", broken)
     path = write_jsonl(tmp_path / "in.jsonl", [memory(n) for n in range(1, 6)])
     started = time.monotonic()
     with pytest.raises(DatabaseError, match="reading the stored keys"):

@@ -13,6 +13,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -191,7 +192,7 @@ def test_known_keys_keep_no_batch_handed_over_in_shared_memory(tmp_path):
     file must be unmapped once the batch is done all the same."""
     known = KnownKeys()
     ids = [f"memory-{n:020d}" for n in range(1_000)]  # longer than the 12 bytes a view holds itself
-    folder = run_cluster._shared_folder()
+    folder = run_cluster._shared_folder(run_cluster.SHARED_MEMORY or tempfile.gettempdir())
     try:
         batch = pl.DataFrame({"record": range(1_000), "id": ids, "raw": ["x" * 500] * 1_000}).with_columns(
             content_hash=pl.col("id"), sources=pl.concat_list(pl.col("id"))

@@ -5,6 +5,7 @@ translated where they cross into the pipeline. The only module that imports the 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -33,11 +34,13 @@ RowRefusal = adbc_driver_manager.DatabaseError
 
 
 class Connection:
-    """One connection, used by one thread at a time."""
+    """One connection. Its transactions run one at a time, whichever thread asks: a run's
+    connection is shared by its first lane's loader and the run's own ledger rows."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._connection = self._connect()
+        self._in_transaction = threading.RLock()
 
     def _connect(self):
         try:
@@ -78,16 +81,17 @@ class Connection:
     @contextmanager
     def transaction(self, doing: str) -> Iterator[None]:
         """BEGIN … COMMIT; on any error roll back, and translate driver errors at the edge."""
-        try:
-            self.execute("BEGIN")
-            yield
-            self.execute("COMMIT")
-        except adbc_driver_manager.Error as exc:
-            self._rollback()
-            raise translate(exc, f"database error while {doing} on {redact_url(self.url)}") from exc
-        except BaseException:
-            self._rollback()
-            raise
+        with self._in_transaction:
+            try:
+                self.execute("BEGIN")
+                yield
+                self.execute("COMMIT")
+            except adbc_driver_manager.Error as exc:
+                self._rollback()
+                raise translate(exc, f"database error while {doing} on {redact_url(self.url)}") from exc
+            except BaseException:
+                self._rollback()
+                raise
 
     def _rollback(self) -> None:
         # When the connection is gone, the error being raised already says so.

@@ -122,7 +122,7 @@ def dask_in_order(client: Any) -> Callable[[Callable, Iterable[tuple]], Iterator
         # Workers on this host hand their results over in shared memory, as files this
         # process maps: through the loopback network, a 20,000-record batch (about 57 MB)
         # cost 0.33 core-seconds to send and receive, in files about half of that.
-        folder = _shared_folder() if same_host and SHARED_MEMORY else None
+        folder = _shared_folder(SHARED_MEMORY) if same_host and SHARED_MEMORY else None
         try:
             for args in arguments:
                 pending.append(client.submit(_handed_over, folder, function, *args, pure=False))
@@ -138,14 +138,14 @@ def dask_in_order(client: Any) -> Callable[[Callable, Iterable[tuple]], Iterator
     return in_order
 
 
-def _shared_folder() -> str:
+def _shared_folder(shared_memory: str) -> str:
     """A folder of this process in shared memory, after removing those of processes that died
     (a killed run cannot remove its own; what it holds would stay in memory)."""
-    for folder in Path(SHARED_MEMORY).glob("pipeline-*-*"):
+    for folder in Path(shared_memory).glob("pipeline-*-*"):
         pid = folder.name.split("-")[1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(folder, ignore_errors=True)
-    return tempfile.mkdtemp(prefix=f"pipeline-{os.getpid()}-", dir=SHARED_MEMORY)
+    return tempfile.mkdtemp(prefix=f"pipeline-{os.getpid()}-", dir=shared_memory)
 
 
 def _loopback(address: str) -> bool:

@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import compress
 from pathlib import Path
@@ -40,11 +40,10 @@ from pipeline.load.ledger import (
     start_run,
 )
 from pipeline.load.server import redact_url, resolve_url
-from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import peak_rss_mb
 from pipeline.run.cluster import dask_in_order
 from pipeline.run.failfast import forget_stop
-from pipeline.run.pipelining import run_batches
+from pipeline.run.pipelining import RunInputs, run_batches
 from pipeline.run.prepared import in_order_here
 from pipeline.run.report import RunResult
 from pipeline.run.resume import (
@@ -75,7 +74,7 @@ def migrate(
     """Migrate the records of ``paths`` into the database and return the run's counts.
 
     An input whose content (SHA-256) a completed run read whole under the same dataset and
-    decision rules (``resume.DECISION_SETTINGS``) is not read: each of its records would be
+    decision rules (``BatchConfig.rules``) is not read: each of its records would be
     a duplicate of itself. The report lists it in ``skipped_inputs``; ``recheck`` reads it
     all the same (a replay always does).
 
@@ -95,75 +94,135 @@ def migrate(
     """
     if isinstance(paths, str | os.PathLike):  # one path: not a sequence of its characters
         paths = [paths]
-    if resume and run_id and run_id != resume:
-        raise ConfigError(f"--run-id {run_id} and --resume {resume} name different runs")
-    ignored: list[dict[str, str]] = []
-    if client is not None and "-" in map(os.fspath, paths):
-        raise InputError("-: standard input cannot be read by --workers; save it to a file and migrate that")
-    if not resume:
-        config = config or BatchConfig()
-        if client is not None:
-            config = replace(config, partitioning="ranges")
-        dataset = get_dataset(config.dataset)
-        files, ignored = _new_inputs(paths, dataset, input_format, config)
+    request = _Request(paths, config, run_id, resume, client, input_format, recheck)
+    request.refuse_conflicts()
+    # A new run's inputs are found and checked before anything connects.
+    planned = None if resume else _planned(request)
     url = resolve_url(db_url)
     loader = Connection(url)
-    result: RunResult | None = None
     try:
-        if resume:
-            run = resumable(loader, resume)
-            config = resumed_config(run, config)
-            dataset = get_dataset(config.dataset)
-            files = resumed_inputs(run, paths, config, input_format)
-        # The inputs as the run starts: a file that grows while it is read is taken so.
-        sizes = [f.stat().st_size for f in files]
-        # Hashing the inputs keeps a core busy for a while (0.1 s for 200k records, 1.8 s for
-        # 2.7 GB): it runs beside the schema's check, before any input is read.
-        fingerprints = _fingerprints(files, sizes)
-        ensure_schema(loader, dataset)
-        if resume:
-            started_at, result = resumed(loader, run, fingerprints.result(), config, dataset)
-            forget_stop(loader, result)
-            # A run records its inputs' SHA-256 as it starts, unless an older version ran it.
-            inputs = run["inputs"] if all("sha256" in i for i in run["inputs"]) else fingerprints.result()
-        else:
-            found = [_recorded(f, input_format) for f in fingerprints.result()]
-            started_at, result, inputs = _new_run(loader, run_id, config, found, recheck)
-            result.ignored_paths = ignored
-            read = ["loaded_by" not in i for i in inputs]
-            files, sizes = list(compress(files, read)), list(compress(sizes, read))
-        result.database = redact_url(url)
-        start_run(loader, result.run_id, started_at, config.to_dict(), inputs)
-        if files:
-            in_order = in_order_here if client is None else dask_in_order(client)
-            run_batches(loader, dataset, config, files, started_at, result, _done(inputs), in_order)
-            result.resized_inputs = _resized_inputs(files, sizes)
-            result.damaged_inputs = damaged_inputs(loader, result.run_id)
-        checkpoint("finish")
-    except RunStopped as stop:
-        _finish(loader, dataset, result, "aborted", str(stop))
-        raise
-    except KeyboardInterrupt:
-        if result is None:
-            raise
-        _finish(loader, dataset, result, "interrupted", "interrupted")
-        raise RunInterrupted(
-            f"run {result.run_id} interrupted; its {len(result.batches):,} committed batches "
-            f"({result.processed:,} records) stay in the database",
-            run_id=result.run_id,
-            result=result,
-        ) from None
-    except BaseException as exc:
-        if result is not None:
-            _finish(loader, dataset, result, "failed", f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, PipelineError):
-                exc.run_id = result.run_id
-        raise
-    else:
-        _finish(loader, dataset, result, "completed", None)
+        return _carried_out(loader, url, request, planned)
     finally:
         loader.close()
-    return result
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What ``migrate`` was asked to do."""
+
+    paths: Sequence[str | os.PathLike[str]]
+    config: BatchConfig | None
+    run_id: str | None
+    resume: str | None
+    client: Any
+    input_format: str | None
+    recheck: bool
+
+    def refuse_conflicts(self) -> None:
+        if self.resume and self.run_id and self.run_id != self.resume:
+            raise ConfigError(f"--run-id {self.run_id} and --resume {self.resume} name different runs")
+        if self.client is not None and "-" in [os.fspath(p) for p in self.paths]:
+            raise InputError(
+                "-: standard input cannot be read by --workers; save it to a file and migrate that"
+            )
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A new run before it connects: its settings, its inputs, what its folders held besides."""
+
+    config: BatchConfig
+    files: list[Source]
+    ignored: list[dict[str, str]]
+
+
+@dataclass
+class _Run:
+    """A run as it starts: its settings, the inputs it reads and their sizes then, its result."""
+
+    config: BatchConfig
+    dataset: Dataset
+    files: list[Source]
+    sizes: list[int]
+    inputs: list[dict]
+    started_at: datetime
+    result: RunResult
+
+
+def _planned(request: _Request) -> _Planned:
+    config = request.config or BatchConfig()
+    if request.client is not None:
+        config = replace(config, partitioning="ranges")
+    files, ignored = _new_inputs(request.paths, get_dataset(config.dataset), request.input_format, config)
+    return _Planned(config, files, ignored)
+
+
+def _carried_out(loader: Connection, url: str, request: _Request, planned: _Planned | None) -> RunResult:
+    """The run from its record to its end, recorded however it ends."""
+    run: _Run | None = None
+    try:
+        run = _started(loader, request, planned)
+        run.result.database = redact_url(url)
+        start_run(loader, run.result.run_id, run.started_at, run.config.to_dict(), run.inputs)
+        if run.files:
+            in_order = in_order_here if request.client is None else dask_in_order(request.client)
+            read = RunInputs(run.files, run.inputs)
+            run_batches(loader, run.dataset, run.config, read, run.started_at, run.result, in_order)
+            run.result.resized_inputs = _resized_inputs(run.files, run.sizes)
+            run.result.damaged_inputs = damaged_inputs(loader, run.result.run_id)
+        checkpoint("finish")
+    except RunStopped as stop:
+        if run is not None:
+            _finish(loader, run.dataset, run.result, "aborted", str(stop))
+        raise
+    except KeyboardInterrupt:
+        if run is None:
+            raise
+        _finish(loader, run.dataset, run.result, "interrupted", "interrupted")
+        raise RunInterrupted(
+            f"run {run.result.run_id} interrupted; its {len(run.result.batches):,} committed batches "
+            f"({run.result.processed:,} records) stay in the database",
+            run_id=run.result.run_id,
+            result=run.result,
+        ) from None
+    except BaseException as exc:
+        if run is not None:
+            _finish(loader, run.dataset, run.result, "failed", f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, PipelineError):
+                exc.run_id = run.result.run_id
+        raise
+    _finish(loader, run.dataset, run.result, "completed", None)
+    return run.result
+
+
+def _started(loader: Connection, request: _Request, planned: _Planned | None) -> _Run:
+    """A new run, or the one resumed, as it starts: checked against the ledger, its inputs'
+    fingerprints taken (hashing keeps a core busy for a while, 0.1 s for 200k records, 1.8 s
+    for 2.7 GB: it runs beside the schema's check, before any input is read)."""
+    if planned is None:
+        assert request.resume is not None
+        record = resumable(loader, request.resume)
+        config = resumed_config(record, request.config)
+        files = resumed_inputs(record, request.paths, config, request.input_format)
+    else:
+        config, files = planned.config, planned.files
+    dataset = get_dataset(config.dataset)
+    # The inputs as the run starts: a file that grows while it is read is taken so.
+    sizes = [f.stat().st_size for f in files]
+    fingerprints = _fingerprints(files, sizes)
+    ensure_schema(loader, dataset)
+    if planned is None:
+        started_at, result = resumed(loader, record, fingerprints.result(), config, dataset)
+        forget_stop(loader, result)
+        # A run records its inputs' SHA-256 as it starts, unless an older version ran it.
+        done = record["inputs"] if all("sha256" in i for i in record["inputs"]) else fingerprints.result()
+        return _Run(config, dataset, files, sizes, done, started_at, result)
+    found = [_recorded(f, request.input_format) for f in fingerprints.result()]
+    started_at, result, inputs = _new_run(loader, request.run_id, config, found, request.recheck)
+    result.ignored_paths = planned.ignored
+    read = ["loaded_by" not in i for i in inputs]
+    files, sizes = list(compress(files, read)), list(compress(sizes, read))
+    return _Run(config, dataset, files, sizes, inputs, started_at, result)
 
 
 def recorded_config(run_id: str, db_url: str | None = None) -> BatchConfig:
@@ -268,12 +327,6 @@ def _fingerprints(files: list[Source], sizes: list[int]) -> Future[list[dict]]:
     return future
 
 
-def _done(value: list[dict]) -> Future[list[dict]]:
-    future: Future[list[dict]] = Future()
-    future.set_result(value)
-    return future
-
-
 def _finish(loader: Connection, dataset: Dataset, result: RunResult, status: str, reason: str | None) -> None:
     """Fold the run's merge notes into the kept rows and record how the run ended.
 
@@ -288,7 +341,7 @@ def _finish(loader: Connection, dataset: Dataset, result: RunResult, status: str
             fold_merges(loader, dataset)
             seconds = perf_counter() - folding
             result.seconds += seconds
-            add_seconds(result.stage_seconds, "load", seconds)
+            result.add_stage_seconds({"load": seconds})
         result.peak_rss_mb = peak_rss_mb()
         finish_run(loader, result.run_id, status, result.to_dict())
     except Exception as exc:  # the run's own error matters more than its bookkeeping

@@ -10,7 +10,7 @@ batch in input order (``pipelining``).
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import islice
@@ -35,6 +35,7 @@ from pipeline.extract.parts import (
     readable_in_parts,
     with_quote_states,
 )
+from pipeline.extract.sources import Source
 from pipeline.faults import checkpoint
 from pipeline.normalize.stage import add_seconds, stage_batch
 from pipeline.run.autosize import START, BatchSizer
@@ -79,10 +80,11 @@ def prepare_batch(
     dataset = get_dataset(dataset_name)
     raw, records, rejects, lines = _staged_records(work, dataset, config, started_at, seconds)
     planning = perf_counter()
-    ledger = _ledger(raw) if raw.height else _empty_ledger(work)
+    ledger = _ledger(raw) if raw.height or not isinstance(work, Part) else _empty_ledger(work)
     if config.shards == 1:
         pieces = [records]
     else:
+        assert shards is not None, "a run of several shards finds each record's shard first"
         records = records.join(shards, on="record", how="left")
         pieces = [records.filter(pl.col("shard") == s).drop("shard") for s in range(config.shards)]
     # Shard 0 also holds the records rejected so far.
@@ -122,7 +124,8 @@ def _staged_records(
     """(raw records, records to load, rejects so far, the part's lines) of a part (read here)
     or of raw records."""
     began = perf_counter()
-    raw, lines = read_part(work, dataset.csv_json_columns) if isinstance(work, Part) else (work, None)
+    json_columns = frozenset(dataset.csv_json_columns)
+    raw, lines = read_part(work, json_columns) if isinstance(work, Part) else (work, None)
     add_seconds(seconds, "read", perf_counter() - began)
     checkpoint("prepare")
     records, rejects = stage_batch(raw, dataset, config, started_at, seconds)
@@ -138,7 +141,7 @@ def numbered_after(staged: StagedBatch, lines: int) -> StagedBatch:
 
 
 def prepared_batches(
-    files: list[Path],
+    files: Sequence[Source | Path],
     dataset_name: str,
     config: BatchConfig,
     started_at: datetime,
@@ -146,7 +149,7 @@ def prepared_batches(
     committed: int,
     in_order: OrderedMap = in_order_here,
     shards: dict[int, pl.DataFrame] | None = None,
-) -> Iterator[PreparedBatch]:
+) -> Generator[PreparedBatch, None, None]:
     """The run's batches in input order, the first ``committed`` of them only counted (a
     resumed run committed them before), each cut into its ``shards`` (batch number → the
     shard of each record, ``sharding.record_shards``) when given. With
@@ -187,7 +190,7 @@ def prepared_batches(
 
 
 def numbered_work(
-    files: list[Path], config: BatchConfig, sizer: BatchSizer, in_order: OrderedMap
+    files: Sequence[Source | Path], config: BatchConfig, sizer: BatchSizer, in_order: OrderedMap
 ) -> Iterator[tuple[int, Part | pl.DataFrame, int, str]]:
     """(number, a part or raw records, input bytes done after it, its file) of each batch.
     A CSV's quotes are counted (by ``in_order``) before its first part is read."""
@@ -195,6 +198,7 @@ def numbered_work(
     part_size = config.batch_size if isinstance(config.batch_size, int) else START
     for path in files:
         size = path.stat().st_size
+        pieces: Iterator[tuple[Part | pl.DataFrame, int]]
         if config.partitioning == "ranges" and readable_in_parts(path):
             parts = file_parts(path, part_size)
             if input_format(path) == "csv":
@@ -225,7 +229,7 @@ def _empty_ledger(part: Part) -> dict:
 def _ledger(frame: pl.DataFrame) -> dict:
     return {
         "source_file": frame["source_file"][0],
-        "first_line": int(frame["source_line"].min()),
-        "last_line": int(frame["source_line"].max()),
+        "first_line": frame["source_line"].min(),
+        "last_line": frame["source_line"].max(),
         "rows_in": frame.height,
     }

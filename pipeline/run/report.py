@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,11 @@ class RunResult:
     @property
     def rows_per_second(self) -> float:
         return round(self.processed / self.seconds, 1) if self.seconds else 0.0
+
+    def add_stage_seconds(self, seconds: Mapping[str, float]) -> None:
+        """Add the seconds a piece of work spent in each stage (the values it returned)."""
+        for stage, spent in seconds.items():
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + spent
 
     def add_batch(self, rows_in: int, loaded: int, rejects: pl.DataFrame, seconds: float) -> None:
         """Count one committed batch."""

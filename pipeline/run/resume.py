@@ -11,7 +11,7 @@ from datetime import datetime
 
 from loguru import logger
 
-from pipeline.config import BatchConfig
+from pipeline.config import BatchConfig, DecisionRules
 from pipeline.datasets.base import Dataset
 from pipeline.errors import ConfigError, InputError
 from pipeline.extract import resolve_inputs
@@ -20,22 +20,9 @@ from pipeline.load.connection import Connection
 from pipeline.load.ledger import run_history, run_record, runs_reading
 from pipeline.run.report import RunResult
 
-# Settings that change what a record is or what is decided of it: an input a completed run
-# migrated under the same ones is not read again.
-DECISION_SETTINGS = (
-    "dataset",
-    "mode",
-    "validate_first",
-    "similarity_threshold",
-    "self_name",
-    "encoding",
-    "delimiter",
-)
-# Those, and the settings that change how a run's ledger counts its batches (per shard): a
-# resumed run must keep them.
-RESULT_SETTINGS = (*DECISION_SETTINGS, "batch_size", "shards")
-# What a run recorded before a setting existed: its default.
-DEFAULTS = {f.name: f.default for f in fields(BatchConfig)}
+# The rules a run decides by, and the settings by which its ledger numbers the batches (per
+# shard): a resumed run must keep them.
+KEPT_SETTINGS = (*(f.name for f in fields(DecisionRules)), "batch_size", "shards")
 
 
 def resumable(loader: Connection, run_id: str) -> dict:
@@ -62,7 +49,7 @@ def resumed_config(run: dict, config: BatchConfig | None) -> BatchConfig:
     config = replace(config, partitioning=recorded.partitioning)
     changed = [
         f"{name} was {getattr(recorded, name)!r}, now {getattr(config, name)!r}"
-        for name in RESULT_SETTINGS
+        for name in KEPT_SETTINGS
         if getattr(recorded, name) != getattr(config, name)
     ]
     if changed:
@@ -75,13 +62,13 @@ def resumed_config(run: dict, config: BatchConfig | None) -> BatchConfig:
 
 def already_migrated(loader: Connection, inputs: list[dict], config: BatchConfig) -> list[dict]:
     """The ``inputs`` (fingerprints) whose content a completed run read whole under the same
-    ``DECISION_SETTINGS``: reading them again would store nothing new. Each is said in one line
+    rules (``config.rules``): reading them again would store nothing new. Each is said in one line
     and returned as its ``file``, ``sha256`` and ``run_id`` (the first such run to finish). An
     input that only a run that did not complete read is read again, and said so."""
     runs = [
         run
         for run in runs_reading(loader, [i["sha256"] for i in inputs])
-        if all(run["config"].get(name, DEFAULTS[name]) == getattr(config, name) for name in DECISION_SETTINGS)
+        if BatchConfig.from_dict(run["config"]).rules == config.rules
     ]
     completed: dict[str, str] = {}
     for run in runs:
@@ -121,7 +108,7 @@ def resumed_inputs(
     given, must name the same files as all of them. A run that read standard input cannot be
     resumed: it cannot be read again."""
     recorded = [i["path"] for i in run["inputs"]]
-    if STDIN in recorded or "-" in map(os.fspath, paths):
+    if STDIN in recorded or "-" in [os.fspath(p) for p in paths]:
         raise ConfigError(
             f"cannot resume {run['run_id']}: it read standard input, which cannot be read again; "
             "save the input to a file and migrate that file in a new run"

@@ -10,9 +10,11 @@ only a CSV's header is judged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from pipeline.datasets.base import Dataset
 from pipeline.errors import InputError
@@ -37,7 +39,7 @@ SHAPES: dict[str, dict[str, tuple[tuple[str, ...], ...]]] = {
 TYPE_NAMES = {pl.List: "a list", pl.Struct: "an object", pl.Boolean: "a boolean"}
 
 
-def refuse_misshapen_inputs(files: list[Path], dataset: Dataset) -> None:
+def refuse_misshapen_inputs(files: Sequence[Source | Path], dataset: Dataset) -> None:
     """Refuse, before anything is written, a CSV or Parquet file no record of which can load."""
     for path in files:
         fmt = input_format(path)
@@ -51,7 +53,7 @@ def refuse_misshapen_inputs(files: list[Path], dataset: Dataset) -> None:
             _refuse_mistyped_columns(path, schema, dataset)
 
 
-def _schema(path: Path, fmt: str) -> pl.Schema:
+def _schema(path: Source | Path, fmt: str) -> pl.Schema:
     try:
         return input_schema(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
@@ -60,7 +62,7 @@ def _schema(path: Path, fmt: str) -> pl.Schema:
         ) from exc
 
 
-def _refuse_missing_fields(path: Path, fmt: str, columns: list[str], dataset: Dataset) -> None:
+def _refuse_missing_fields(path: Source | Path, fmt: str, columns: list[str], dataset: Dataset) -> None:
     shapes = SHAPES.get(dataset.name, {})
     if not shapes or any(all(set(group) & set(columns) for group in shape) for shape in shapes.values()):
         return
@@ -76,7 +78,7 @@ def _refuse_missing_fields(path: Path, fmt: str, columns: list[str], dataset: Da
     )
 
 
-def _refuse_mistyped_columns(path: Path, schema: pl.Schema, dataset: Dataset) -> None:
+def _refuse_mistyped_columns(path: Source | Path, schema: pl.Schema, dataset: Dataset) -> None:
     wanted = dataset.input_dtype.to_schema()
     for name, dtype in schema.items():
         target = wanted.get(name)
@@ -91,7 +93,7 @@ def _refuse_mistyped_columns(path: Path, schema: pl.Schema, dataset: Dataset) ->
         )
 
 
-def _can_hold(source: pl.DataType, target: pl.DataType) -> bool:
+def _can_hold(source: pl.DataType, target: pl.DataType | DataTypeClass) -> bool:
     """Whether some value of a Parquet column of type ``source`` can load as ``target``:
     any value reads as text; integral floats read as integers."""
     if target == pl.String or source == pl.Null:

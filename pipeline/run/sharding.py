@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from time import perf_counter
@@ -21,6 +21,7 @@ import polars as pl
 
 from pipeline.config import BatchConfig
 from pipeline.dedup.groups import KEY_SCHEMA, shards_of
+from pipeline.extract.sources import Source
 from pipeline.normalize.stage import add_seconds
 from pipeline.run.autosize import BatchSizer
 from pipeline.run.prepared import OrderedMap, batch_keys, numbered_work
@@ -28,17 +29,17 @@ from pipeline.run.progress import ProgressTask
 
 
 def record_shards(
-    files: list[Path],
+    files: Sequence[Source | Path],
     dataset_name: str,
     config: BatchConfig,
     started_at: datetime,
     in_order: OrderedMap,
-    stages: dict[str, float],
     stop: threading.Event,
-) -> dict[int, pl.DataFrame]:
-    """Batch number → (record, shard) of the records of the batch to be decided, with progress
-    events of its own (``grouping``); ``stages["group"]`` counts the pass's seconds; ``stop``
+) -> tuple[dict[int, pl.DataFrame], dict[str, float]]:
+    """Batch number → (record, shard) of the records of the batch to be decided, and the
+    seconds the pass spent per stage; with progress events of its own (``grouping``). ``stop``
     set (Ctrl-C) ends the pass with ``KeyboardInterrupt``."""
+    stages: dict[str, float] = {}
     progress = ProgressTask("grouping", sum(f.stat().st_size for f in files), config.log_progress)
     sizer = BatchSizer(config.batch_size, config.memory_limit_mb)
     work = numbered_work(files, config, sizer, in_order)
@@ -64,4 +65,4 @@ def record_shards(
     assigned = shards_of(pl.concat(keys), config.shards)
     add_seconds(stages, "group", perf_counter() - began)
     by_batch = assigned.partition_by("batch", as_dict=True)
-    return {batch: frame.drop("batch") for (batch,), frame in by_batch.items()}
+    return {batch: frame.drop("batch") for (batch,), frame in by_batch.items()}, stages

@@ -1,4 +1,5 @@
-"""A batch between its stages and its commit."""
+"""A batch between its stages and its commit, and the values that pass between the threads of
+a lane (``lane``) as it is decided and committed: typed, never positional tuples."""
 
 from __future__ import annotations
 
@@ -10,16 +11,6 @@ import polars as pl
 from pipeline.dedup.decide import Decision
 from pipeline.dedup.plan import LoadPlan
 from pipeline.load.ledger import BatchOutcome
-
-
-@dataclass(frozen=True)
-class InFlight:
-    """A batch handed to the loader, with its decision (from the lookup thread) and load."""
-
-    staged: StagedBatch
-    decision: Future[Decision]
-    loading: Future[tuple[BatchOutcome, float]]
-    began: float
 
 
 @dataclass(frozen=True)
@@ -38,3 +29,45 @@ class StagedBatch:
         """(source_file, source_line) of every record: to load or rejected so far."""
         lines = ["source_file", "source_line"]
         return pl.concat([self.plan.records.select(lines), self.rejects.select(lines)])
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A part's duplicates and key conflicts, decided on the lane's lookup thread before its
+    commit, and the seconds the lookup took."""
+
+    decision: Decision
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a part's commit did: its ``outcome``, the rows it ``stored`` (``record``, ``id``,
+    ``content_hash``; none when it was rolled back) and the seconds it took (waiting for its
+    decision, COPY, rejects, ledger row)."""
+
+    outcome: BatchOutcome
+    stored: pl.DataFrame
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A part handed to a lane (``Lane.submit``): its decision and its commit, as they come.
+    ``began``: when its stages began, for the batch's seconds."""
+
+    part: StagedBatch
+    decided: Future[Decided]
+    committed: Future[Committed]
+    began: float
+
+    def cancel(self) -> None:
+        """Drop what has not started: a commit under way finishes (a resume counts it)."""
+        self.committed.cancel()
+        self.decided.cancel()
+
+    def lookup_seconds(self) -> float:
+        """The seconds of its early decision (none when that lookup failed: the commit then
+        looked up again, counted in its own seconds)."""
+        failed = self.decided.cancelled() or self.decided.exception() is not None
+        return 0.0 if failed else self.decided.result().seconds
