@@ -62,7 +62,7 @@ STAGES = (
     ("load", "load_with_retry (pipeline/run/retry.py"),
     ("load: COPY", "ingest (pipeline/load/connection.py"),
     ("start", "known_keys (pipeline/load/lookups.py"),
-    ("finish", "fold_merges (pipeline/load/ledger.py"),
+    ("finish", "fold_merges (pipeline/load/ledger/merges.py"),
 )
 # A stack whose deepest frame is in one of these waits for another thread of the process.
 WAITS = ("(threading.py", "(concurrent/futures/", "(queue.py")

@@ -1,0 +1,41 @@
+"""The run ledger: the pipeline's own tables and every statement about them.
+
+``pipeline_runs`` (a run's settings, status and result, and its inputs: each ``path``, ``size``
+and ``sha256``, and ``loaded_by`` the run that loaded one it skipped), ``pipeline_batches`` (one
+row per committed batch, per shard: the ledger a resume goes on from), ``pipeline_rejects`` and
+``pipeline_merges`` (near duplicates merged into a kept row, folded into its
+``deduplication_metadata`` when the run ends). One module per table, and ``schema`` for their DDL.
+"""
+
+from pipeline.load.ledger.batches import (
+    BatchOutcome,
+    committed_outcome,
+    committed_shards,
+    forget_records,
+    record_batch,
+    run_history,
+)
+from pipeline.load.ledger.merges import fold_merges, merges_arrow
+from pipeline.load.ledger.rejects import damaged_inputs, ingest_rejects
+from pipeline.load.ledger.runs import finish_run, record_inputs, run_record, runs_reading, start_run
+from pipeline.load.ledger.schema import SCHEMA_LOCK, ensure_schema
+
+__all__ = [
+    "SCHEMA_LOCK",
+    "BatchOutcome",
+    "committed_outcome",
+    "committed_shards",
+    "damaged_inputs",
+    "ensure_schema",
+    "finish_run",
+    "fold_merges",
+    "forget_records",
+    "ingest_rejects",
+    "merges_arrow",
+    "record_batch",
+    "record_inputs",
+    "run_history",
+    "run_record",
+    "runs_reading",
+    "start_run",
+]
