@@ -18,10 +18,9 @@ from pipeline.load.ledger.batches import (
 from pipeline.load.ledger.merges import fold_merges, merges_arrow
 from pipeline.load.ledger.rejects import damaged_inputs, ingest_rejects
 from pipeline.load.ledger.runs import finish_run, record_inputs, run_record, runs_reading, start_run
-from pipeline.load.ledger.schema import SCHEMA_LOCK, ensure_schema
+from pipeline.load.ledger.schema import ensure_schema
 
 __all__ = [
-    "SCHEMA_LOCK",
     "BatchOutcome",
     "committed_outcome",
     "committed_shards",
