@@ -142,7 +142,7 @@ def replay(
         matches = matches.filter(~pl.col("position").is_in(skipped))
         source = _without_lines(source, lossy["line"], path.with_name(path.name + ".replay.jsonl"))
 
-    inherited = {k: original["config"][k] for k in INHERITED if k in original["config"]}
+    inherited = {k: original.config[k] for k in INHERITED if k in original.config}
     config = replace(config or BatchConfig(), **inherited, replay_of=of_run)
     run = migrate([glob.escape(str(source))], config, db_url=db_url, run_id=run_id)
 

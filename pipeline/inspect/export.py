@@ -58,7 +58,7 @@ def export_rejects(
     origin = origin_path(path) if fmt == "jsonl" else None
     with connected(resolve_url(db_url)) as loader:
         if sql is None:
-            run_id = resolve_run(loader, run_id)["run_id"]
+            run_id = resolve_run(loader, run_id).run_id
             with loader.transaction("exporting rejects"):
                 records = _write_export(path, fmt, loader.stream(EXPORT_SQL.format(run=literal(run_id))))
             return ExportResult(path, origin, records, run_id)

@@ -116,13 +116,13 @@ def summarize(db_url: str | None = None, run_id: str | None = None) -> RejectSum
         with loader.transaction("summarizing rejects"):
             rejects = loader.execute(
                 f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM pipeline_rejects "
-                f"WHERE run_id = {literal(run['run_id'])}"
+                f"WHERE run_id = {literal(run.run_id)}"
             )
         _, reasons, categories, values = map(arrow_frame, duck.queries(SUMMARY_SQL, {"rejects": rejects}))
         del rejects
-        samples = _samples(loader, run["run_id"], reasons)
+        samples = _samples(loader, run.run_id, reasons)
     return build_summary(
-        run["run_id"], run["status"], reasons.join(samples, on=KEY, how="left"), categories, values
+        run.run_id, run.status, reasons.join(samples, on=KEY, how="left"), categories, values
     )
 
 

@@ -17,24 +17,39 @@ from pipeline.load.ledger.batches import (
 )
 from pipeline.load.ledger.merges import fold_merges, merges_arrow
 from pipeline.load.ledger.rejects import damaged_inputs, ingest_rejects
-from pipeline.load.ledger.runs import finish_run, record_inputs, run_record, runs_reading, start_run
-from pipeline.load.ledger.schema import ensure_schema
+from pipeline.load.ledger.runs import (
+    RunRow,
+    find_run,
+    finish_run,
+    latest_run,
+    record_inputs,
+    run_record,
+    runs_listing,
+    runs_reading,
+    start_run,
+)
+from pipeline.load.ledger.schema import ensure_schema, has_ledger
 
 __all__ = [
     "BatchOutcome",
+    "RunRow",
     "committed_outcome",
     "committed_shards",
     "damaged_inputs",
     "ensure_schema",
+    "find_run",
     "finish_run",
     "fold_merges",
     "forget_records",
+    "has_ledger",
     "ingest_rejects",
+    "latest_run",
     "merges_arrow",
     "record_batch",
     "record_inputs",
     "run_history",
     "run_record",
+    "runs_listing",
     "runs_reading",
     "start_run",
 ]

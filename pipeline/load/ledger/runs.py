@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+import pyarrow as pa
+
 from pipeline.load.connection import Connection
+from pipeline.load.ledger.results import result_of
 
 
 def start_run(conn: Connection, run_id: str, started_at: datetime, config: dict, inputs: list[dict]) -> None:
@@ -25,21 +29,70 @@ def record_inputs(conn: Connection, run_id: str, inputs: list[dict]) -> None:
         )
 
 
-def run_record(conn: Connection, run_id: str) -> dict | None:
-    """A run's row (config and inputs decoded), or None when there is no such run."""
+@dataclass(frozen=True)
+class RunRow:
+    """A run as recorded: ``config`` is its ``BatchConfig.to_dict()``, ``inputs`` the fingerprints
+    of its inputs (``path``, ``size``, ``sha256``, and ``loaded_by`` for one it skipped)."""
+
+    run_id: str
+    started_at: datetime
+    status: str
+    config: dict
+    inputs: list[dict]
+
+
+_RUN_ROW = (
+    "SELECT run_id, started_at, status, config::text AS config, inputs::text AS inputs FROM pipeline_runs"
+)
+
+
+def find_run(conn: Connection, run_id: str) -> RunRow | None:
+    """The run ``run_id``, or None when there is no such run."""
+    return _run_row(conn, f"{_RUN_ROW} WHERE run_id = $1", (run_id,))
+
+
+def latest_run(conn: Connection) -> RunRow | None:
+    """The run started last, or None when there is none."""
+    return _run_row(conn, f"{_RUN_ROW} ORDER BY started_at DESC, run_id DESC LIMIT 1")
+
+
+def _run_row(conn: Connection, sql: str, parameters: tuple = ()) -> RunRow | None:
     with conn.transaction("reading the run"):
-        found = conn.execute(
-            "SELECT run_id, started_at, status, config::text AS config, inputs::text AS inputs "
-            "FROM pipeline_runs WHERE run_id = $1",
-            (run_id,),
-        ).to_pylist()
+        found = result_of(conn, sql, parameters).to_pylist()
     if not found:
         return None
-    return {
-        **found[0],
-        "config": json.loads(found[0]["config"]),
-        "inputs": json.loads(found[0]["inputs"]),
-    }
+    row = found[0]
+    return RunRow(**{**row, "config": json.loads(row["config"]), "inputs": json.loads(row["inputs"])})
+
+
+def run_record(conn: Connection, run_id: str) -> dict | None:
+    """``find_run`` as a dict, as the run's own code reads it."""
+    found = find_run(conn, run_id)
+    return None if found is None else asdict(found)
+
+
+_RUNS_LISTING = """
+SELECT r.run_id, r.status, r.started_at,
+       -- A finished run's own seconds: a resumed run's pause is not its work.
+       coalesce((r.result->>'seconds')::float8,
+                extract(epoch FROM coalesce(r.finished_at, now()) - r.started_at)::float8) AS seconds,
+       coalesce((r.result->>'processed')::bigint, b.rows_in, 0) AS processed,
+       coalesce((r.result->>'successful')::bigint, b.loaded, 0) AS loaded,
+       (r.result->>'failed')::bigint AS failed,
+       (r.result->>'duplicates_skipped')::bigint + (r.result->>'similar_merged')::bigint AS skipped,
+       r.config->>'replay_of' AS replay_of
+FROM pipeline_runs r
+LEFT JOIN (SELECT run_id, sum(rows_in) AS rows_in, sum(loaded) AS loaded
+           FROM pipeline_batches GROUP BY run_id) b USING (run_id)
+ORDER BY r.started_at"""
+
+
+def runs_listing(conn: Connection) -> pa.Table:
+    """Every run, oldest first: ``run_id``, ``status``, ``started_at``, ``seconds``, and the
+    records ``processed``, ``loaded``, ``failed`` and ``skipped`` (counts so far for a running
+    one, from its batches; ``failed`` and ``skipped`` only once it ended), and ``replay_of``."""
+    with conn.transaction("listing runs"):
+        return result_of(conn, _RUNS_LISTING)
 
 
 def runs_reading(conn: Connection, sha256s: list[str]) -> list[dict]:

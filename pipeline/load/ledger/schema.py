@@ -98,3 +98,10 @@ def upgrade_ledger(conn: Connection, through: int = LATEST) -> None:
 def _last_step(conn: Connection) -> int:
     """The last step the database's ledger took (0: none)."""
     return result_of(conn, "SELECT coalesce(max(step), 0) AS step FROM pipeline_schema").column(0)[0].as_py()
+
+
+def has_ledger(conn: Connection) -> bool:
+    """Whether the ledger's tables are there (a run has started on the database)."""
+    with conn.transaction("looking for the pipeline's tables"):
+        found = result_of(conn, "SELECT to_regclass('pipeline_runs') IS NOT NULL AS found")
+    return bool(found.column(0)[0].as_py())
