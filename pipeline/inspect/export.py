@@ -20,8 +20,8 @@ from pipeline.inspect import duck
 from pipeline.inspect.query import read_tables, statement
 from pipeline.inspect.runs import resolve_run
 from pipeline.load.connection import connected
+from pipeline.load.ledger import unresolved_rejects
 from pipeline.load.server import resolve_url
-from pipeline.sqltext import literal
 
 EXPORT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
@@ -36,12 +36,6 @@ class ExportResult:
     origin: Path | None
     records: int
     run_id: str | None
-
-
-EXPORT_SQL = """
-SELECT DISTINCT ON (source_file, source_line) raw, source_file, source_line, run_id, reason
-FROM pipeline_rejects WHERE run_id = {run} AND resolved_by IS NULL
-ORDER BY source_file, source_line"""
 
 
 def export_rejects(
@@ -60,7 +54,7 @@ def export_rejects(
         if sql is None:
             run_id = resolve_run(loader, run_id).run_id
             with loader.transaction("exporting rejects"):
-                records = _write_export(path, fmt, loader.stream(EXPORT_SQL.format(run=literal(run_id))))
+                records = _write_export(path, fmt, unresolved_rejects(loader, run_id))
             return ExportResult(path, origin, records, run_id)
         sql = statement(sql)
         tables = read_tables(loader, sql, run_id)

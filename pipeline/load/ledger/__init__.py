@@ -16,7 +16,15 @@ from pipeline.load.ledger.batches import (
     run_history,
 )
 from pipeline.load.ledger.merges import fold_merges, merges_arrow
-from pipeline.load.ledger.rejects import damaged_inputs, ingest_rejects
+from pipeline.load.ledger.rejects import (
+    damaged_inputs,
+    ingest_rejects,
+    reject_samples,
+    rejected_source_lines,
+    rejects_without_raw,
+    resolve_rejects,
+    unresolved_rejects,
+)
 from pipeline.load.ledger.runs import (
     RunRow,
     find_run,
@@ -47,9 +55,14 @@ __all__ = [
     "merges_arrow",
     "record_batch",
     "record_inputs",
+    "reject_samples",
+    "rejected_source_lines",
+    "rejects_without_raw",
+    "resolve_rejects",
     "run_history",
     "run_record",
     "runs_listing",
     "runs_reading",
     "start_run",
+    "unresolved_rejects",
 ]
