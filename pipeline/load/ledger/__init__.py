@@ -37,8 +37,10 @@ from pipeline.load.ledger.runs import (
     start_run,
 )
 from pipeline.load.ledger.schema import ensure_schema, has_ledger
+from pipeline.load.ledger.views import QUERY_NAMES, run_filter
 
 __all__ = [
+    "QUERY_NAMES",
     "BatchOutcome",
     "RunRow",
     "committed_outcome",
@@ -59,6 +61,7 @@ __all__ = [
     "rejected_source_lines",
     "rejects_without_raw",
     "resolve_rejects",
+    "run_filter",
     "run_history",
     "run_record",
     "runs_listing",
