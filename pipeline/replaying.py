@@ -59,12 +59,14 @@ INHERITED = ("dataset", "mode", "validate_first", "similarity_threshold", "self_
 KINDS = ("origin", "unchanged", "id", "position")
 KEYS = ["source_file", "source_line"]
 ORIGIN = {"origin_run": pl.String, "origin_file": pl.String, "origin_line": pl.Int64}
-MATCH_SCHEMA = {
-    "position": pl.Int64,
-    "source_file": pl.String,
-    "source_line": pl.Int64,
-    "matched_by": pl.String,
-}
+MATCH_SCHEMA = pl.Schema(
+    {
+        "position": pl.Int64,
+        "source_file": pl.String,
+        "source_line": pl.Int64,
+        "matched_by": pl.String,
+    }
+)
 ORIGINALS_SCHEMA = {
     "raw": pl.String,
     "source_file": pl.String,

@@ -83,7 +83,7 @@ def _selected_records(result: pa.Table) -> pa.Table:
             "an --export query must return the raw column (and source_file, source_line, "
             "run_id to replay it), e.g. SELECT * FROM rejects WHERE category = 'validation'"
         )
-    frame = pl.from_arrow(result.select([c for c in EXPORT_COLUMNS if c in result.column_names]))
+    frame = pl.DataFrame(result.select([c for c in EXPORT_COLUMNS if c in result.column_names]))
     frame = frame.with_columns(
         pl.lit(None, pl.String).alias(c) for c in EXPORT_COLUMNS if c not in frame.columns
     ).select(EXPORT_COLUMNS)
@@ -130,7 +130,7 @@ def _export_writer(path: Path, fmt: str, schema: pa.Schema):
         with path.open("wb") as lines, _origin_partial(path).open("wb") as origins:
 
             def write(table: pa.Table) -> None:
-                frame = pl.from_arrow(table)
+                frame = pl.DataFrame(table)
                 lines.write((frame["raw"] + "\n").str.join("").item().encode())
                 origin = frame.select("run_id", "source_file", "source_line").write_ndjson()
                 origins.write(origin.encode())

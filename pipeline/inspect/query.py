@@ -21,6 +21,7 @@ from pipeline.inspect.runs import resolve_run
 from pipeline.inspect.text import arrow_frame, clip, format_rows
 from pipeline.load.connection import Connection, connected
 from pipeline.load.ledger import QUERY_NAMES, run_filter
+from pipeline.load.results import result_of
 from pipeline.load.server import resolve_url
 from pipeline.sqltext import quoted
 
@@ -105,7 +106,7 @@ def read_tables(loader: Connection, sql: str, run_id: str | None) -> dict[str, p
     wanted = {name: available[name] for name in duck.table_names(sql, available)}
     with loader.transaction("reading tables for the query"):
         schemas = {
-            name: loader.execute(f"SELECT * FROM {quoted(table)} LIMIT 0").schema
+            name: result_of(loader, f"SELECT * FROM {quoted(table)} LIMIT 0").schema
             for name, table in wanted.items()
         }
         needed = duck.columns_read(sql, schemas)
@@ -117,9 +118,10 @@ def read_tables(loader: Connection, sql: str, run_id: str | None) -> dict[str, p
 
 def _available_tables(loader: Connection) -> dict[str, str]:
     with loader.transaction("listing tables"):
-        names = loader.execute(
+        names = result_of(
+            loader,
             "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
         ).column(0)
     tables = {name.lower(): name for name in names.to_pylist()}
     # The ledger's tables go by short names too; every other table by its own.

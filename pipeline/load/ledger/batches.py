@@ -9,6 +9,7 @@ import polars as pl
 
 from pipeline.frames import REJECT_SCHEMA, RejectCounts, similarity_bins
 from pipeline.load.connection import Connection
+from pipeline.load.results import result_of
 
 
 @dataclass(frozen=True)
@@ -23,29 +24,33 @@ class BatchOutcome:
 def run_history(conn: Connection, run_id: str) -> tuple[list[dict], RejectCounts]:
     """A run's committed batches and reject counts, to resume its report."""
     with conn.transaction("reading the run's batches"):
-        batches = conn.execute(
+        batches = result_of(
+            conn,
             "SELECT batch_no, sum(rows_in)::bigint AS rows_in, sum(loaded)::bigint AS loaded,"
             " max(seconds) AS seconds FROM pipeline_batches"
             " WHERE run_id = $1 GROUP BY batch_no ORDER BY batch_no",
             (run_id,),
         ).to_pylist()
-        records = conn.execute(
+        records = result_of(
+            conn,
             "SELECT category, count(DISTINCT (source_file, source_line)) AS n "
             "FROM pipeline_rejects WHERE run_id = $1 GROUP BY category",
             (run_id,),
         ).to_pylist()
-        rows = conn.execute(
+        rows = result_of(
+            conn,
             "SELECT reason, count(*) AS n FROM pipeline_rejects WHERE run_id = $1 GROUP BY reason",
             (run_id,),
         ).to_pylist()
-        similar = conn.execute(
+        similar = result_of(
+            conn,
             "SELECT similarity FROM pipeline_rejects WHERE run_id = $1 AND reason = 'similar_duplicate'",
             (run_id,),
         )
     counts = RejectCounts(
         records={r["category"]: r["n"] for r in records},
         rows={r["reason"]: r["n"] for r in rows},
-        similarity_bins=similarity_bins(pl.from_arrow(similar)["similarity"]),
+        similarity_bins=similarity_bins(pl.DataFrame(similar)["similarity"]),
     )
     return batches, counts
 
@@ -53,8 +58,8 @@ def run_history(conn: Connection, run_id: str) -> tuple[list[dict], RejectCounts
 def committed_shards(conn: Connection, run_id: str) -> dict[int, set[int]]:
     """Batch number → the shards that committed it, of a run."""
     with conn.transaction("reading the run's batches"):
-        ledger = conn.execute(
-            "SELECT batch_no, shard FROM pipeline_batches WHERE run_id = $1", (run_id,)
+        ledger = result_of(
+            conn, "SELECT batch_no, shard FROM pipeline_batches WHERE run_id = $1", (run_id,)
         ).to_pylist()
     shards: dict[int, set[int]] = {}
     for row in ledger:
@@ -68,7 +73,8 @@ def committed_outcome(
     """What a batch (a shard's part of it) did, if it committed (its COMMIT may have landed as
     the connection broke); ``lines``: (source_file, source_line) of its records."""
     with conn.transaction(f"checking batch {batch_no}"):
-        ledger = conn.execute(
+        ledger = result_of(
+            conn,
             "SELECT source_file, first_line, last_line, loaded FROM pipeline_batches "
             "WHERE run_id = $1 AND batch_no = $2 AND shard = $3",
             (run_id, batch_no, shard),
@@ -76,14 +82,15 @@ def committed_outcome(
         if not ledger:
             return None
         row = ledger[0]
-        rejects = conn.execute(
+        rejects = result_of(
+            conn,
             f"SELECT {', '.join(REJECT_SCHEMA)} FROM pipeline_rejects "
             "WHERE run_id = $1 AND source_file = $2 AND source_line BETWEEN $3 AND $4",
             (run_id, row["source_file"], row["first_line"], row["last_line"]),
         )
     # Other shards' records of the batch share its lines' range.
-    rejects = pl.from_arrow(rejects).cast(REJECT_SCHEMA).join(lines, on=list(lines.columns), how="semi")
-    return BatchOutcome(loaded=row["loaded"], rejects=rejects)
+    found = pl.DataFrame(rejects).cast(pl.Schema(REJECT_SCHEMA))
+    return BatchOutcome(loaded=row["loaded"], rejects=found.join(lines, on=list(lines.columns), how="semi"))
 
 
 def record_batch(conn: Connection, run_id: str, batch_no: int, ledger: dict, loaded: int) -> None:

@@ -25,6 +25,8 @@ def fold_merges(conn: Connection, dataset: Dataset) -> None:
     every committed ``pipeline_merges`` row, also those a killed run left: nothing of a
     duplicate is lost. Notes whose row is gone (refused after the decision) stay; folding in
     several steps gives what one fold would (the dataset's ``fold_sql``)."""
+    if dataset.near_duplicates is None:  # merges are of near duplicates: it noted none
+        return
     with conn.transaction("noting merged near duplicates"):
         # The kept rows are a sliver of the table: find them by key (a scan of the whole
         # table, the planner's choice, took twice as long at 1M rows).

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from pipeline.frames import REJECT_SCHEMA
 from pipeline.load.connection import Connection
-from pipeline.load.ledger.results import result_of
+from pipeline.load.results import result_of
 from pipeline.sqltext import literal
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from pipeline.load.connection import Connection
-from pipeline.load.ledger.results import result_of
+from pipeline.load.results import result_of
 
 
 def start_run(conn: Connection, run_id: str, started_at: datetime, config: dict, inputs: list[dict]) -> None:
@@ -100,7 +100,8 @@ def runs_reading(conn: Connection, sha256s: list[str]) -> list[dict]:
     first: each
     ``run_id``, ``status``, ``config`` (decoded) and the input's ``sha256``, once per input."""
     with conn.transaction("reading which runs read these inputs"):
-        found = conn.execute(
+        found = result_of(
+            conn,
             "SELECT r.run_id, r.status, r.config::text AS config, i->>'sha256' AS sha256 "
             "FROM pipeline_runs r CROSS JOIN LATERAL jsonb_array_elements(r.inputs) AS i "
             "WHERE i->>'sha256' = ANY($1::text[]) AND i->>'loaded_by' IS NULL "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pipeline.datasets.base import Dataset
 from pipeline.load.connection import Connection
-from pipeline.load.ledger.results import result_of
+from pipeline.load.results import result_of
 
 STEPS: tuple[tuple[str, ...], ...] = (
     # 1: the ledger as first written.
