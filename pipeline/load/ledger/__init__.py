@@ -4,7 +4,9 @@
 and ``sha256``, and ``loaded_by`` the run that loaded one it skipped), ``pipeline_batches`` (one
 row per committed batch, per shard: the ledger a resume goes on from), ``pipeline_rejects`` and
 ``pipeline_merges`` (near duplicates merged into a kept row, folded into its
-``deduplication_metadata`` when the run ends). One module per table, and ``schema`` for their DDL.
+``deduplication_metadata`` when the run ends). One module per table; ``schema`` builds them in
+numbered steps (``pipeline_schema`` records those a database took), ``views`` names them for
+``pipeline rejects --sql``.
 """
 
 from pipeline.load.ledger.batches import (
