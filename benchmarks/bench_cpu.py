@@ -62,7 +62,7 @@ STAGES = (
     ("load", "commit (pipeline/run/commit.py"),
     ("load: COPY", "ingest (pipeline/load/connection.py"),
     ("start", "known_keys (pipeline/load/lookups.py"),
-    ("finish", "fold_merges (pipeline/load/ledger.py"),
+    ("finish", "fold_merges (pipeline/load/ledger/merges.py"),
 )
 # A stack whose deepest frame is in one of these waits for another thread of the process.
 WAITS = ("(threading.py", "(concurrent/futures/", "(queue.py")

@@ -44,13 +44,13 @@ from loguru import logger
 from pipeline.config import BatchConfig
 from pipeline.errors import InputError
 from pipeline.extract import RAW_SCHEMA, scan_batches
-from pipeline.inspect.export import EXPORT_SQL, export_format, origin_path
+from pipeline.inspect.export import export_format, origin_path
 from pipeline.inspect.runs import resolve_run
-from pipeline.load.connection import Connection, connected
+from pipeline.load.connection import connected
+from pipeline.load.ledger import rejected_source_lines, resolve_rejects, unresolved_rejects
 from pipeline.load.server import resolve_url
 from pipeline.run.migrate import migrate
 from pipeline.run.report import RunResult
-from pipeline.sqltext import literal
 
 # Skipped lossy records named one by one in the warning; more are counted.
 NAMED_SKIPS = 20
@@ -59,12 +59,14 @@ INHERITED = ("dataset", "mode", "validate_first", "similarity_threshold", "self_
 KINDS = ("origin", "unchanged", "id", "position")
 KEYS = ["source_file", "source_line"]
 ORIGIN = {"origin_run": pl.String, "origin_file": pl.String, "origin_line": pl.Int64}
-MATCH_SCHEMA = {
-    "position": pl.Int64,
-    "source_file": pl.String,
-    "source_line": pl.Int64,
-    "matched_by": pl.String,
-}
+MATCH_SCHEMA = pl.Schema(
+    {
+        "position": pl.Int64,
+        "source_file": pl.String,
+        "source_line": pl.Int64,
+        "matched_by": pl.String,
+    }
+)
 ORIGINALS_SCHEMA = {
     "raw": pl.String,
     "source_file": pl.String,
@@ -129,7 +131,7 @@ def replay(
     with connected(resolve_url(db_url)) as loader:
         original = resolve_run(loader, of_run)
         with loader.transaction(f"reading the rejects of {of_run}"):
-            batches = (pl.from_arrow(b) for b in loader.stream(EXPORT_SQL.format(run=literal(of_run))))
+            batches = (pl.from_arrow(b) for b in unresolved_rejects(loader, of_run))
             originals = _concat(batches, ORIGINALS_SCHEMA).with_columns(_record_id())
     source, origins, sidecar = replay_input(path)
     records = read_records(source).join(origins, on="position", how="left")
@@ -142,21 +144,15 @@ def replay(
         matches = matches.filter(~pl.col("position").is_in(skipped))
         source = _without_lines(source, lossy["line"], path.with_name(path.name + ".replay.jsonl"))
 
-    inherited = {k: original["config"][k] for k in INHERITED if k in original["config"]}
+    inherited = {k: original.config[k] for k in INHERITED if k in original.config}
     config = replace(config or BatchConfig(), **inherited, replay_of=of_run)
     run = migrate([glob.escape(str(source))], config, db_url=db_url, run_id=run_id)
 
-    with (
-        connected(resolve_url(db_url)) as loader,
-        loader.transaction(f"resolving the rejects of {of_run}"),
-    ):
-        rejected = loader.execute(
-            "SELECT DISTINCT source_line FROM pipeline_rejects WHERE run_id = $1", (run.run_id,)
-        ).column(0)
-        again = pl.Series(rejected.to_pylist(), dtype=pl.Int64).implode()
+    with connected(resolve_url(db_url)) as loader:
+        again = pl.Series(rejected_source_lines(loader, run.run_id), dtype=pl.Int64).implode()
         loaded = records.filter(~pl.col("line").is_in(again))
         fixed = matches.join(loaded.select("position"), on="position")
-        resolved = _mark_resolved(loader, of_run, run.run_id, fixed)
+        resolved = resolve_rejects(loader, of_run, run.run_id, fixed)
     counts = dict(matches["matched_by"].value_counts().iter_rows())
     return ReplayResult(
         run=run,
@@ -330,23 +326,6 @@ def _without_lines(source: Path, lines: pl.Series, target: Path) -> Path:
         text[line - 1] = b""
     target.write_bytes(b"\n".join(text))
     return target
-
-
-def _mark_resolved(loader: Connection, of_run: str, run_id: str, fixed: pl.DataFrame) -> int:
-    """Mark the reject rows of the ``fixed`` records resolved; rows already resolved stay as they are."""
-    if fixed.is_empty():
-        return 0
-    loader.execute(
-        "UPDATE pipeline_rejects SET resolved_by = $1 WHERE run_id = $2 AND resolved_by IS NULL "
-        "AND (source_file, source_line) IN (SELECT * FROM unnest($3::text[], $4::bigint[]))",
-        (run_id, of_run, fixed["source_file"].to_list(), fixed["source_line"].to_list()),
-    )
-    done = loader.execute(
-        "SELECT count(DISTINCT (source_file, source_line)) AS n FROM pipeline_rejects "
-        "WHERE run_id = $1 AND resolved_by = $2",
-        (of_run, run_id),
-    )
-    return done.column(0)[0].as_py()
 
 
 def _record_id() -> pl.Expr:

@@ -42,7 +42,7 @@ def test_a_run_writes_the_users_tables_and_its_own_ledger_only(db_url, db):
     run([SAMPLE], db_url, batch_size=97)
     tables = rows(db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
     users = {"memories", "emotional_contexts", "relationship_dynamics"}
-    ledger = {"pipeline_runs", "pipeline_batches", "pipeline_rejects", "pipeline_merges"}
+    ledger = {"pipeline_runs", "pipeline_batches", "pipeline_rejects", "pipeline_merges", "pipeline_schema"}
     assert {t["table_name"] for t in tables} == users | ledger
 
 

@@ -15,7 +15,7 @@ import pytest
 from pipeline import BatchConfig, migrate
 from pipeline.datasets import get_dataset
 from pipeline.errors import PipelineError
-from pipeline.load.connection import Connection, connected
+from pipeline.load.connection import connected
 from pipeline.load.databases import database_url, fresh_database
 from pipeline.load.ledger import ensure_schema
 from pipeline.load.server import redact
@@ -150,58 +150,6 @@ def test_an_unreachable_server_is_one_line_naming_where_and_what_to_check(tmp_pa
         assert done.stderr.count("\n") == 1
         assert said in done.stderr
         assert "s3cret-pw" not in done.stderr
-
-
-def shape(db: Connection) -> dict:
-    """The ledger's columns and indexes, and the tables."""
-    return {
-        "columns": rows(
-            db,
-            "SELECT table_name, column_name FROM information_schema.columns "
-            "WHERE table_schema = 'public' ORDER BY 1, 2",
-        ),
-        "indexes": rows(db, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"),
-    }
-
-
-def older_schema(db: Connection) -> None:
-    """Tables as a version without replay and shards left them: to be upgraded."""
-    ensure_schema(db, get_dataset("memories"))
-    db.execute("ALTER TABLE pipeline_rejects DROP COLUMN resolved_by")
-    db.execute("ALTER TABLE pipeline_batches DROP COLUMN shard")
-    db.execute("ALTER TABLE pipeline_batches ADD PRIMARY KEY (run_id, batch_no)")
-
-
-@pytest.mark.parametrize("before", ["fresh", "current", "older"])
-def test_runs_creating_or_upgrading_the_tables_at_once_all_succeed(server_url, before):
-    url = fresh_database(server_url, f"schema_{before}_{uuid.uuid4().hex[:6]}")
-    with connected(fresh_database(server_url, f"schema_ref_{uuid.uuid4().hex[:6]}")) as reference:
-        ensure_schema(reference, get_dataset("memories"))
-        expected = shape(reference)
-    connections = [Connection(url) for _ in range(4)]
-    if before == "current":
-        ensure_schema(connections[0], get_dataset("memories"))
-    elif before == "older":
-        older_schema(connections[0])
-    together = threading.Barrier(len(connections))
-    failures: list[Exception] = []
-
-    def start(conn: Connection) -> None:
-        together.wait()
-        try:
-            ensure_schema(conn, get_dataset("memories"))
-        except PipelineError as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=start, args=(conn,)) for conn in connections]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
-    assert shape(connections[0]) == expected
-    for conn in connections:
-        conn.close()
 
 
 @pytest.mark.parametrize("tables", ["fresh", "present"])

@@ -36,7 +36,7 @@ def table_names(sql: str, candidates: Iterable[str]) -> set[str]:
     with duckdb.connect() as connection, _translated():
         if len(duckdb.extract_statements(sql)) != 1:
             raise QueryError("--sql takes one statement")
-        tree = json.loads(connection.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+        tree = json.loads(connection.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
     named = set(re.findall(r"\w+", sql.lower())) if tree.get("error") else set(_base_tables(tree))
     return named & set(candidates)
 

@@ -20,8 +20,8 @@ from pipeline.inspect import duck
 from pipeline.inspect.query import read_tables, statement
 from pipeline.inspect.runs import resolve_run
 from pipeline.load.connection import connected
+from pipeline.load.ledger import unresolved_rejects
 from pipeline.load.server import resolve_url
-from pipeline.sqltext import literal
 
 EXPORT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
@@ -38,12 +38,6 @@ class ExportResult:
     run_id: str | None
 
 
-EXPORT_SQL = """
-SELECT DISTINCT ON (source_file, source_line) raw, source_file, source_line, run_id, reason
-FROM pipeline_rejects WHERE run_id = {run} AND resolved_by IS NULL
-ORDER BY source_file, source_line"""
-
-
 def export_rejects(
     path: Path, db_url: str | None = None, run_id: str | None = None, sql: str | None = None
 ) -> ExportResult:
@@ -58,9 +52,9 @@ def export_rejects(
     origin = origin_path(path) if fmt == "jsonl" else None
     with connected(resolve_url(db_url)) as loader:
         if sql is None:
-            run_id = resolve_run(loader, run_id)["run_id"]
+            run_id = resolve_run(loader, run_id).run_id
             with loader.transaction("exporting rejects"):
-                records = _write_export(path, fmt, loader.stream(EXPORT_SQL.format(run=literal(run_id))))
+                records = _write_export(path, fmt, unresolved_rejects(loader, run_id))
             return ExportResult(path, origin, records, run_id)
         sql = statement(sql)
         tables = read_tables(loader, sql, run_id)
@@ -89,7 +83,7 @@ def _selected_records(result: pa.Table) -> pa.Table:
             "an --export query must return the raw column (and source_file, source_line, "
             "run_id to replay it), e.g. SELECT * FROM rejects WHERE category = 'validation'"
         )
-    frame = pl.from_arrow(result.select([c for c in EXPORT_COLUMNS if c in result.column_names]))
+    frame = pl.DataFrame(result.select([c for c in EXPORT_COLUMNS if c in result.column_names]))
     frame = frame.with_columns(
         pl.lit(None, pl.String).alias(c) for c in EXPORT_COLUMNS if c not in frame.columns
     ).select(EXPORT_COLUMNS)
@@ -136,7 +130,7 @@ def _export_writer(path: Path, fmt: str, schema: pa.Schema):
         with path.open("wb") as lines, _origin_partial(path).open("wb") as origins:
 
             def write(table: pa.Table) -> None:
-                frame = pl.from_arrow(table)
+                frame = pl.DataFrame(table)
                 lines.write((frame["raw"] + "\n").str.join("").item().encode())
                 origin = frame.select("run_id", "source_file", "source_line").write_ndjson()
                 origins.write(origin.encode())

@@ -20,14 +20,10 @@ from pipeline.inspect import duck
 from pipeline.inspect.runs import resolve_run
 from pipeline.inspect.text import arrow_frame, clip, format_rows
 from pipeline.load.connection import Connection, connected
+from pipeline.load.ledger import QUERY_NAMES, run_filter
+from pipeline.load.results import result_of
 from pipeline.load.server import resolve_url
-from pipeline.sqltext import literal, quoted
-
-# The tables ``--sql`` sees under short names; every other table of the schema keeps its own.
-VIEWS = {"rejects": "pipeline_rejects", "runs": "pipeline_runs", "batches": "pipeline_batches"}
-
-# ``--run`` narrows these to one run; ``runs`` and the data tables stay whole.
-RUN_SCOPED = {"pipeline_rejects", "pipeline_batches"}
+from pipeline.sqltext import quoted
 
 TABLE_ROWS = 200
 
@@ -110,7 +106,7 @@ def read_tables(loader: Connection, sql: str, run_id: str | None) -> dict[str, p
     wanted = {name: available[name] for name in duck.table_names(sql, available)}
     with loader.transaction("reading tables for the query"):
         schemas = {
-            name: loader.execute(f"SELECT * FROM {quoted(table)} LIMIT 0").schema
+            name: result_of(loader, f"SELECT * FROM {quoted(table)} LIMIT 0").schema
             for name, table in wanted.items()
         }
         needed = duck.columns_read(sql, schemas)
@@ -122,12 +118,14 @@ def read_tables(loader: Connection, sql: str, run_id: str | None) -> dict[str, p
 
 def _available_tables(loader: Connection) -> dict[str, str]:
     with loader.transaction("listing tables"):
-        names = loader.execute(
+        names = result_of(
+            loader,
             "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
         ).column(0)
     tables = {name.lower(): name for name in names.to_pylist()}
-    tables |= {view: table for view, table in VIEWS.items() if table in tables}
+    # The ledger's tables go by short names too; every other table by its own.
+    tables |= {name: table for name, table in QUERY_NAMES.items() if table in tables}
     return tables
 
 
@@ -140,6 +138,5 @@ def _read_table(
         # Only the row count matters: the narrowest column will do.
         fixed = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
         columns = fixed[:1] or schema.names[:1]
-    where = f"WHERE run_id = {literal(run_id)}" if run_id and table in RUN_SCOPED else ""
     select = ", ".join(quoted(c) for c in columns)
-    return loader.execute(f"SELECT {select} FROM {quoted(table)} {where}")
+    return loader.execute(f"SELECT {select} FROM {quoted(table)} {run_filter(table, run_id)}")

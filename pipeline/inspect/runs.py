@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import polars as pl
 
 from pipeline.errors import PipelineError
 from pipeline.inspect.text import arrow_frame, format_rows
 from pipeline.load.connection import Connection, connected
+from pipeline.load.ledger import RunRow, find_run, has_ledger, latest_run, runs_listing
 from pipeline.load.server import resolve_url
 
 
@@ -22,29 +21,12 @@ class UnknownRunError(PipelineError):
         self.run_id = run_id
 
 
-RUNS_SQL = """
-SELECT r.run_id, r.status, r.started_at,
-       -- A finished run's own seconds: a resumed run's pause is not its work.
-       coalesce((r.result->>'seconds')::float8,
-                extract(epoch FROM coalesce(r.finished_at, now()) - r.started_at)::float8) AS seconds,
-       coalesce((r.result->>'processed')::bigint, b.rows_in, 0) AS processed,
-       coalesce((r.result->>'successful')::bigint, b.loaded, 0) AS loaded,
-       (r.result->>'failed')::bigint AS failed,
-       (r.result->>'duplicates_skipped')::bigint + (r.result->>'similar_merged')::bigint AS skipped,
-       r.config->>'replay_of' AS replay_of
-FROM pipeline_runs r
-LEFT JOIN (SELECT run_id, sum(rows_in) AS rows_in, sum(loaded) AS loaded
-           FROM pipeline_batches GROUP BY run_id) b USING (run_id)
-ORDER BY r.started_at"""
-
-
 def list_runs(db_url: str | None = None) -> pl.DataFrame:
     """Every run, oldest first: status, counts and duration (counts so far for a running one)."""
     with connected(resolve_url(db_url)) as loader:
-        if not has_runs_table(loader):
+        if not has_ledger(loader):
             return pl.DataFrame()
-        with loader.transaction("listing runs"):
-            return arrow_frame(loader.execute(RUNS_SQL))
+        return arrow_frame(runs_listing(loader))
 
 
 def format_runs(runs: pl.DataFrame) -> str:
@@ -76,30 +58,13 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def resolve_run(loader: Connection, run_id: str | None) -> dict:
-    """The run ``run_id`` names (default: the latest one): ``run_id``, ``status``, ``config``."""
-    if not has_runs_table(loader):
+def resolve_run(loader: Connection, run_id: str | None) -> RunRow:
+    """The run ``run_id`` names (default: the latest one)."""
+    if not has_ledger(loader):
         raise UnknownRunError("there are no runs in this database yet; start one with `pipeline migrate`")
-    with loader.transaction("finding the run"):
-        if run_id is None:
-            found = loader.execute(
-                "SELECT run_id, status, config::text AS config FROM pipeline_runs "
-                "ORDER BY started_at DESC, run_id DESC LIMIT 1"
-            )
-        else:
-            found = loader.execute(
-                "SELECT run_id, status, config::text AS config FROM pipeline_runs WHERE run_id = $1",
-                (run_id,),
-            )
-    rows = found.to_pylist()
-    if not rows and run_id is None:
+    run = latest_run(loader) if run_id is None else find_run(loader, run_id)
+    if run is None and run_id is None:
         raise UnknownRunError("there are no runs in this database yet; start one with `pipeline migrate`")
-    if not rows:
+    if run is None:
         raise UnknownRunError(f"there is no run {run_id!r}; `pipeline runs` lists the runs", run_id=run_id)
-    return {**rows[0], "config": json.loads(rows[0]["config"])}
-
-
-def has_runs_table(loader: Connection) -> bool:
-    with loader.transaction("looking for the pipeline's tables"):
-        found = loader.execute("SELECT to_regclass('pipeline_runs') IS NOT NULL AS found")
-    return bool(found.column(0)[0].as_py())
+    return run

@@ -15,8 +15,8 @@ from pipeline.inspect import duck
 from pipeline.inspect.runs import resolve_run
 from pipeline.inspect.text import arrow_frame, clip, format_rows
 from pipeline.load.connection import Connection, connected
+from pipeline.load.ledger import reject_samples, rejects_without_raw
 from pipeline.load.server import resolve_url
-from pipeline.sqltext import literal
 
 TOP_VALUES = 8
 
@@ -36,18 +36,6 @@ VALUE_SQL = f"""CASE
         THEN coalesce(nullif(regexp_extract(message, '{VALUE_PATTERNS["database"]}', 1), ''),
                       regexp_extract(message, '{VALUE_PATTERNS["database"]}', 2))
 END"""
-
-SUMMARY_COLUMNS = (
-    "category",
-    "reason",
-    "field",
-    "source_file",
-    "source_line",
-    "message",
-    "duplicate_of",
-    "similarity",
-    "resolved_by",
-)
 
 GOT = re.compile(r" \(got .*\)(?=; fix the value in the source record$)")
 
@@ -113,16 +101,12 @@ def summarize(db_url: str | None = None, run_id: str | None = None) -> RejectSum
     """
     with connected(resolve_url(db_url)) as loader:
         run = resolve_run(loader, run_id)
-        with loader.transaction("summarizing rejects"):
-            rejects = loader.execute(
-                f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM pipeline_rejects "
-                f"WHERE run_id = {literal(run['run_id'])}"
-            )
+        rejects = rejects_without_raw(loader, run.run_id)
         _, reasons, categories, values = map(arrow_frame, duck.queries(SUMMARY_SQL, {"rejects": rejects}))
         del rejects
-        samples = _samples(loader, run["run_id"], reasons)
+        samples = _samples(loader, run.run_id, reasons)
     return build_summary(
-        run["run_id"], run["status"], reasons.join(samples, on=KEY, how="left"), categories, values
+        run.run_id, run.status, reasons.join(samples, on=KEY, how="left"), categories, values
     )
 
 
@@ -157,22 +141,14 @@ SUMMARY_SQL = [
     WHERE rank <= {TOP_VALUES} ORDER BY category, reason, rank""",
 ]
 
-SAMPLES_SQL = """
-SELECT DISTINCT ON (category, reason) category, reason, raw AS sample_raw, message AS sample_message
-FROM pipeline_rejects
-WHERE run_id = $1
-  AND (category, reason, source_file, source_line) IN (
-      SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[]))
-ORDER BY category, reason"""
-
 
 def _samples(loader: Connection, run_id: str, reasons: pl.DataFrame) -> pl.DataFrame:
     """The raw text and message of each reason's sample record."""
     if reasons.is_empty():
         return pl.DataFrame(schema=dict.fromkeys([*KEY, "sample_raw", "sample_message"], pl.String))
-    keys = reasons.select(*KEY, "sample_file", "sample_line")
-    with loader.transaction("reading sample rejects"):
-        return arrow_frame(loader.execute(SAMPLES_SQL, (run_id, *(keys[c].to_list() for c in keys.columns))))
+    records = reasons.select(*KEY, source_file="sample_file", source_line="sample_line")
+    samples = arrow_frame(reject_samples(loader, run_id, records))
+    return samples.rename({"raw": "sample_raw", "message": "sample_message"})
 
 
 def build_summary(

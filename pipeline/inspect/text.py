@@ -38,4 +38,4 @@ def arrow_frame(table: pa.Table) -> pl.DataFrame:
         else column
         for column in table.columns
     ]
-    return pl.from_arrow(pa.Table.from_arrays(columns, names=table.column_names))
+    return pl.DataFrame(pa.Table.from_arrays(columns, names=table.column_names))

@@ -32,7 +32,7 @@ from pipeline.errors import DatabaseError
 from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection
 from pipeline.load.copy import ROW_FAILURE_SCHEMA, copy_tables, row_rejects
-from pipeline.load.ledger import BatchOutcome, committed_outcome, ingest_rejects, merges_arrow, record_batch
+from pipeline.load.ledger import BatchOutcome, committed_outcome, ingest_merges, ingest_rejects, record_batch
 from pipeline.load.lookups import stored_rows, stored_rows_now
 from pipeline.run.retry import retried
 from pipeline.run.staged import Committed, Decided, StagedBatch, Ticket
@@ -122,8 +122,7 @@ class DatabaseSink:
                 decision = self._decision(part.plan, decided, known)
                 checkpoint("keys")
                 decision, failures = self._copied(part.plan, decision)
-                if not decision.merges.is_empty():
-                    conn.ingest("pipeline_merges", merges_arrow(run_id, part.number, decision.merges))
+                ingest_merges(conn, run_id, part.number, decision.merges)
                 refused_rows = row_rejects(part.plan.records, failures)
                 refused = pl.concat([decision.refused.drop("record"), refused_rows])
                 rejects = pl.concat([part.rejects, refused])

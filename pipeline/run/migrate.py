@@ -33,10 +33,10 @@ from pipeline.load.connection import Connection
 from pipeline.load.ledger import (
     damaged_inputs,
     ensure_schema,
+    find_run,
     finish_run,
     fold_merges,
     run_history,
-    run_record,
     start_run,
 )
 from pipeline.load.server import redact_url, resolve_url
@@ -215,7 +215,7 @@ def _started(loader: Connection, request: _Request, planned: _Planned | None) ->
         started_at, result = resumed(loader, record, fingerprints.result(), config, dataset)
         forget_stop(loader, result)
         # A run records its inputs' SHA-256 as it starts, unless an older version ran it.
-        done = record["inputs"] if all("sha256" in i for i in record["inputs"]) else fingerprints.result()
+        done = record.inputs if all("sha256" in i for i in record.inputs) else fingerprints.result()
         return _Run(config, dataset, files, sizes, done, started_at, result)
     found = [_recorded(f, request.input_format) for f in fingerprints.result()]
     started_at, result, inputs = _new_run(loader, request.run_id, config, found, request.recheck)
@@ -294,11 +294,11 @@ def refuse_foreign_inputs(files: Sequence[Source | Path], dataset: Dataset) -> N
 
 
 def _refuse_taken_run_id(loader: Connection, run_id: str) -> None:
-    taken = run_record(loader, run_id)
+    taken = find_run(loader, run_id)
     if taken is None:
         return
-    go_on = "" if taken["status"] == "completed" else f", or continue it with `--resume {run_id}`"
-    raise ConfigError(f"run {run_id} exists already ({taken['status']}); choose another --run-id{go_on}")
+    go_on = "" if taken.status == "completed" else f", or continue it with `--resume {run_id}`"
+    raise ConfigError(f"run {run_id} exists already ({taken.status}); choose another --run-id{go_on}")
 
 
 def _resized_inputs(files: list[Source], sizes: list[int]) -> list[dict]:

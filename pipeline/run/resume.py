@@ -17,7 +17,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.extract import resolve_inputs
 from pipeline.extract.sources import STDIN, Source
 from pipeline.load.connection import Connection
-from pipeline.load.ledger import run_history, run_record, runs_reading
+from pipeline.load.ledger import RunRow, find_run, run_history, runs_reading
 from pipeline.run.report import RunResult
 
 # The rules a run decides by, and the settings by which its ledger numbers the batches (per
@@ -25,22 +25,22 @@ from pipeline.run.report import RunResult
 KEPT_SETTINGS = (*(f.name for f in fields(DecisionRules)), "batch_size", "shards")
 
 
-def resumable(loader: Connection, run_id: str) -> dict:
-    run = run_record(loader, run_id)
+def resumable(loader: Connection, run_id: str) -> RunRow:
+    run = find_run(loader, run_id)
     if run is None:
         raise ConfigError(f"there is no run {run_id} to resume; `pipeline runs` lists the runs")
-    if run["status"] == "completed":
+    if run.status == "completed":
         raise ConfigError(f"run {run_id} completed; there is nothing to resume")
     return run
 
 
-def run_settings(run: dict) -> BatchConfig:
+def run_settings(run: RunRow) -> BatchConfig:
     """What a run recorded, but its stop rules: they belong to the command that stopped it, and
     a resumed run would stop again where it stopped."""
-    return replace(BatchConfig.from_dict(run["config"]), continue_on_error=True, max_errors=None)
+    return replace(BatchConfig.from_dict(run.config), continue_on_error=True, max_errors=None)
 
 
-def resumed_config(run: dict, config: BatchConfig | None) -> BatchConfig:
+def resumed_config(run: RunRow, config: BatchConfig | None) -> BatchConfig:
     """The run's own settings, or ``config`` when it changes none that decide what is loaded."""
     recorded = run_settings(run)
     if config is None:
@@ -54,7 +54,7 @@ def resumed_config(run: dict, config: BatchConfig | None) -> BatchConfig:
     ]
     if changed:
         raise ConfigError(
-            f"cannot resume {run['run_id']} with other settings ({'; '.join(changed)}); "
+            f"cannot resume {run.run_id} with other settings ({'; '.join(changed)}); "
             "leave them out to take the run's own"
         )
     return config
@@ -102,47 +102,45 @@ def already_migrated(loader: Connection, inputs: list[dict], config: BatchConfig
 
 
 def resumed_inputs(
-    run: dict, paths: Sequence[str | os.PathLike[str]], config: BatchConfig, input_format: str | None = None
+    run: RunRow, paths: Sequence[str | os.PathLike[str]], config: BatchConfig, input_format: str | None = None
 ) -> list[Source]:
     """The run's recorded inputs but those it skipped (``already_migrated``); ``paths``, when
     given, must name the same files as all of them. A run that read standard input cannot be
     resumed: it cannot be read again."""
-    recorded = [i["path"] for i in run["inputs"]]
+    recorded = [i["path"] for i in run.inputs]
     if STDIN in recorded or "-" in [os.fspath(p) for p in paths]:
         raise ConfigError(
-            f"cannot resume {run['run_id']}: it read standard input, which cannot be read again; "
+            f"cannot resume {run.run_id}: it read standard input, which cannot be read again; "
             "save the input to a file and migrate that file in a new run"
         )
-    input_format = input_format or next(
-        (i["input_format"] for i in run["inputs"] if "input_format" in i), None
-    )
+    input_format = input_format or next((i["input_format"] for i in run.inputs if "input_format" in i), None)
     given = resolve_inputs(paths, input_format, config.text) if paths else None
     normalized = [os.path.normpath(p) for p in recorded]
     if given is not None and [os.path.normpath(str(g)) for g in given] != normalized:
         raise ConfigError(
-            f"cannot resume {run['run_id']}: its input files changed since it started (it read "
+            f"cannot resume {run.run_id}: its input files changed since it started (it read "
             f"{', '.join(recorded)}; now {', '.join(map(str, paths))}); start a new run instead"
         )
     try:
-        unread = [i["path"] for i in run["inputs"] if "loaded_by" not in i]
+        unread = [i["path"] for i in run.inputs if "loaded_by" not in i]
         return resolve_inputs(unread, input_format, config.text)
     except InputError as exc:
         if exc.path is None or os.path.isabs(exc.path):
             raise
         raise InputError(
-            f"cannot resume {run['run_id']}: {exc}, from {os.getcwd()}; the run recorded its "
+            f"cannot resume {run.run_id}: {exc}, from {os.getcwd()}; the run recorded its "
             f"inputs as given, relative to the directory it started in: resume from there",
             path=exc.path,
         ) from None
 
 
 def resumed(
-    loader: Connection, run: dict, inputs: list[dict], config: BatchConfig, dataset: Dataset
+    loader: Connection, run: RunRow, inputs: list[dict], config: BatchConfig, dataset: Dataset
 ) -> tuple[datetime, RunResult]:
     """The stopped run's start time and counts so far, after checking that the inputs it reads
     (``inputs``, fingerprints) are unchanged."""
-    run_id = run["run_id"]
-    read = [i for i in run["inputs"] if "loaded_by" not in i]
+    run_id = run.run_id
+    read = [i for i in run.inputs if "loaded_by" not in i]
     # A run records its inputs' SHA-256 as it starts (older versions: before its first batch
     # loads): without them, it loaded nothing that the inputs must match, and their paths and
     # sizes are compared.
@@ -158,13 +156,13 @@ def resumed(
         dataset=dataset.name,
         mode=config.mode,
         batch_size=config.batch_size,
-        inputs=[i["path"] for i in run["inputs"]],
-        skipped_inputs=skipped_inputs(run["inputs"]),
+        inputs=[i["path"] for i in run.inputs],
+        skipped_inputs=skipped_inputs(run.inputs),
     )
     result.count_committed(*run_history(loader, run_id))
     result.seconds = sum(b.seconds for b in result.batches)
     logger.info("resuming {} after batch {}", run_id, len(result.batches))
-    return run["started_at"], result
+    return run.started_at, result
 
 
 def recorded_inputs(inputs: list[dict], skipped: list[dict]) -> list[dict]:
