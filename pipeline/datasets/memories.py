@@ -43,6 +43,11 @@ INPUT = pl.Struct(
         "messages": pl.List(pl.String),
     }
 )
+# The parts validated as rows of their own (``part_rows``), by their field in ``INPUT``.
+PART_DTYPES = {
+    "emotionalContext": EMOTIONAL_CONTEXT_DTYPE,
+    "relationshipDynamics": RELATIONSHIP_DYNAMICS_DTYPE,
+}
 LEGACY_PARTICIPANT = {"id": "legacy-user", "name": "Legacy User", "role": "unknown"}
 # Parts held as JSON: an object or a list, stored as given.
 STRUCTURES = ("emotionalContext.temporalPatterns", *(f"relationshipDynamics.{part}" for part in PARTS))
@@ -174,7 +179,7 @@ def part_rows(current: pl.DataFrame, part: str) -> pl.DataFrame:
                 if f.name in PART_DEFAULTS
                 else field(f.name)
             ).alias(f"{part}.{f.name}")
-            for f in INPUT.to_schema()[part].fields
+            for f in PART_DTYPES[part].fields
         ),
     )
 
