@@ -11,10 +11,10 @@ from pipeline.datasets.base import Dataset, NearDuplicates, Table
 from pipeline.expressions import json_text, sha256_hex
 from pipeline.normalize.decode import structure_errors
 from pipeline.normalize.validate import combine, schema_failures
-from schemas.checks import parse_iso8601
-from schemas.emotional_context import EMOTIONAL_CONTEXT
-from schemas.memory import MEMORY, PARTICIPANT
-from schemas.relationship_dynamics import PARTS, RELATIONSHIP_DYNAMICS
+from pipeline.schemas.checks import parse_iso8601
+from pipeline.schemas.emotional_context import EMOTIONAL_CONTEXT
+from pipeline.schemas.memory import MEMORY, PARTICIPANT
+from pipeline.schemas.relationship_dynamics import PARTS, RELATIONSHIP_DYNAMICS
 
 PARTICIPANT_DTYPE = pl.Struct({"id": pl.String, "name": pl.String, "role": pl.String})
 EMOTIONAL_CONTEXT_DTYPE = pl.Struct(
