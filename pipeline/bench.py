@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 from time import perf_counter
+from typing import Literal
 
 import polars as pl
 
@@ -194,7 +195,7 @@ class BenchResult:
 
     def table(self) -> str:
         head = ("batch size", "records/s", "min-max", "records/s wall", "peak RSS MB", "seconds", *STAGES)
-        lines = [head]
+        lines: list[tuple[str, ...]] = [head]
         for s in (s for s in self.sizes if s.ok):
             size = f"{s.batch_size:,}" if isinstance(s.batch_size, int) else s.batch_size
             lines.append(
@@ -247,7 +248,7 @@ class BenchResult:
 
 def bench(
     path: str | os.PathLike[str],
-    batch_sizes: Sequence[int | str] | None = None,
+    batch_sizes: Sequence[int | Literal["auto"]] | None = None,
     db_url: str | None = None,
     *,
     repeat: int = DEFAULT_REPEAT,
@@ -277,7 +278,7 @@ def bench(
     if plot_path is not None:
         _pyplot()  # fail before the migrations, not after
     server = resolve_url(db_url)
-    runs: dict[int | str, list[Measurement]] = {size: [] for size in batch_sizes}
+    runs: dict[int | Literal["auto"], list[Measurement]] = {size: [] for size in batch_sizes}
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as scratch:
         for number in range(1, repeat + 1):
             for size in runs:
@@ -321,7 +322,9 @@ def fitted_sizes(sizes: Sequence[int], records: int) -> tuple[list[int], list[in
     return kept, [size for size in sizes if size not in kept]
 
 
-def _one_run(source: Path, server: str, size: int | str, memory_limit_mb: int, scratch: Path) -> Measurement:
+def _one_run(
+    source: Source, server: str, size: int | str, memory_limit_mb: int, scratch: Path
+) -> Measurement:
     name = f"bench_{size}"
     url = fresh_database(server, name)
     try:
@@ -330,7 +333,7 @@ def _one_run(source: Path, server: str, size: int | str, memory_limit_mb: int, s
         drop_database(server, name)
 
 
-def _migrate(source: Path, url: str, size: int | str, memory_limit_mb: int, scratch: Path) -> Measurement:
+def _migrate(source: Source, url: str, size: int | str, memory_limit_mb: int, scratch: Path) -> Measurement:
     """``pipeline migrate`` in its own process; the figures of its report."""
     report = scratch.with_suffix(".json")
     command = [sys.executable, "-m", "pipeline", "migrate", str(source), "--db", url]

@@ -47,6 +47,8 @@ class TransientDatabaseError(DatabaseError):
 class RunStopped(PipelineError):
     """The run stopped on purpose (fail-fast, max errors); earlier batches stay committed."""
 
+    run_id: str
+
     def __init__(self, message: str, *, run_id: str, result: object | None = None) -> None:
         super().__init__(message)
         self.run_id = run_id
@@ -57,6 +59,7 @@ class RunInterrupted(PipelineError):
     """The user interrupted the run (Ctrl-C); committed batches stay, and it can be resumed."""
 
     exit_code = 130
+    run_id: str
 
     def __init__(self, message: str, *, run_id: str, result: object | None = None) -> None:
         super().__init__(message)

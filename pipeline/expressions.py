@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-import polars_hash  # noqa: F401  (registers the stable ``chash`` namespace)
+import polars_hash
 
 
 def json_text(expr: pl.Expr) -> pl.Expr:
@@ -16,4 +16,5 @@ def json_text(expr: pl.Expr) -> pl.Expr:
 
 def sha256_hex(expr: pl.Expr) -> pl.Expr:
     """SHA-256 of the UTF-8 text, lowercase hex; stable across Polars versions."""
-    return expr.chash.sha2_256()
+    # The class behind ``expr.chash``: a namespace registered at runtime has no type.
+    return polars_hash.CryptographicHashingNameSpace(expr).sha2_256()

@@ -4,20 +4,26 @@ and how a run counts them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import polars as pl
 
-REJECT_SCHEMA = {
-    "source_file": pl.String,
-    "source_line": pl.Int64,
-    "category": pl.String,
-    "reason": pl.String,
-    "field": pl.String,
-    "message": pl.String,
-    "raw": pl.String,
-    "duplicate_of": pl.String,
-    "similarity": pl.Float32,
-}
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+REJECT_SCHEMA = pl.Schema(
+    {
+        "source_file": pl.String,
+        "source_line": pl.Int64,
+        "category": pl.String,
+        "reason": pl.String,
+        "field": pl.String,
+        "message": pl.String,
+        "raw": pl.String,
+        "duplicate_of": pl.String,
+        "similarity": pl.Float32,
+    }
+)
 CATEGORIES = ("parse", "validation", "deduplication", "database")
 
 
@@ -47,6 +53,12 @@ def reject_frame(
         .cast(REJECT_SCHEMA)
         .collect()
     )
+
+
+def arrow_frame(data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
+    """``pl.from_arrow`` of a table or a record batch: a DataFrame, which Polars types as a
+    DataFrame or a Series because pyarrow has no type hints to tell a table from an array."""
+    return cast(pl.DataFrame, pl.from_arrow(data))
 
 
 def empty_rejects() -> pl.DataFrame:

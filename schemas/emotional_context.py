@@ -7,7 +7,7 @@ checked with the other JSON types, when records are decoded (``decode.structure_
 import pandera.polars as pa
 import polars as pl
 
-from schemas.checks import in_range, isin, items_not_null
+from pipeline.schemas.checks import in_range, isin, items_not_null
 
 MOODS = ("positive", "negative", "neutral", "mixed", "ambiguous")
 

@@ -3,7 +3,7 @@
 import pandera.polars as pa
 import polars as pl
 
-from schemas.checks import in_range, iso8601, items_not_null, not_blank, not_empty
+from pipeline.schemas.checks import in_range, iso8601, items_not_null, not_blank, not_empty
 
 MEMORY = pa.DataFrameSchema(
     {

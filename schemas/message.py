@@ -9,7 +9,7 @@ an empty string), so ``Text:empty_message`` marks a row with neither.
 import pandera.polars as pa
 import polars as pl
 
-from schemas.checks import expr_check, isin
+from pipeline.schemas.checks import expr_check, isin
 
 DIRECTIONS = ("incoming", "outgoing")
 DATE_FIELDS = ("Message Date", "Delivered Date", "Read Date", "Edited Date")

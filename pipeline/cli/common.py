@@ -9,7 +9,7 @@ import sys
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, NoReturn
 
 import typer
 from loguru import logger
@@ -39,7 +39,8 @@ DbOption = Annotated[
     str | None,
     typer.Option("--db", help="postgresql:// URL (default: $PIPELINE_DB_URL, else the embedded server)"),
 ]
-Dataset = StrEnum("Dataset", {name: name for name in dataset_names()})
+# The members are the datasets registered at runtime, which no static type can list.
+Dataset = StrEnum("Dataset", {name: name for name in dataset_names()})  # type: ignore[misc]
 
 
 Mode = StrEnum("Mode", ["dedup", "standard"])
@@ -63,7 +64,7 @@ def main_options(
     """Migrate legacy memory exports into PostgreSQL, column-wise."""
 
 
-def parse_batch_size(value: str) -> int | str:
+def parse_batch_size(value: str) -> int | Literal["auto"]:
     """``auto`` or a number (``25000``, ``25_000``, ``25,000``); anything else is a usage error."""
     if value.strip().lower() == "auto":
         return "auto"
@@ -71,7 +72,6 @@ def parse_batch_size(value: str) -> int | str:
         return int(value.replace(",", "").replace("_", ""))
     except ValueError:
         fail(f"--batch-size must be a positive number of records or auto, got {value!r}", 2)
-        raise  # unreachable: _fail exits
 
 
 def guarded(action) -> None:
@@ -130,16 +130,20 @@ def emit(result, report: str | None, quiet: bool, json_out: bool) -> bool:
     return True
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     typer.echo(f"error: {redact(message)}", err=True)
     raise typer.Exit(code)
+
+
+def _write_redacted(line: str) -> None:
+    sys.stderr.write(redact(line))
 
 
 def configure_logging(quiet: bool) -> None:
     logger.remove()
     # Every line passes through ``redact``: no log line shows a password.
     logger.add(
-        lambda line: sys.stderr.write(redact(line)),
+        _write_redacted,
         level="ERROR" if quiet else "INFO",
         format="{time:HH:mm:ss} {level} {message}",
         filter=lambda record: not is_progress(record),  # drawn as a bar (``progress_bar``)

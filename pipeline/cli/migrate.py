@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -119,7 +119,8 @@ def migrate(
         fail("name the files to migrate, e.g. `pipeline migrate data/sample.jsonl`", 2)
     if (workers or cluster) and "-" in (paths or []):
         fail("-: standard input cannot be read by --workers; save it to a file and migrate that", 2)
-    passed = {
+    # Settings of several types by field name: ``replace`` makes a BatchConfig, which checks them.
+    passed: dict[str, Any] = {
         "batch_size": None if batch_size is None else parse_batch_size(batch_size),
         "memory_limit_mb": memory_limit,
         "continue_on_error": False if fail_fast else None,

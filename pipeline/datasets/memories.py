@@ -11,10 +11,10 @@ from pipeline.datasets.base import Dataset, NearDuplicates, Table
 from pipeline.expressions import json_text, sha256_hex
 from pipeline.normalize.decode import structure_errors
 from pipeline.normalize.validate import combine, schema_failures
-from schemas.checks import parse_iso8601
-from schemas.emotional_context import EMOTIONAL_CONTEXT
-from schemas.memory import MEMORY, PARTICIPANT
-from schemas.relationship_dynamics import PARTS, RELATIONSHIP_DYNAMICS
+from pipeline.schemas.checks import parse_iso8601
+from pipeline.schemas.emotional_context import EMOTIONAL_CONTEXT
+from pipeline.schemas.memory import MEMORY, PARTICIPANT
+from pipeline.schemas.relationship_dynamics import PARTS, RELATIONSHIP_DYNAMICS
 
 PARTICIPANT_DTYPE = pl.Struct({"id": pl.String, "name": pl.String, "role": pl.String})
 EMOTIONAL_CONTEXT_DTYPE = pl.Struct(
@@ -43,6 +43,11 @@ INPUT = pl.Struct(
         "messages": pl.List(pl.String),
     }
 )
+# The parts validated as rows of their own (``part_rows``), by their field in ``INPUT``.
+PART_DTYPES = {
+    "emotionalContext": EMOTIONAL_CONTEXT_DTYPE,
+    "relationshipDynamics": RELATIONSHIP_DYNAMICS_DTYPE,
+}
 LEGACY_PARTICIPANT = {"id": "legacy-user", "name": "Legacy User", "role": "unknown"}
 # Parts held as JSON: an object or a list, stored as given.
 STRUCTURES = ("emotionalContext.temporalPatterns", *(f"relationshipDynamics.{part}" for part in PARTS))
@@ -174,7 +179,7 @@ def part_rows(current: pl.DataFrame, part: str) -> pl.DataFrame:
                 if f.name in PART_DEFAULTS
                 else field(f.name)
             ).alias(f"{part}.{f.name}")
-            for f in INPUT.to_schema()[part].fields
+            for f in PART_DTYPES[part].fields
         ),
     )
 

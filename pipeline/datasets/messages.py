@@ -16,7 +16,7 @@ from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset, Table
 from pipeline.expressions import sha256_hex
 from pipeline.normalize.validate import combine, schema_failures
-from schemas.message import MESSAGE, parse_export_datetime
+from pipeline.schemas.message import MESSAGE, parse_export_datetime
 
 HEADERS = (
     "Chat Session",

@@ -102,9 +102,9 @@ def decide_against(
     """``decide`` given what stored rows say (``load.lookups.stored_rows``: ``keys`` and near-duplicate
     ``candidates``), with the ``earlier`` batch's rows (``record``, ``id``, ``content_hash``)
     also taken as stored when given."""
-    if earlier is not None and candidates is not None:
-        earlier_plan, rows = earlier
-        memories = earlier_plan.near.batch.join(rows.select("record", candidate="id"), on="record")
+    earlier_near = earlier[0].near if earlier is not None else None
+    if earlier is not None and earlier_near is not None and candidates is not None:
+        memories = earlier_near.batch.join(earlier[1].select("record", candidate="id"), on="record")
         candidates = pl.concat([candidates, memories.select(candidates.columns)]).unique("candidate")
     found = StoredMatches(keys, similar_to(plan.near, candidates, config.similarity_threshold))
     if earlier is not None:

@@ -19,7 +19,7 @@ from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset
 from pipeline.dedup.plan import near_enabled
 
-KEY_SCHEMA = {"record": pl.UInt32, "key": pl.UInt64}
+KEY_SCHEMA = pl.Schema({"record": pl.UInt32, "key": pl.UInt64})
 
 
 def group_keys(records: pl.DataFrame, dataset: Dataset, config: BatchConfig) -> pl.DataFrame:
@@ -45,7 +45,8 @@ def components(keys: pl.DataFrame) -> pl.Series:
     Each root hooks under the smallest root it is linked to, then every record points
     straight at its root, and the links are rewritten between roots; a chain of any length
     settles in a few rounds, each a few passes over the links."""
-    nodes = keys["node"].max() + 1 if not keys.is_empty() else 0
+    highest = keys["node"].max()
+    nodes = highest + 1 if isinstance(highest, int) else 0
     first = keys.group_by("key").agg(first=pl.col("node").min())
     links = (
         keys.join(first, on="key")
@@ -97,7 +98,7 @@ def balanced(groups: pl.Series, shards: int) -> pl.DataFrame:
         loads[shard] += size
         big_shards.append(shard)
     small = sizes.filter(pl.col("size") <= big_size).sort("order")
-    rooms = pl.Series(_rooms(loads, small["size"].sum()), dtype=pl.Float64)
+    rooms = pl.Series(_rooms(loads, int(small["size"].sum())), dtype=pl.Float64)
     # A small group goes to the shard whose room holds its middle, counted along the rooms.
     middle = small["size"].cum_sum() - small["size"] / 2
     small_shards = rooms.cum_sum().search_sorted(middle, "left").clip(upper_bound=shards - 1)

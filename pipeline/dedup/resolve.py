@@ -21,17 +21,19 @@ from pipeline.frames import reject_frame
 DUPLICATE_MESSAGE = (
     "same content hash as record {}, which is kept; nothing to fix unless the two should differ"
 )
-DECISION_SCHEMA = {
-    "record": pl.UInt32,
-    "outcome": pl.String,
-    "duplicate_of": pl.String,
-    "similarity": pl.Float64,
-}
-EDGE_SCHEMA = {"record": pl.UInt32, "earlier": pl.UInt32, "kind": pl.String, "score": pl.Float64}
+DECISION_SCHEMA = pl.Schema(
+    {
+        "record": pl.UInt32,
+        "outcome": pl.String,
+        "duplicate_of": pl.String,
+        "similarity": pl.Float64,
+    }
+)
+EDGE_SCHEMA = pl.Schema({"record": pl.UInt32, "earlier": pl.UInt32, "kind": pl.String, "score": pl.Float64})
 
 
-STORED_KEYS_SCHEMA = {"record": pl.UInt32, "hash_owner": pl.String, "key_stored": pl.Boolean}
-STORED_SIMILAR_SCHEMA = {"record": pl.UInt32, "candidate_id": pl.String, "score": pl.Float64}
+STORED_KEYS_SCHEMA = pl.Schema({"record": pl.UInt32, "hash_owner": pl.String, "key_stored": pl.Boolean})
+STORED_SIMILAR_SCHEMA = pl.Schema({"record": pl.UInt32, "candidate_id": pl.String, "score": pl.Float64})
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,16 @@ DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
 # The error handler marking bad bytes: a lone surrogate that ``surrogateescape`` writes as 0xFF.
 MARK = "pipeline-mark-invalid"
-codecs.register_error(MARK, lambda exc: ("\udcff", exc.end))  # type: ignore[arg-type]
+
+
+def _marked(error: UnicodeError) -> tuple[str, int]:
+    # Only decoders are given the handler; any other use fails as it would under ``strict``.
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return "\udcff", error.end
+
+
+codecs.register_error(MARK, _marked)
 
 
 def told_encoding(head: bytes, declared: str | None) -> str:

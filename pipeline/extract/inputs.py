@@ -57,7 +57,8 @@ def find_inputs(
     ``-`` is standard input; ``input_format`` (``csv``, ``jsonl.gz``…) tells the format of
     inputs whose name does not; ``text`` how text inputs are read (``_told``)."""
     inputs = Inputs([])
-    for pattern in map(os.fspath, patterns):
+    for given in patterns:
+        pattern = os.fspath(given)
         if pattern == "-":
             inputs.files.append(_told(stdin_source(input_format), text, input_format))
             continue
@@ -94,7 +95,7 @@ def _expanded(pattern: str, ignored: list[dict[str, str]]) -> tuple[list[tuple[s
             raise InputError(f"{pattern}: no file matches this pattern", path=pattern)
         return [(m, None) for m in matches], "no file matching it"
     if Path(pattern).is_dir():
-        entries = []
+        entries: list[tuple[str, int | None]] = []
         for entry in sorted(Path(pattern).iterdir()):
             if entry.name.startswith("."):
                 ignored.append(ignored_entry(str(entry), "hidden"))

@@ -25,10 +25,10 @@ so a resumed run cuts the same parts again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import polars as pl
 import pyarrow as pa
@@ -133,7 +133,7 @@ def with_quote_states(parts: list[Part], quote_counts: Iterable[int]) -> list[Pa
     return told
 
 
-def read_part(part: Part, csv_json_columns: frozenset[str] = frozenset()) -> tuple[pl.DataFrame, int]:
+def read_part(part: Part, csv_json_columns: Collection[str] = frozenset()) -> tuple[pl.DataFrame, int]:
     """The raw records of one part (``readers.RAW_SCHEMA``), numbered from the part's first
     line or row, and how many lines (or rows) the part holds, blank ones included (a CSV's
     as its file is read whole: a line per row and per line break in its cells)."""
@@ -166,7 +166,7 @@ def part_lines(part: Part) -> int:
     return _part_bytes(part, quotes=False)[1].count(b"\n")
 
 
-def _csv_part(part: Part, json_columns: frozenset[str]) -> tuple[pl.DataFrame, int]:
+def _csv_part(part: Part, json_columns: Collection[str]) -> tuple[pl.DataFrame, int]:
     """A CSV part's rows, read after the file's header; the first part holds the header's line."""
     size = part.source.stat().st_size
     with part.source.open_stored() as handle:
@@ -194,7 +194,7 @@ def _part_bytes(part: Part, quotes: bool) -> tuple[int, bytes]:
         return start, handle.read(max(stop - start, 0))
 
 
-def _record_start(handle: BinaryIO, position: int, quoted: bool | None) -> int:
+def _record_start(handle: IO[bytes], position: int, quoted: bool | None) -> int:
     """Where the first record starting at or after ``position`` begins: ``position`` itself at
     the file's start or right after a line break, else after the next line break (the end of
     the file if there is none). In a CSV (``quoted`` not None: whether ``position`` is inside

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import polars as pl
 
@@ -38,10 +39,18 @@ RAW_SCHEMA = {
     "parse_error": pl.String,
 }
 
+
+class CsvOptions(TypedDict):
+    """Keyword arguments of Polars' CSV readers, each with the type they take."""
+
+    infer_schema: bool
+    encoding: Literal["utf8", "utf8-lossy"]
+
+
 # How CSV cells are read, the whole file here or a part of it on a worker (``parts``): alike,
 # or the two would disagree about a record. Bytes that are not UTF-8 are read as U+FFFD, and
 # their rows made rejects (``with_invalid_utf8``).
-CSV_OPTIONS = {"infer_schema": False, "encoding": "utf8-lossy"}
+CSV_OPTIONS: CsvOptions = {"infer_schema": False, "encoding": "utf8-lossy"}
 
 # Each frame read from a file carries, per record, the byte offset in the file where the
 # record ends (an estimate where the text is not the file's own); the batch's last one is
@@ -50,8 +59,8 @@ END = "_end"
 
 
 def file_frames(
-    path: Source | Path, batch_size: int, csv_json_columns: frozenset[str]
-) -> Iterator[pl.DataFrame]:
+    path: Source | Path, batch_size: int, csv_json_columns: Collection[str]
+) -> Generator[pl.DataFrame, None, None]:
     """The records of an input, frame by frame. A compressed input damaged part way ends with
     one ``corrupt_compressed_input`` reject, at the line where its data could not be decoded."""
     source = as_source(path)
@@ -77,7 +86,7 @@ def file_frames(
 
 def corrupt_frame(source: Source, damage: CorruptInput) -> pl.DataFrame:
     """The one reject standing for the rest of a compressed input whose data is damaged."""
-    line = getattr(damage, "line", 1)
+    line = damage.line
     error = (
         f"corrupt_compressed_input: {source}: its {source.compression} data is damaged or cut "
         f"short ({damage}); the records before line {line:,} were read, the rest of the file "
@@ -113,7 +122,7 @@ def _line_chunks(source: Source | Path) -> Iterator[tuple[bytes, int, int, int]]
                     first_line += data.count(b"\n", 0, cut)
                     offset += cut
         except CorruptInput as damage:
-            damage.line = first_line  # type: ignore[attr-defined]
+            damage.line = first_line
             raise
         if pending:
             yield pending, first_line, offset, stored()
@@ -220,7 +229,7 @@ def _raw_frame(source: Source, raws: list[str], error: str | None) -> pl.DataFra
     return frame.with_columns((lengths.cum_sum() * (size / lengths.sum())).cast(pl.Int64).alias(END))
 
 
-def _csv_frames(source: Source, batch_size: int, json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
+def _csv_frames(source: Source, batch_size: int, json_columns: Collection[str]) -> Iterator[pl.DataFrame]:
     """A local UTF-8 CSV: each row becomes a JSON object (``csv_rows_frame``). Polars skips a
     byte-order mark before the header. A file without a header (empty or blank) holds no
     records."""
@@ -253,7 +262,7 @@ class _InvalidUtf8Lines:
     """The numbers of the lines holding bytes that are not UTF-8, in blocks of whole lines
     (``_line_chunks``), found as far as asked: a file is read for them only when a row needs it."""
 
-    def __init__(self, chunks: Iterator[tuple[bytes, int, int]]) -> None:
+    def __init__(self, chunks: Iterator[tuple[bytes, int, int, int]]) -> None:
         self._chunks = chunks
         self._found: list[int] = []
         self._unread = 1  # the first line not looked at yet
@@ -291,7 +300,7 @@ def with_invalid_utf8(
 
 
 def csv_rows_frame(
-    rows: pl.DataFrame, source: str, first_line: int, offset: int, size: int, json_columns: frozenset[str]
+    rows: pl.DataFrame, source: str, first_line: int, offset: int, size: int, json_columns: Collection[str]
 ) -> tuple[pl.DataFrame, int]:
     """The raw records of CSV rows (string cells) that start on line ``first_line``, at byte
     ``offset`` of a file of ``size`` bytes, and how many lines they span: a row is a line and
@@ -335,7 +344,7 @@ def _header_bytes(path: Path) -> int:
         return len(handle.readline())
 
 
-def _json_object(columns: list[str], json_columns: frozenset[str]) -> pl.Expr:
+def _json_object(columns: list[str], json_columns: Collection[str]) -> pl.Expr:
     """A JSON object text from string columns; empty cells are left out of the object."""
     members = []
     for name in columns:
@@ -353,7 +362,7 @@ def _json_object(columns: list[str], json_columns: frozenset[str]) -> pl.Expr:
     return pl.lit("{") + pl.concat_str(members, separator=",", ignore_nulls=True) + pl.lit("}")
 
 
-def _streamed_csv_frames(source: Source, json_columns: frozenset[str]) -> Iterator[pl.DataFrame]:
+def _streamed_csv_frames(source: Source, json_columns: Collection[str]) -> Iterator[pl.DataFrame]:
     """A CSV read in order as a stream (compressed, or in a store): blocks of whole lines cut
     where a row ends (a line break after an even count of quotes), each read after the header
     (``csv_text_frame``)."""
@@ -370,7 +379,7 @@ def _streamed_csv_frames(source: Source, json_columns: frozenset[str]) -> Iterat
             next_line, start = next_line + lines, start + len(body)
             yield frame.with_columns(pl.lit(stored, pl.Int64).alias(END)) if source.streamed else frame
     except CorruptInput as damage:
-        damage.line = next_line  # type: ignore[attr-defined]
+        damage.line = next_line
         raise
     if carry:
         yield csv_text_frame(header, carry, next_line, start, size, source, json_columns)[0]
@@ -392,7 +401,7 @@ def csv_text_frame(
     start: int,
     size: int,
     source: Source,
-    json_columns: frozenset[str],
+    json_columns: Collection[str],
 ) -> tuple[pl.DataFrame, int]:
     """The raw records of CSV rows ``body`` (whole rows in UTF-8, starting on line
     ``first_line`` at byte ``start``) read under ``header``, and how many lines they span."""

@@ -57,11 +57,13 @@ COMPRESSED = "all but .parquet also compressed as .gz, .zst or .bz2"
 
 
 class CorruptInput(Exception):
-    """Compressed data that cannot be decoded past ``decoded`` bytes."""
+    """Compressed data that cannot be decoded past ``decoded`` bytes; ``line`` is the line it
+    stopped on, once a reader that counts lines tells it."""
 
     def __init__(self, decoded: int, cause: BaseException) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.decoded = decoded
+        self.line = 1
 
 
 class ByteStream(Protocol):

@@ -155,7 +155,7 @@ UNREACHABLE = (
 )
 
 
-def _connect_error(exc: adbc_driver_manager.Error, url: str) -> DatabaseError:
+def _connect_error(exc: adbc_driver_manager.Error, url: str) -> ConfigError | DatabaseError:
     """Why a connection failed, in one line naming what to check: a missing database, a server
     that does not answer; else as ``translate`` says."""
     context = f"cannot connect to {redact_url(url)}"

@@ -15,6 +15,7 @@ from pipeline.dedup.known import KnownKeys
 from pipeline.dedup.plan import LoadPlan
 from pipeline.dedup.resolve import STORED_KEYS_SCHEMA
 from pipeline.dedup.similarity import comparable
+from pipeline.frames import arrow_frame
 from pipeline.load.connection import Connection, quoted
 
 
@@ -25,9 +26,9 @@ def known_keys(conn: Connection, dataset: Dataset) -> KnownKeys:
     table, key = quoted(root.name), quoted(root.key)
     with conn.transaction("reading the stored keys"):
         sql = f"SELECT {key} AS id, content_hash::text AS content_hash FROM {table}"
-        stored = (pl.from_arrow(batch) for batch in conn.stream(sql))
+        stored = (arrow_frame(batch) for batch in conn.stream(sql))
         near = dataset.near_duplicates
-        cited = (pl.from_arrow(batch) for batch in conn.stream(near.cited_sql)) if near else ()
+        cited = (arrow_frame(batch) for batch in conn.stream(near.cited_sql)) if near else ()
         return KnownKeys(stored, cited)
 
 
@@ -56,11 +57,12 @@ def stored_rows_now(
     records = plan.records if every_key else known.maybe_stored(plan.records)
     keys = _stored_keys(conn, dataset.tables[0], records)
     # A near duplicate shares a source: a batch without sources has none.
-    if plan.near is None or plan.near.sources.is_empty():
+    near = dataset.near_duplicates
+    if near is None or plan.near is None or plan.near.sources.is_empty():
         return keys, None
     citing = known.citing(plan.near.sources["source"])
-    candidates = conn.execute(dataset.near_duplicates.candidates_sql, sorted_arrays(citing))
-    return keys, comparable(pl.from_arrow(candidates), "candidate")
+    candidates = conn.execute(near.candidates_sql, sorted_arrays(citing))
+    return keys, comparable(arrow_frame(candidates), "candidate")
 
 
 def _stored_keys(conn: Connection, root: Table, records: pl.DataFrame) -> pl.DataFrame:
@@ -69,7 +71,7 @@ def _stored_keys(conn: Connection, root: Table, records: pl.DataFrame) -> pl.Dat
         return pl.DataFrame(schema=STORED_KEYS_SCHEMA)
     table, key = quoted(root.name), quoted(root.key)
     # Hashes cast to the column's type (char) so they are looked up in its unique index.
-    found = pl.from_arrow(
+    found = arrow_frame(
         conn.execute(
             f"SELECT {key} AS id, content_hash::text AS content_hash FROM {table} "
             f"WHERE content_hash = ANY($1::bpchar[]) "

@@ -114,10 +114,13 @@ def start_embedded(home: Path | None = None) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if not (data / "postmaster.pid").exists():
-                # Stopped since this process first started it: start it again, not the memory of it.
-                embedded.PostgresServer._instances.pop(data, None)
-            return embedded.get_server(data, cleanup_mode=None).get_uri()
+            if (data / "postmaster.pid").exists():
+                return embedded.get_server(data, cleanup_mode=None).get_uri()
+            # Not running: a new handle starts it. get_server would return the handle it keeps per
+            # data directory, which starts nothing once its server was stopped (``stop_embedded``,
+            # ``pipeline db stop``); the new one takes its place.
+            data.mkdir(exist_ok=True)
+            return embedded.PostgresServer(data, cleanup_mode=None).get_uri()
     except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as exc:
         raise DatabaseError(
             f"could not start the embedded PostgreSQL in {home}/pgdata ({exc}); "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -27,6 +28,9 @@ from pipeline.normalize.jsontext import (
     nesting_depth,
     strictly_valid,
 )
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 RECORD_KEYS = ["source_file", "source_line", "raw"]
 
@@ -191,7 +195,7 @@ def _parse_error() -> pl.Expr:
     )
 
 
-def leaf_paths(dtype: pl.Struct, prefix: str = "") -> Iterator[tuple[str, pl.DataType]]:
+def leaf_paths(dtype: pl.Struct, prefix: str = "") -> Iterator[tuple[str, PolarsDataType]]:
     """Dotted paths of every field reachable without entering a list, outermost first."""
     for field in dtype.fields:
         path = f"{prefix}{field.name}"
@@ -249,7 +253,9 @@ def type_errors(records: pl.DataFrame, dtype: pl.Struct, skip: tuple[str, ...] =
     return found.select("record", "field", "expected", got=got).filter(pl.col("got").is_not_null())
 
 
-TYPE_ERROR_SCHEMA = {"record": pl.UInt32, "field": pl.String, "expected": pl.String, "got": pl.String}
+TYPE_ERROR_SCHEMA = pl.Schema(
+    {"record": pl.UInt32, "field": pl.String, "expected": pl.String, "got": pl.String}
+)
 
 
 def structure_errors(records: pl.DataFrame, paths: Iterable[str]) -> pl.DataFrame:
@@ -283,7 +289,7 @@ def unstorable_text(records: pl.DataFrame, dtype: pl.Struct, json_paths: frozens
     return pl.concat([pl.DataFrame(schema={"record": pl.UInt32, "field": pl.String}), *found])
 
 
-def _holds_nul(value: pl.Expr, dtype: pl.DataType, json_text: bool = False) -> pl.Expr:
+def _holds_nul(value: pl.Expr, dtype: PolarsDataType, json_text: bool = False) -> pl.Expr:
     if json_text:
         return holds_nul_escape(value).fill_null(False)
     if dtype == pl.String:

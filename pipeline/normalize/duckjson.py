@@ -6,11 +6,15 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import duckdb
 import polars as pl
 
 from pipeline.sqltext import literal, quoted
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 _local = threading.local()
 
@@ -60,11 +64,14 @@ def _read_objects_sql(dtype: pl.Struct, json_paths: frozenset[str]) -> str:
 
 
 # JSON scalars read as raw JSON and cast only when their JSON type matches.
-_STRICT_SCALARS = {pl.Int64: ("BIGINT", "'BIGINT', 'UBIGINT'"), pl.Boolean: ("BOOLEAN", "'BOOLEAN'")}
+_STRICT_SCALARS: dict[PolarsDataType, tuple[str, str]] = {
+    pl.Int64: ("BIGINT", "'BIGINT', 'UBIGINT'"),
+    pl.Boolean: ("BOOLEAN", "'BOOLEAN'"),
+}
 
 
 def _structure(
-    dtype: pl.DataType, json_paths: frozenset[str], path: tuple[str, ...] = (), in_list: bool = False
+    dtype: PolarsDataType, json_paths: frozenset[str], path: tuple[str, ...] = (), in_list: bool = False
 ) -> str:
     """``json_transform``'s structure for ``dtype``; outside lists, integers and booleans stay
     JSON (inside lists, DuckDB's casts apply), and so do the ``json_paths``."""

@@ -7,13 +7,15 @@ import polars as pl
 
 from pipeline.frames import reject_frame
 
-FAILURE_SCHEMA = {
-    "record": pl.UInt32,
-    "field": pl.String,
-    "check": pl.String,
-    "value": pl.String,
-    "hint": pl.String,
-}
+FAILURE_SCHEMA = pl.Schema(
+    {
+        "record": pl.UInt32,
+        "field": pl.String,
+        "check": pl.String,
+        "value": pl.String,
+        "hint": pl.String,
+    }
+)
 # pandera's own check of a column that may not be null, under our name.
 REQUIRED = ("required", "is required and was missing or null")
 
