@@ -84,6 +84,8 @@ class Execution:
     max_connections: int
     shards: int
     log_progress: bool
+    dry_run: bool
+    rejects_file: str | None
 
 
 Part = TypeVar("Part", DecisionRules, StopRules, Execution)
@@ -132,6 +134,9 @@ class BatchConfig:
         after its byte-order mark (``pipeline.extract.encoding``).
     delimiter: the one character separating a CSV's cells; None: told by its header (a tab
         for ``.tsv``).
+    dry_run: every stage runs, against the stored rows read in read-only transactions, and
+        nothing is written to the database; the rejects go to ``rejects_file`` (``.parquet``,
+        ``.jsonl`` or ``.csv``; None: ``RUN_ID-rejects.parquet`` in the current directory).
     """
 
     batch_size: int | Literal["auto"] = 20_000
@@ -150,6 +155,8 @@ class BatchConfig:
     shards: int = 1
     encoding: str | None = None
     delimiter: str | None = None
+    dry_run: bool = False
+    rejects_file: str | None = None
 
     def __post_init__(self) -> None:
         TextOptions(self.encoding, self.delimiter)  # refuses an unknown codec or a bad delimiter

@@ -91,6 +91,10 @@ def report_run(run, report: str | None, quiet: bool, json_out: bool, db: str | N
         emit(stop.result, report, quiet, json_out)
         fail(str(stop), 1)
     except RunInterrupted as interrupted:
+        # A dry run's answer is what it decided so far; it has nothing to resume.
+        if getattr(interrupted.result, "dry_run", False):
+            emit(interrupted.result, report, quiet, json_out)
+            fail(str(interrupted), interrupted.exit_code)
         emit(interrupted.result, report, quiet=True, json_out=json_out)
         again = resume_command(interrupted.run_id, db)
         fail(f"{interrupted}; resume it with {again}", interrupted.exit_code)

@@ -62,6 +62,10 @@ def rejects(
         Path | None,
         typer.Option(help="write the rejected raw records (.jsonl, .csv or .parquet) to fix and replay"),
     ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="with --sql: query a dry run's rejects file as the rejects table"),
+    ] = None,
 ) -> None:
     """Summarize a run's rejects with what to fix, query them with DuckDB SQL, or export them.
 
@@ -78,7 +82,12 @@ def rejects(
         )
     if sql is None and export is None and fmt not in (Format.table, Format.json):
         fail("the summary prints as a table or --format json; --format csv|parquet go with --sql", 2)
+    if file is not None and (sql is None or export is not None):
+        fail('--file goes with --sql: e.g. --sql "SELECT reason, count(*) FROM rejects GROUP BY 1"', 2)
     try:
+        if file is not None:
+            _query_file(sql or "", fmt, output, file)
+            return
         url = resolve_url(db)
         if export is not None:
             done = inspector.export_rejects(export, db_url=url, run_id=run, sql=sql)
@@ -95,6 +104,13 @@ def rejects(
             inspector.write_query(sql, fmt.value, output, url, run)
     except PipelineError as exc:
         fail(str(exc), exc.exit_code)
+
+
+def _query_file(sql: str, fmt: Format, output: Path | None, file: Path) -> None:
+    if fmt is Format.table:
+        typer.echo(inspector.format_table(inspector.query(sql, rejects_file=file)))
+    else:
+        inspector.write_query(sql, fmt.value, output, rejects_file=file)
 
 
 def _exported(done) -> str:

@@ -99,6 +99,20 @@ def migrate(
             "csv, tsv or parquet, with .gz, .zst or .bz2 if compressed (csv.gz)"
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="run every stage against the stored rows and write nothing to the database; the "
+            "rejects go to --rejects-file",
+        ),
+    ] = False,
+    rejects_file: Annotated[
+        str | None,
+        typer.Option(
+            help="with --dry-run: the rejects file, .parquet, .jsonl or .csv (default: RUN-rejects.parquet)"
+        ),
+    ] = None,
     encoding: Annotated[
         str | None,
         typer.Option(help="codec of JSONL, JSON and CSV inputs, e.g. cp1252 (default: utf-8, or a BOM's)"),
@@ -115,6 +129,8 @@ def migrate(
     configure_logging(quiet)
     if fail_fast and max_errors is not None:
         fail("--fail-fast and --max-errors cannot be combined", 2)
+    if rejects_file and not dry_run:
+        fail("--rejects-file goes with --dry-run: a real run keeps its rejects in the database", 2)
     if not paths and not resume:
         fail("name the files to migrate, e.g. `pipeline migrate data/sample.jsonl`", 2)
     if (workers or cluster) and "-" in (paths or []):
@@ -132,6 +148,8 @@ def migrate(
         "self_name": self_name,
         "max_connections": max_connections or (2 * shards if shards else None),
         "shards": shards,
+        "dry_run": dry_run or None,
+        "rejects_file": rejects_file,
         "encoding": encoding,
         "delimiter": None if delimiter is None else delimiter_option(delimiter),
     }

@@ -28,6 +28,18 @@ JOIN_ROWS_PER_CHUNK = 250_000
 TERMS = ("words", "sources", "people")
 
 
+def comparable_input(key: str) -> pl.Schema:
+    """The columns ``comparable`` reads, keyed by ``key``."""
+    return pl.Schema(
+        {
+            key: pl.String(),
+            "summary": pl.String(),
+            "sourceMessageIds": pl.List(pl.String),
+            "people": pl.List(pl.String),
+        }
+    )
+
+
 def comparable(frame: pl.DataFrame, key: str) -> pl.DataFrame:
     """What a score needs of a memory: its normalized summary, words, sources and participant ids.
 

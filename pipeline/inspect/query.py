@@ -23,25 +23,41 @@ from pipeline.load.connection import Connection, connected
 from pipeline.load.ledger import QUERY_NAMES, run_filter
 from pipeline.load.results import result_of
 from pipeline.load.server import resolve_url
+from pipeline.run.rejects_file import read_rejects_file
 from pipeline.sqltext import quoted
 
 TABLE_ROWS = 200
 
 
-def query(sql: str, db_url: str | None = None, run_id: str | None = None) -> pa.Table:
-    """Run DuckDB ``sql`` over ``rejects``, ``runs``, ``batches`` and the data tables.
+def query(
+    sql: str, db_url: str | None = None, run_id: str | None = None, rejects_file: Path | None = None
+) -> pa.Table:
+    """Run DuckDB ``sql`` over ``rejects``, ``runs``, ``batches`` and the data tables, or over
+    ``rejects`` alone, read from a dry run's ``rejects_file``.
 
     Only the tables (and, as DuckDB plans it, the columns) the query reads come over
     from PostgreSQL; ``rejects`` and ``batches`` hold only ``run_id``'s rows when given.
     """
     sql = statement(sql)
+    return duck.query(sql, _tables(sql, db_url, run_id, rejects_file))
+
+
+def _tables(
+    sql: str, db_url: str | None, run_id: str | None, rejects_file: Path | None
+) -> dict[str, pa.Table]:
+    if rejects_file is not None:
+        return {"rejects": read_rejects_file(rejects_file)}
     with connected(resolve_url(db_url)) as loader:
-        tables = read_tables(loader, sql, run_id)
-    return duck.query(sql, tables)
+        return read_tables(loader, sql, run_id)
 
 
 def write_query(
-    sql: str, fmt: str, output: Path | None, db_url: str | None = None, run_id: str | None = None
+    sql: str,
+    fmt: str,
+    output: Path | None,
+    db_url: str | None = None,
+    run_id: str | None = None,
+    rejects_file: Path | None = None,
 ) -> None:
     """Write the query's result as csv, JSON or parquet to ``output`` (None: stdout). JSON on
     stdout is one array of row objects; in a file, one object a line."""
@@ -50,8 +66,7 @@ def write_query(
     if output is None and fmt == "parquet":
         raise ConfigError("parquet goes to a file: add --output FILE.parquet")
     sql = statement(sql)
-    with connected(resolve_url(db_url)) as loader:
-        tables = read_tables(loader, sql, run_id)
+    tables = _tables(sql, db_url, run_id, rejects_file)
     if output is not None:
         duck.copy_query(sql, tables, output, fmt)
         return

@@ -41,6 +41,7 @@ class Connection:
         self.url = url
         self._connection = self._connect()
         self._in_transaction = threading.RLock()
+        self._read_only = False
 
     def _connect(self):
         try:
@@ -49,11 +50,19 @@ class Connection:
         except adbc_driver_manager.Error as exc:
             raise _connect_error(exc, self.url) from None
 
+    def read_only(self) -> None:
+        """From now on every transaction is read-only: the server refuses any write (a dry run's
+        guarantee, not only its intent). Kept across a reconnect."""
+        self._read_only = True
+        self.execute("SET default_transaction_read_only = on")
+
     def reconnect(self) -> None:
         """A new connection after the old one broke (the server restarted, the network dropped)."""
         with suppress(adbc_driver_manager.Error):
             self._connection.close()
         self._connection = self._connect()
+        if self._read_only:
+            self.read_only()
 
     def close(self) -> None:
         self._connection.close()

@@ -14,9 +14,17 @@ from pipeline.datasets.base import Dataset, Table
 from pipeline.dedup.known import KnownKeys
 from pipeline.dedup.plan import LoadPlan
 from pipeline.dedup.resolve import STORED_KEYS_SCHEMA
-from pipeline.dedup.similarity import comparable
+from pipeline.dedup.similarity import comparable, comparable_input
 from pipeline.frames import arrow_frame
 from pipeline.load.connection import Connection, quoted
+from pipeline.load.results import result_of
+
+
+def stored_tables_exist(conn: Connection, dataset: Dataset) -> bool:
+    """Whether ``dataset``'s root table exists (a dry run on a fresh database finds none)."""
+    with conn.transaction("looking for the stored rows' table"):
+        found = result_of(conn, "SELECT to_regclass($1) IS NOT NULL", (quoted(dataset.tables[0].name),))
+    return bool(found.column(0)[0].as_py())
 
 
 def known_keys(conn: Connection, dataset: Dataset) -> KnownKeys:
@@ -61,6 +69,8 @@ def stored_rows_now(
     if near is None or plan.near is None or plan.near.sources.is_empty():
         return keys, None
     citing = known.citing(plan.near.sources["source"])
+    if citing.is_empty():  # no stored row cites them (a first load; a dry run on no tables)
+        return keys, comparable(pl.DataFrame(schema=comparable_input("candidate")), "candidate")
     candidates = conn.execute(near.candidates_sql, sorted_arrays(citing))
     return keys, comparable(arrow_frame(candidates), "candidate")
 

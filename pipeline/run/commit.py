@@ -34,6 +34,8 @@ from pipeline.load.connection import Connection
 from pipeline.load.copy import ROW_FAILURE_SCHEMA, copy_tables, row_rejects
 from pipeline.load.ledger import BatchOutcome, committed_outcome, ingest_merges, ingest_rejects, record_batch
 from pipeline.load.lookups import stored_rows, stored_rows_now
+from pipeline.run.dry_store import DryRunStore
+from pipeline.run.rejects_file import RejectsFile
 from pipeline.run.retry import retried
 from pipeline.run.staged import Committed, Decided, StagedBatch, Ticket
 
@@ -45,15 +47,18 @@ def decide_early(
     config: BatchConfig,
     part: StagedBatch,
     previous: Ticket | None,
+    dry_store: DryRunStore | None = None,
 ) -> Decided:
     """A part's duplicates and key conflicts, decided while the ``previous`` part of its lane
-    loads: against the rows committed now and the records ``previous`` keeps. A row found
-    twice (committed meanwhile) counts once. The rows ``previous`` stored join ``known``, for
-    the parts after this one."""
+    loads: against the rows committed now (in a dry run, the rows it kept too: ``dry_store``)
+    and the records ``previous`` keeps. A row found twice (committed meanwhile) counts once.
+    The rows ``previous`` stored join ``known``, for the parts after this one."""
     began = perf_counter()
     checkpoint("lookup")
     try:
         keys, candidates = stored_rows(lookup, dataset, part.plan, known)
+        if dry_store is not None:
+            keys, candidates = dry_store.matches(part.plan, keys, candidates)
     except DatabaseError:
         with suppress(DatabaseError):
             lookup.reconnect()
@@ -175,6 +180,29 @@ class DatabaseSink:
                 break
             conn.execute("ROLLBACK TO SAVEPOINT pipeline_batch_rows")
         return decision, pl.concat(refusals)
+
+
+@dataclass(frozen=True)
+class DryRunSink:
+    """Where a dry run's parts go: decided as a real run decides them, nothing written to the
+    database, their rejects to ``rejects``. What the decision keeps is taken as stored: what
+    only the server could refuse (a check, a foreign key) is not checked."""
+
+    rejects: RejectsFile
+    run_id: str
+    store: DryRunStore
+
+    def commit(
+        self, part: StagedBatch, decided: Future[Decided], known: KnownKeys, began: float
+    ) -> Committed:
+        decision = decided.result().decision  # a failed lookup ends a dry run: nothing to retry
+        rejects = pl.concat([part.rejects, decision.refused.drop("record")])
+        self.rejects.write(self.run_id, rejects)
+        checkpoint("decided")
+        outcome = BatchOutcome(loaded=decision.kept.height, rejects=rejects)
+        kept = loaded_records(part.plan, rejects)
+        self.store.add(part.plan, kept)
+        return Committed(outcome, kept, perf_counter() - began)
 
 
 class _RolledBack(Exception):

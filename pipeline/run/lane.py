@@ -27,8 +27,10 @@ from pipeline.config import BatchConfig
 from pipeline.datasets.base import Dataset
 from pipeline.dedup.known import KnownKeys
 from pipeline.load.connection import Connection, connected
-from pipeline.load.lookups import known_keys
-from pipeline.run.commit import DatabaseSink, decide_early
+from pipeline.load.lookups import known_keys, stored_tables_exist
+from pipeline.run.commit import DatabaseSink, DryRunSink, decide_early
+from pipeline.run.dry_store import DryRunStore
+from pipeline.run.rejects_file import RejectsFile
 from pipeline.run.staged import Committed, Decided, StagedBatch, Ticket
 
 Read = TypeVar("Read")
@@ -82,12 +84,14 @@ class Lane:
         gate: CommitGate,
         dataset: Dataset,
         config: BatchConfig,
+        dry_store: DryRunStore | None = None,
     ) -> None:
         self.number = number
         self._lookup = lookup
         self._sink = sink
         self._known = known
         self._gate = gate
+        self._dry_store = dry_store
         self._dataset = dataset
         self._config = config
         self._deciding = ThreadPoolExecutor(1, f"lookup-{number}")
@@ -117,7 +121,7 @@ class Lane:
 
     def _decide(self, part: StagedBatch, previous: Ticket | None) -> Decided:
         known = self._known.result()
-        return decide_early(self._lookup, known, self._dataset, self._config, part, previous)
+        return decide_early(self._lookup, known, self._dataset, self._config, part, previous, self._dry_store)
 
     def _commit(self, part: StagedBatch, decided: Future[Decided], began: float) -> Committed:
         if not self._gate.admit(part.number):
@@ -127,26 +131,45 @@ class Lane:
 
 @contextmanager
 def opened_lanes(
-    run: Connection, dataset: Dataset, config: BatchConfig, run_id: str, gate: CommitGate
+    run: Connection,
+    dataset: Dataset,
+    config: BatchConfig,
+    run_id: str,
+    gate: CommitGate,
+    dry_rejects: RejectsFile | None = None,
 ) -> Iterator[list[Lane]]:
     """``config.shards`` lanes committing into the database, each on two connections of its
     own, but the first, which loads on the run's connection (``Connection`` serializes its
-    transactions: the run records its ledger rows on it too). The stored rows' keys are read
-    once, on the first lane's lookup connection, while the first batches are prepared (a
-    million stored rows take two seconds). On the way out, the gate closes and the lanes
-    finish the work begun before their connections close."""
+    transactions: the run records its ledger rows on it too). With ``dry_rejects`` (a dry run)
+    the lanes write their rejects there and nothing to the database: they open only their
+    lookup connections, read-only. The stored rows' keys are read once, on the first lane's
+    lookup connection, while the first batches are prepared (a million stored rows take two
+    seconds). On the way out, the gate closes and the lanes finish the work begun before
+    their connections close."""
     known: Future[KnownKeys] = Future()
     lanes: list[Lane] = []
+    store = DryRunStore() if dry_rejects is not None else None
     with ExitStack() as stack:
         for number in range(config.shards):
-            loader = run if number == 0 else stack.enter_context(connected(run.url))
             lookup = stack.enter_context(connected(run.url))
-            sink = DatabaseSink(loader, dataset, run_id, config)
-            lanes.append(Lane(number, lookup, sink, known, gate, dataset, config))
+            sink: Sink
+            if dry_rejects is not None and store is not None:
+                lookup.read_only()
+                sink = DryRunSink(dry_rejects, run_id, store)
+            else:
+                loader = run if number == 0 else stack.enter_context(connected(run.url))
+                sink = DatabaseSink(loader, dataset, run_id, config)
+            lanes.append(Lane(number, lookup, sink, known, gate, dataset, config, store))
             stack.callback(lanes[-1].close)
         stack.callback(gate.close)
-        lanes[0].read(lambda lookup: _resolve(known, lambda: known_keys(lookup, dataset)))
+        lanes[0].read(lambda lookup: _resolve(known, lambda: _known_keys(lookup, dataset)))
         yield lanes
+
+
+def _known_keys(lookup: Connection, dataset: Dataset) -> KnownKeys:
+    """The stored rows' keys; none where the dataset's tables do not exist (a dry run on a
+    fresh database decides against nothing)."""
+    return known_keys(lookup, dataset) if stored_tables_exist(lookup, dataset) else KnownKeys()
 
 
 def _resolve(future: Future[Read], reading: Callable[[], Read]) -> None:

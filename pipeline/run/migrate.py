@@ -36,6 +36,7 @@ from pipeline.load.ledger import (
     find_run,
     finish_run,
     fold_merges,
+    has_ledger,
     run_history,
     start_run,
 )
@@ -45,7 +46,8 @@ from pipeline.run.cluster import dask_in_order
 from pipeline.run.failfast import forget_stop
 from pipeline.run.pipelining import RunInputs, run_batches
 from pipeline.run.prepared import in_order_here
-from pipeline.run.report import RunResult
+from pipeline.run.rejects_file import RejectsFile, rejects_file_path
+from pipeline.run.report import RunResult, check_writable
 from pipeline.run.resume import (
     already_migrated,
     recorded_inputs,
@@ -119,6 +121,8 @@ class _Request:
     recheck: bool
 
     def refuse_conflicts(self) -> None:
+        if self.resume and self.config is not None and self.config.dry_run:
+            raise ConfigError("--dry-run starts a run of its own; it cannot --resume one")
         if self.resume and self.run_id and self.run_id != self.resume:
             raise ConfigError(f"--run-id {self.run_id} and --resume {self.resume} name different runs")
         if self.client is not None and "-" in [os.fspath(p) for p in self.paths]:
@@ -147,12 +151,15 @@ class _Run:
     inputs: list[dict]
     started_at: datetime
     result: RunResult
+    dry_rejects: RejectsFile | None = None
 
 
 def _planned(request: _Request) -> _Planned:
     config = request.config or BatchConfig()
     if request.client is not None:
         config = replace(config, partitioning="ranges")
+    if config.dry_run and config.rejects_file:
+        check_writable(rejects_file_path(config.rejects_file, "run"))
     files, ignored = _new_inputs(request.paths, get_dataset(config.dataset), request.input_format, config)
     return _Planned(config, files, ignored)
 
@@ -163,13 +170,16 @@ def _carried_out(loader: Connection, url: str, request: _Request, planned: _Plan
     try:
         run = _started(loader, request, planned)
         run.result.database = redact_url(url)
-        start_run(loader, run.result.run_id, run.started_at, run.config.to_dict(), run.inputs)
+        if not run.dry_rejects:
+            start_run(loader, run.result.run_id, run.started_at, run.config.to_dict(), run.inputs)
         if run.files:
             in_order = in_order_here if request.client is None else dask_in_order(request.client)
-            read = RunInputs(run.files, run.inputs)
+            read = RunInputs(run.files, run.inputs, run.dry_rejects)
             run_batches(loader, run.dataset, run.config, read, run.started_at, run.result, in_order)
             run.result.resized_inputs = _resized_inputs(run.files, run.sizes)
-            run.result.damaged_inputs = damaged_inputs(loader, run.result.run_id)
+            run.result.damaged_inputs = (
+                run.dry_rejects.damaged if run.dry_rejects else damaged_inputs(loader, run.result.run_id)
+            )
         checkpoint("finish")
     except RunStopped as stop:
         if run is not None:
@@ -179,18 +189,23 @@ def _carried_out(loader: Connection, url: str, request: _Request, planned: _Plan
         if run is None:
             raise
         _finish(loader, run.dataset, run.result, "interrupted", "interrupted")
+        done = f"{len(run.result.batches):,} batches ({run.result.processed:,} records)"
         raise RunInterrupted(
-            f"run {run.result.run_id} interrupted; its {len(run.result.batches):,} committed batches "
-            f"({run.result.processed:,} records) stay in the database",
+            f"dry run {run.result.run_id} interrupted after deciding {done}; nothing was written"
+            if run.dry_rejects
+            else f"run {run.result.run_id} interrupted; its {done} committed stay in the database",
             run_id=run.result.run_id,
             result=run.result,
         ) from None
     except BaseException as exc:
         if run is not None:
             _finish(loader, run.dataset, run.result, "failed", f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, PipelineError):
+            if isinstance(exc, PipelineError) and not run.dry_rejects:  # a dry run resumes nothing
                 exc.run_id = run.result.run_id
         raise
+    finally:
+        if run is not None and run.dry_rejects is not None:
+            run.dry_rejects.close()
     _finish(loader, run.dataset, run.result, "completed", None)
     return run.result
 
@@ -210,6 +225,8 @@ def _started(loader: Connection, request: _Request, planned: _Planned | None) ->
     # The inputs as the run starts: a file that grows while it is read is taken so.
     sizes = [f.stat().st_size for f in files]
     fingerprints = _fingerprints(files, sizes)
+    if config.dry_run:
+        return _dry_run(loader, request, config, dataset, files, sizes, fingerprints.result())
     ensure_schema(loader, dataset)
     if planned is None:
         started_at, result = resumed(loader, record, fingerprints.result(), config, dataset)
@@ -241,14 +258,44 @@ def _recorded(fingerprint: dict, input_format: str | None) -> dict:
     return fingerprint | ({"input_format": input_format} if input_format else {})
 
 
+def _dry_run(
+    loader: Connection,
+    request: _Request,
+    config: BatchConfig,
+    dataset: Dataset,
+    files: list[Source],
+    sizes: list[int],
+    fingerprints: list[dict],
+) -> _Run:
+    """A dry run as it starts: its connection read-only (the server refuses any write), the
+    ledger read if there is one (an input a real run would skip is said so), its rejects file
+    open."""
+    loader.read_only()
+    found = [_recorded(f, request.input_format) for f in fingerprints]
+    ledger = has_ledger(loader)
+    if not ledger:
+        logger.info("no run was recorded in this database: the dry run decides against what it stores")
+    started_at, result, inputs = _new_run(
+        loader, request.run_id, config, found, request.recheck or not ledger
+    )
+    result.dry_run = True
+    rejects = RejectsFile(rejects_file_path(config.rejects_file, result.run_id))
+    result.rejects_file = str(rejects.path)
+    read = ["loaded_by" not in i for i in inputs]
+    files, sizes = list(compress(files, read)), list(compress(sizes, read))
+    return _Run(config, dataset, files, sizes, inputs, started_at, result, rejects)
+
+
 def _new_run(
     loader: Connection, run_id: str | None, config: BatchConfig, inputs: list[dict], recheck: bool
 ) -> tuple[datetime, RunResult, list[dict]]:
     """A new run's start time, its empty result (naming the ``inputs`` it skips) and its
-    ``inputs`` (fingerprints) as it records them; no run has taken its run id."""
+    ``inputs`` (fingerprints) as it records them; no run has taken its run id. ``recheck``:
+    no input is skipped (and, without a ledger, no run id looked up)."""
     started_at = datetime.now(UTC)
     run_id = run_id or f"run-{started_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    _refuse_taken_run_id(loader, run_id)
+    if not (config.dry_run and recheck):
+        _refuse_taken_run_id(loader, run_id)
     # A replay marks the rejects its records resolve: it reads them whatever ran before.
     skipped = [] if recheck or config.replay_of else already_migrated(loader, inputs, config)
     result = RunResult(
@@ -333,6 +380,9 @@ def _finish(loader: Connection, dataset: Dataset, result: RunResult, status: str
     A run that did not complete is counted from its ledger: batches that committed while it
     stopped count, the one rolled back does not."""
     result.status, result.stop_reason = status, reason
+    if result.dry_run:  # nothing to fold or record: its counts are what it decided
+        result.peak_rss_mb = peak_rss_mb()
+        return
     try:
         if status != "completed":
             result.count_committed(*run_history(loader, result.run_id))

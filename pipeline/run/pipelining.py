@@ -39,6 +39,7 @@ from pipeline.run.failfast import stop_at
 from pipeline.run.lane import CommitGate, Lane, opened_lanes
 from pipeline.run.prepared import OrderedMap, PreparedBatch, in_order_here, prepared_batches
 from pipeline.run.progress import ProgressTask
+from pipeline.run.rejects_file import RejectsFile
 from pipeline.run.report import RunResult
 from pipeline.run.sharding import record_shards
 from pipeline.run.staged import Ticket
@@ -46,10 +47,12 @@ from pipeline.run.staged import Ticket
 
 @dataclass(frozen=True)
 class RunInputs:
-    """What a run reads: its ``files``, and their fingerprints as the run started."""
+    """What a run reads: its ``files``, and their fingerprints as the run started. A dry run
+    writes its rejects to ``dry_rejects`` and nothing to the database."""
 
     files: Sequence[Source | Path]
     fingerprints: list[dict]
+    dry_rejects: RejectsFile | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -67,20 +70,22 @@ def run_batches(
 ) -> None:
     """Read, decide and load every batch of ``inputs`` into ``result``'s run (a resumed run
     goes on after the parts its lanes committed)."""
-    committed = committed_shards(loader, result.run_id)
+    committed = {} if inputs.dry_rejects else committed_shards(loader, result.run_id)
     done = _fully_committed(committed, config.shards)
     # A resumed auto-sized run cuts its committed batches at their recorded sizes again.
     sizer = BatchSizer(config.batch_size, config.memory_limit_mb, [b.rows_in for b in result.batches])
     result.batch_sizes = sizer.chosen
     ahead = 2 if config.continue_on_error and config.max_errors is None else 1
     gate = CommitGate(done, ahead)
-    with _stop_on_ctrl_c() as stop, opened_lanes(loader, dataset, config, result.run_id, gate) as lanes:
+    lanes_opened = opened_lanes(loader, dataset, config, result.run_id, gate, inputs.dry_rejects)
+    with _stop_on_ctrl_c() as stop, lanes_opened as lanes:
         shard_of = None
         if config.shards > 1:
             shard_of, seconds = record_shards(inputs.files, dataset.name, config, started_at, in_order, stop)
             result.add_stage_seconds(seconds)
         progress = ProgressTask("migrating", inputs.total_bytes, config.log_progress)
-        window = _Window(loader, result, config, sizer, progress, gate)
+        keeper = inputs.dry_rejects or loader
+        window = _Window(keeper, result, config, sizer, progress, gate)
         files = list(inputs.files)
         batches = prepared_batches(files, dataset.name, config, started_at, sizer, done, in_order, shard_of)
         try:
@@ -89,7 +94,7 @@ def run_batches(
             # While the last batches load, fold the merge notes committed so far: the run's
             # last fold (``migrate._finish``) is then left with theirs only.
             fold = None
-            if dataset.near_duplicates:
+            if dataset.near_duplicates and not inputs.dry_rejects:
                 fold = lanes[0].read(lambda lookup: _fold_early(lookup, dataset))
             window.drain()
             if fold is not None:
@@ -134,10 +139,10 @@ def _submit_all(
         if not window.config.continue_on_error and any(_failed_records(p.rejects) for p in parts):
             window.drain()
             failed = pl.concat([p.rejects for p in parts])
-            raise stop_at(window.loader, window.result, prepared.number, failed)
-        if window.empty and not window.result.batches:
+            raise stop_at(window.keeper, window.result, prepared.number, failed)
+        if window.empty and not window.result.batches and isinstance(window.keeper, Connection):
             # Before any batch can commit: a resumed run is checked against them.
-            record_inputs(window.loader, window.result.run_id, inputs.fingerprints)
+            record_inputs(window.keeper, window.result.run_id, inputs.fingerprints)
         window.add([lanes[part.shard].submit(part, began) for part in parts], prepared.bytes_done)
         waiting = perf_counter()
     return read_from
@@ -150,14 +155,15 @@ class _Window:
 
     def __init__(
         self,
-        loader: Connection,
+        keeper: Connection | RejectsFile,
         result: RunResult,
         config: BatchConfig,
         sizer: BatchSizer,
         progress: ProgressTask,
         gate: CommitGate,
     ) -> None:
-        self.loader, self.result, self.config = loader, result, config
+        # Where the record that stops a run is kept: the ledger, or a dry run's rejects file.
+        self.keeper, self.result, self.config = keeper, result, config
         self._sizer, self._progress, self._gate = sizer, progress, gate
         self._pending: deque[tuple[list[Ticket], int]] = deque()
         self._clock = perf_counter() - result.seconds
@@ -185,7 +191,7 @@ class _Window:
 
     def _count_oldest(self) -> None:
         tickets, bytes_done = self._pending.popleft()
-        _count(self.loader, self.result, self.config, tickets, self._clock)
+        _count(self.keeper, self.result, self.config, tickets, self._clock)
         self._gate.counted(tickets[0].part.number)
         now = perf_counter()
         rows_after = _rows_in(self._pending[0][0]) if self._pending else None
@@ -195,7 +201,11 @@ class _Window:
 
 
 def _count(
-    loader: Connection, result: RunResult, config: BatchConfig, tickets: list[Ticket], clock: float
+    keeper: Connection | RejectsFile,
+    result: RunResult,
+    config: BatchConfig,
+    tickets: list[Ticket],
+    clock: float,
 ) -> None:
     """Count a batch once every lane's part of it is committed; stop at a part fail-fast
     rolled back, or past ``--max-errors``."""
@@ -208,7 +218,7 @@ def _count(
     )
     number = tickets[0].part.number
     if rolled_back := [part.outcome.rejects for part in committed if not part.outcome.committed]:
-        raise stop_at(loader, result, number, pl.concat(rolled_back))
+        raise stop_at(keeper, result, number, pl.concat(rolled_back))
     loaded = sum(part.outcome.loaded for part in committed)
     rows_in = _rows_in(tickets)
     rejects = pl.concat([part.outcome.rejects for part in committed])

@@ -77,6 +77,8 @@ class RunResult:
     resized_inputs: list[dict] = field(default_factory=list)
     damaged_inputs: list[dict] = field(default_factory=list)
     skipped_inputs: list[dict] = field(default_factory=list)
+    dry_run: bool = False
+    rejects_file: str | None = None
 
     @property
     def failed(self) -> int:
@@ -152,12 +154,14 @@ class RunResult:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def summary(self, top: int = 8) -> str:
+        would = "would load" if self.dry_run else "loaded"
         lines = [
-            f"run {self.run_id}: {self.status}" + (f" ({self.stop_reason})" if self.stop_reason else ""),
+            f"{'dry run' if self.dry_run else 'run'} {self.run_id}: {self.status}"
+            + (f" ({self.stop_reason})" if self.stop_reason else ""),
             f"  database  {self.database}",
             f"  processed {self.processed:,} records in {self.seconds:.1f}s "
             f"({self.rows_per_second:,.0f} records/s, peak RSS {self.peak_rss_mb:,.0f} MB)",
-            f"  loaded    {self.successful:,} ({self.success_rate}%)",
+            f"  {would:<9} {self.successful:,} ({self.success_rate}%)",
             f"  failed    {self.failed:,} (parse {self.parse_errors:,}, validation "
             f"{self.validation_errors:,}, database {self.database_errors:,})",
             f"  skipped   {self.duplicates_skipped:,} exact duplicates, "
@@ -166,9 +170,15 @@ class RunResult:
         if self.stage_seconds:
             spent = ", ".join(f"{stage} {s:.1f}s" for stage, s in self.stage_seconds.items())
             lines.append(f"  stages    {spent} (load overlaps the others)")
+        if self.dry_run:
+            lines += [
+                "  nothing was written to the database; what only the server refuses (a check, a "
+                "foreign key) was not checked",
+                f"  rejects   {self.rejects_file}: pipeline rejects --file {self.rejects_file}",
+            ]
         lines += [
-            f"  not read  {s['file']}: run {s['run_id']} migrated the same content under the same "
-            "rules (--recheck reads it again)"
+            f"  {'would skip' if self.dry_run else 'not read '} {s['file']}: run {s['run_id']} migrated "
+            "the same content under the same rules (--recheck reads it again)"
             for s in self.skipped_inputs
         ]
         lines += [f"  ignored   {i['path']} ({i['why']})" for i in self.ignored_paths[:IGNORED_SHOWN]]
@@ -191,7 +201,8 @@ class RunResult:
             lines.append("  top reasons:")
             for reason, count in sorted(self.errors_by_reason.items(), key=lambda kv: -kv[1])[:top]:
                 lines.append(f"    {count:>9,}  {reason}")
-            lines.append(f"  inspect them: pipeline rejects --run {self.run_id}")
+            if not self.dry_run:
+                lines.append(f"  inspect them: pipeline rejects --run {self.run_id}")
         return "\n".join(lines)
 
 
