@@ -4,8 +4,9 @@ delay a thread, to prove that the order of a run does not hang on timing.
 ``PIPELINE_KILL_AT=copy:3`` sends SIGKILL to this process the third time it reaches
 the point ``copy``. With ``PIPELINE_KILL_ONCE=PATH`` as well, only the first process to
 create the file ``PATH`` is killed (a replaced worker of a cluster then goes on).
-``random_delays`` makes each point named sleep a random while, drawn from a seeded
-generator. Unset (always, outside tests), ``checkpoint`` does nothing.
+``random_delays`` (or ``PIPELINE_DELAY_AT=lookup,copy`` with ``PIPELINE_DELAY_SECONDS=0.05``, for
+a process of its own) makes each point named sleep a random while, up to those seconds, drawn
+from a seeded generator. Unset (always, outside tests), ``checkpoint`` does nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class _Delays:
 
 
 _delays: _Delays | None = None
+if _delayed := os.environ.get("PIPELINE_DELAY_AT"):
+    _longest = float(os.environ.get("PIPELINE_DELAY_SECONDS", "0.01"))
+    _delays = _Delays(frozenset(_delayed.split(",")), _longest, random.Random(0), threading.Lock())
 
 
 @contextmanager

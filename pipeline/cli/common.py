@@ -4,12 +4,14 @@ and exit codes, logging, and how a run is reported."""
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import sys
+import warnings
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, TextIO
 
 import typer
 from loguru import logger
@@ -17,7 +19,7 @@ from loguru import logger
 from pipeline.datasets import dataset_names
 from pipeline.errors import PipelineError, RunInterrupted, RunStopped
 from pipeline.load.server import redact, redact_url
-from pipeline.run.progress import is_progress
+from pipeline.run.progress import is_progress, json_line
 from pipeline.run.report import check_writable
 
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -47,6 +49,7 @@ Mode = StrEnum("Mode", ["dedup", "standard"])
 ReportFormat = StrEnum("ReportFormat", ["table", "json"])
 Format = StrEnum("Format", ["table", "csv", "json", "parquet"])
 RunsFormat = StrEnum("RunsFormat", ["table", "csv", "json"])
+LogFormat = StrEnum("LogFormat", ["text", "json"])
 
 
 def _version(shown: bool) -> None:
@@ -143,13 +146,52 @@ def _write_redacted(line: str) -> None:
     sys.stderr.write(redact(line))
 
 
-def configure_logging(quiet: bool) -> None:
+def configure_logging(quiet: bool, as_json: bool = False, log_file: Path | None = None) -> None:
+    """Log lines on stderr, as text or (``as_json``) one JSON object a line (``json_line``),
+    and as JSON lines to ``log_file`` as well. Progress events go to the progress display."""
     logger.remove()
+    level = "ERROR" if quiet else "INFO"
     # Every line passes through ``redact``: no log line shows a password.
-    logger.add(
-        _write_redacted,
-        level="ERROR" if quiet else "INFO",
-        format="{time:HH:mm:ss} {level} {message}",
-        filter=lambda record: not is_progress(record),  # drawn as a bar (``progress_bar``)
-    )
+    if as_json:
+        logger.add(_JsonLines(sys.stderr).write, level=level, filter=_not_progress)
+        _route_other_logging()
+    else:
+        text = "{time:HH:mm:ss} {level} {message}"
+        logger.add(_write_redacted, level=level, format=text, filter=_plain)
+    if log_file is not None:
+        check_writable(log_file)
+        logger.add(_JsonLines(log_file.open("a", encoding="utf-8")).write, level="INFO")
     logger.enable("pipeline")
+
+
+class _JsonLines:
+    """Log records written to ``out`` as JSON lines, passwords hidden."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, message: Any) -> None:
+        self._out.write(redact(json_line(message.record)))
+        self._out.flush()
+
+
+def _plain(record: Any) -> bool:
+    """A message for people: events are for machines (``--log-format json``, ``--log-file``)."""
+    return "event" not in record["extra"]
+
+
+def _not_progress(record: Any) -> bool:
+    return not is_progress(record)  # drawn by the progress display (``progress_display``)
+
+
+def _route_other_logging() -> None:
+    """Python warnings and the standard logging of libraries (Dask's) as log events too."""
+
+    class ToLoguru(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logger.bind(event="library_log", logger=record.name).log(record.levelname, record.getMessage())
+
+    logging.basicConfig(handlers=[ToLoguru()], level=logging.WARNING, force=True)
+    warnings.showwarning = lambda message, category, *_: logger.bind(
+        event="library_warning", category=category.__name__
+    ).warning(str(message))

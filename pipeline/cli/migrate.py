@@ -11,6 +11,7 @@ import typer
 from pipeline.cli.common import (
     Dataset,
     DbOption,
+    LogFormat,
     Mode,
     ReportFormat,
     app,
@@ -25,7 +26,7 @@ from pipeline.replaying import replay as replay_rejects
 from pipeline.run.cluster import dask_client
 from pipeline.run.migrate import migrate as run_migration
 from pipeline.run.migrate import recorded_config
-from pipeline.run.progress import progress_bar
+from pipeline.run.progress import progress_bar, progress_display
 
 
 @app.command()
@@ -121,12 +122,21 @@ def migrate(
         str | None,
         typer.Option(help="CSV cell separator, e.g. ';' or tab (default: told by the header; tab for .tsv)"),
     ] = None,
+    log_format: Annotated[
+        LogFormat, typer.Option(help="stderr as text, or one JSON object a line (events for machines)")
+    ] = LogFormat.text,
+    log_file: Annotated[
+        Path | None, typer.Option(help="write the events as JSON lines to this file too")
+    ] = None,
+    progress_interval: Annotated[
+        float, typer.Option(min=0.1, help="seconds between progress lines when stderr is no terminal")
+    ] = 10.0,
 ) -> None:
     """Migrate PATHS into the database and print a summary of the run.
 
     Example: pipeline migrate data/sample.jsonl --report report.json
     """
-    configure_logging(quiet)
+    configure_logging(quiet, log_format is LogFormat.json, log_file)
     if fail_fast and max_errors is not None:
         fail("--fail-fast and --max-errors cannot be combined", 2)
     if rejects_file and not dry_run:
@@ -158,8 +168,10 @@ def migrate(
 
     def run():
         base = recorded_config(resume, db) if resume else BatchConfig()
-        config = replace(base, **passed, log_progress=not quiet and not json_out)
-        with dask_client(workers, cluster) as client, progress_bar(config.log_progress):
+        as_json = log_format is LogFormat.json
+        config = replace(base, **passed, log_progress=not quiet and (as_json or not json_out))
+        display = progress_display(config.log_progress, progress_interval, as_json)
+        with dask_client(workers, cluster) as client, display:
             return run_migration(
                 paths or [],
                 config,

@@ -69,10 +69,18 @@ def stored_rows_now(
     if near is None or plan.near is None or plan.near.sources.is_empty():
         return keys, None
     citing = known.citing(plan.near.sources["source"])
-    if citing.is_empty():  # no stored row cites them (a first load; a dry run on no tables)
+    if citing.is_empty():  # no stored row cites them (a first load)
         return keys, comparable(pl.DataFrame(schema=comparable_input("candidate")), "candidate")
     candidates = conn.execute(near.candidates_sql, sorted_arrays(citing))
     return keys, comparable(arrow_frame(candidates), "candidate")
+
+
+def nothing_stored(dataset: Dataset, plan: LoadPlan) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """What ``stored_rows`` says where the dataset's tables do not exist: nothing."""
+    keys = pl.DataFrame(schema=STORED_KEYS_SCHEMA)
+    if dataset.near_duplicates is None or plan.near is None or plan.near.sources.is_empty():
+        return keys, None
+    return keys, comparable(pl.DataFrame(schema=comparable_input("candidate")), "candidate")
 
 
 def _stored_keys(conn: Connection, root: Table, records: pl.DataFrame) -> pl.DataFrame:

@@ -33,7 +33,7 @@ from pipeline.faults import checkpoint
 from pipeline.load.connection import Connection
 from pipeline.load.copy import ROW_FAILURE_SCHEMA, copy_tables, row_rejects
 from pipeline.load.ledger import BatchOutcome, committed_outcome, ingest_merges, ingest_rejects, record_batch
-from pipeline.load.lookups import stored_rows, stored_rows_now
+from pipeline.load.lookups import nothing_stored, stored_rows, stored_rows_now
 from pipeline.run.dry_store import DryRunStore
 from pipeline.run.rejects_file import RejectsFile
 from pipeline.run.retry import retried
@@ -56,7 +56,10 @@ def decide_early(
     began = perf_counter()
     checkpoint("lookup")
     try:
-        keys, candidates = stored_rows(lookup, dataset, part.plan, known)
+        if dry_store is not None and not dry_store.tables_exist:
+            keys, candidates = nothing_stored(dataset, part.plan)
+        else:
+            keys, candidates = stored_rows(lookup, dataset, part.plan, known)
         if dry_store is not None:
             keys, candidates = dry_store.matches(part.plan, keys, candidates)
     except DatabaseError:

@@ -23,6 +23,8 @@ class DryRunStore:
     """The rows kept so far by a dry run's lanes (any thread adds, any thread reads)."""
 
     def __init__(self) -> None:
+        # Whether the database holds the dataset's tables: without them it is not asked.
+        self.tables_exist = True
         self._lock = threading.Lock()
         self._rows = pl.DataFrame(schema=KEPT_SCHEMA)
         self._memories: pl.DataFrame | None = None  # comparable frames keyed by ``candidate``

@@ -162,14 +162,17 @@ def opened_lanes(
             lanes.append(Lane(number, lookup, sink, known, gate, dataset, config, store))
             stack.callback(lanes[-1].close)
         stack.callback(gate.close)
-        lanes[0].read(lambda lookup: _resolve(known, lambda: _known_keys(lookup, dataset)))
+        lanes[0].read(lambda lookup: _resolve(known, lambda: _known_keys(lookup, dataset, store)))
         yield lanes
 
 
-def _known_keys(lookup: Connection, dataset: Dataset) -> KnownKeys:
+def _known_keys(lookup: Connection, dataset: Dataset, dry_store: DryRunStore | None) -> KnownKeys:
     """The stored rows' keys; none where the dataset's tables do not exist (a dry run on a
-    fresh database decides against nothing)."""
-    return known_keys(lookup, dataset) if stored_tables_exist(lookup, dataset) else KnownKeys()
+    fresh database decides against nothing, and tells its store so)."""
+    if dry_store is not None and not stored_tables_exist(lookup, dataset):
+        dry_store.tables_exist = False
+        return KnownKeys()
+    return known_keys(lookup, dataset)
 
 
 def _resolve(future: Future[Read], reading: Callable[[], Read]) -> None:

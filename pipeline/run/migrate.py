@@ -43,6 +43,7 @@ from pipeline.load.ledger import (
 from pipeline.load.server import redact_url, resolve_url
 from pipeline.run.autosize import peak_rss_mb
 from pipeline.run.cluster import dask_in_order
+from pipeline.run.events import emit, run_ended
 from pipeline.run.failfast import forget_stop
 from pipeline.run.pipelining import RunInputs, run_batches
 from pipeline.run.prepared import in_order_here
@@ -172,6 +173,15 @@ def _carried_out(loader: Connection, url: str, request: _Request, planned: _Plan
         run.result.database = redact_url(url)
         if not run.dry_rejects:
             start_run(loader, run.result.run_id, run.started_at, run.config.to_dict(), run.inputs)
+        emit(
+            "run_started",
+            run.result.run_id,
+            f"{'dry run' if run.dry_rejects else 'run'} {run.result.run_id} started",
+            inputs=run.result.inputs,
+            settings=run.config.to_dict(),
+            database=run.result.database,
+            dry_run=run.dry_rejects is not None,
+        )
         if run.files:
             in_order = in_order_here if request.client is None else dask_in_order(request.client)
             read = RunInputs(run.files, run.inputs, run.dry_rejects)
@@ -382,7 +392,13 @@ def _finish(loader: Connection, dataset: Dataset, result: RunResult, status: str
     result.status, result.stop_reason = status, reason
     if result.dry_run:  # nothing to fold or record: its counts are what it decided
         result.peak_rss_mb = peak_rss_mb()
+        run_ended(result.to_dict())
         return
+    _record_end(loader, dataset, result, status)
+    run_ended(result.to_dict())
+
+
+def _record_end(loader: Connection, dataset: Dataset, result: RunResult, status: str) -> None:
     try:
         if status != "completed":
             result.count_committed(*run_history(loader, result.run_id))

@@ -32,9 +32,11 @@ from pipeline.datasets.base import Dataset
 from pipeline.errors import DatabaseError, RunStopped
 from pipeline.extract.sources import Source
 from pipeline.faults import checkpoint
+from pipeline.frames import RejectCounts
 from pipeline.load.connection import Connection
 from pipeline.load.ledger import committed_shards, fold_merges, record_inputs
 from pipeline.run.autosize import BatchSizer, peak_rss_mb
+from pipeline.run.events import emit
 from pipeline.run.failfast import stop_at
 from pipeline.run.lane import CommitGate, Lane, opened_lanes
 from pipeline.run.prepared import OrderedMap, PreparedBatch, in_order_here, prepared_batches
@@ -42,7 +44,7 @@ from pipeline.run.progress import ProgressTask
 from pipeline.run.rejects_file import RejectsFile
 from pipeline.run.report import RunResult
 from pipeline.run.sharding import record_shards
-from pipeline.run.staged import Ticket
+from pipeline.run.staged import Committed, Ticket
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def run_batches(
         if config.shards > 1:
             shard_of, seconds = record_shards(inputs.files, dataset.name, config, started_at, in_order, stop)
             result.add_stage_seconds(seconds)
-        progress = ProgressTask("migrating", inputs.total_bytes, config.log_progress)
+        progress = ProgressTask("migrating", inputs.total_bytes, config.log_progress, result.run_id)
         keeper = inputs.dry_rejects or loader
         window = _Window(keeper, result, config, sizer, progress, gate)
         files = list(inputs.files)
@@ -197,7 +199,8 @@ class _Window:
         rows_after = _rows_in(self._pending[0][0]) if self._pending else None
         self._sizer.committed(_rows_in(tickets), rows_after, now - self._last_commit, self.result.peak_rss_mb)
         self._last_commit = now
-        self._progress.update(bytes_done, self.result.processed, self.result.seconds)
+        rejected = self.result.processed - self.result.successful
+        self._progress.update(bytes_done, self.result.processed, self.result.seconds, rejected)
 
 
 def _count(
@@ -221,6 +224,8 @@ def _count(
         raise stop_at(keeper, result, number, pl.concat(rolled_back))
     loaded = sum(part.outcome.loaded for part in committed)
     rows_in = _rows_in(tickets)
+    for ticket, part in zip(tickets, committed, strict=True):
+        _said(result.run_id, ticket, part, isinstance(keeper, RejectsFile))
     rejects = pl.concat([part.outcome.rejects for part in committed])
     result.add_batch(rows_in, loaded, rejects, perf_counter() - min(ticket.began for ticket in tickets))
     checkpoint("accounted")
@@ -235,6 +240,23 @@ def _count(
             run_id=result.run_id,
             result=result,
         )
+
+
+def _said(run_id: str, ticket: Ticket, part: Committed, dry: bool) -> None:
+    """The event of a lane's part of a batch, committed (or decided, in a dry run)."""
+    rejected = RejectCounts.of(part.outcome.rejects).records
+    number, shard = ticket.part.number, ticket.part.shard
+    emit(
+        "batch_decided" if dry else "batch_committed",
+        run_id,
+        f"batch {number} (shard {shard}): {ticket.part.rows_in:,} in, {part.outcome.loaded:,} loaded",
+        batch=number,
+        shard=shard,
+        records=ticket.part.rows_in,
+        loaded=part.outcome.loaded,
+        rejected=rejected,
+        seconds={"lookup": round(ticket.lookup_seconds(), 3), "load": round(part.seconds, 3)},
+    )
 
 
 def _fully_committed(committed: dict[int, set[int]], shards: int) -> int:

@@ -9,10 +9,15 @@ record of the library, they show only once the caller enables ``pipeline`` loggi
 
 from __future__ import annotations
 
+import json
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from time import perf_counter
+from typing import Any
 
 from loguru import logger
 from rich.console import Console
@@ -28,15 +33,16 @@ class ProgressTask:
     name: str
     total_bytes: int
     enabled: bool = True
+    run_id: str = ""
     started: float = 0.0
     last: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.started = perf_counter()
 
-    def update(self, bytes_done: int, records: int, seconds: float | None = None) -> None:
-        """``records`` and the input ``bytes_done`` of the batches done; ``seconds`` they took
-        (default: since the step started)."""
+    def update(self, bytes_done: int, records: int, seconds: float | None = None, rejected: int = 0) -> None:
+        """``records`` and the input ``bytes_done`` of the batches done, ``rejected`` of them not
+        loaded; ``seconds`` they took (default: since the step started)."""
         if not self.enabled or self.last == (bytes_done, records):
             return
         self.last = (bytes_done, records)
@@ -46,6 +52,7 @@ class ProgressTask:
         eta = seconds * (1 - share) / share if share > 0 else None
         logger.bind(
             event=PROGRESS_EVENT,
+            run_id=self.run_id,
             task=self.name,
             records=records,
             percent=round(100 * share, 1),
@@ -53,6 +60,7 @@ class ProgressTask:
             eta_seconds=None if eta is None else round(eta, 1),
             bytes_done=bytes_done,
             total_bytes=self.total_bytes,
+            rejected=rejected,
         ).info(
             "{}: {:,} records, {:.0f}% of the input, {:,.0f} records/s", self.name, records, 100 * share, rate
         )
@@ -99,6 +107,68 @@ def progress_bar(enabled: bool) -> Iterator[None]:
         logger.remove(sink)
         if tasks:
             bars.stop()
+
+
+@contextmanager
+def progress_display(enabled: bool, interval: float, as_json: bool) -> Iterator[None]:
+    """Progress on stderr: bars on a terminal; elsewhere (a scheduler, a container, a pipe) or
+    as JSON lines, the latest progress every ``interval`` seconds, also before the first batch
+    is done, so that a watcher always sees the run alive."""
+    if not enabled:
+        yield
+        return
+    if sys.stderr.isatty() and not as_json:
+        with progress_bar(True):
+            yield
+        return
+    latest: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def keep(message: Any) -> None:
+        latest.update(record=message.record)
+
+    def tick() -> None:
+        while not stop.wait(interval):
+            record = latest.get("record")
+            sys.stderr.write(json_line(record) if as_json and record else _progress_text(record))
+            sys.stderr.flush()
+
+    sink = logger.add(keep, level="INFO", filter=is_progress)
+    ticker = threading.Thread(target=tick, name="progress", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        ticker.join()
+        logger.remove(sink)
+
+
+def _progress_text(record: Any) -> str:
+    now = datetime.now().strftime("%H:%M:%S")
+    if record is None:
+        return f"{now} PROGRESS starting: no batch done yet\n"
+    event = record["extra"]
+    eta = "" if event["eta_seconds"] is None else f", eta {event['eta_seconds']:,.0f}s"
+    return (
+        f"{now} PROGRESS {event['task']}: {event['records']:,} records, {event['percent']:.0f}% of "
+        f"the input, {event['records_per_second']:,.0f} records/s{eta}, {event['rejected']:,} rejected\n"
+    )
+
+
+def json_line(record: Any) -> str:
+    """A log record as one JSON object on one line: ``time``, ``level``, ``event`` (``log`` for
+    a plain message), ``run_id``, ``message`` and the event's fields."""
+    extra = dict(record["extra"])
+    line = {
+        "time": record["time"].isoformat(),
+        "level": record["level"].name,
+        "event": extra.pop("event", "log"),
+        "run_id": extra.pop("run_id", None),
+        "message": record["message"],
+        **extra,
+    }
+    return json.dumps(line, default=str) + "\n"
 
 
 def is_progress(record) -> bool:
