@@ -4,6 +4,11 @@ table on a fresh database, and it runs for a role that may only SELECT."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -115,3 +120,21 @@ def test_a_bad_rejects_file_is_one_line_before_anything_runs(db_url, tmp_path):
         assert done.stderr.count("\n") == 1 and str(bad) in done.stderr
     real = cli("migrate", export, "--db", db_url, "--rejects-file", tmp_path / "r.parquet")
     assert real.returncode == 2 and "--dry-run" in real.stderr
+
+
+def test_ctrl_c_on_a_dry_run_prints_what_was_decided_and_no_resume(server_url, inputs, tmp_path):  # noqa: F811
+    _, export = inputs
+    url = fresh_database(server_url, f"dry_{uuid.uuid4().hex[:10]}")
+    command = [sys.executable, "-m", "pipeline", "migrate", str(export), "--db", url, "--dry-run"]
+    command += ["--batch-size", "50", "--log-format", "json", "--rejects-file", str(tmp_path / "r.jsonl")]
+    env = {**os.environ, "PIPELINE_DELAY_AT": "lookup", "PIPELINE_DELAY_SECONDS": "0.1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if json.loads(line)["event"] == "batch_decided":
+            process.send_signal(signal.SIGINT)
+            break
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "dry run" in stdout and "interrupted" in stdout and "would load" in stdout
+    assert "nothing was written" in stderr and "--resume" not in stderr
