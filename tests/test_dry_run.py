@@ -138,3 +138,21 @@ def test_ctrl_c_on_a_dry_run_prints_what_was_decided_and_no_resume(server_url, i
     assert process.returncode == 130
     assert "dry run" in stdout and "interrupted" in stdout and "would load" in stdout
     assert "nothing was written" in stderr and "--resume" not in stderr
+
+
+def test_lookups_read_in_one_exported_snapshot_see_no_later_write(db_url):
+    """A dry run's lanes read the stored rows as one snapshot, however long the run."""
+    exporter, reader, writer = Connection(db_url), Connection(db_url), Connection(db_url)
+    try:
+        writer.execute("CREATE TABLE snapshot_probe (n integer)")
+        with exporter.exported_snapshot() as snapshot:
+            reader.read_only(snapshot)
+            writer.execute("INSERT INTO snapshot_probe VALUES (1)")
+            with reader.transaction("reading the probe"):
+                seen = rows(reader, "SELECT count(*) AS n FROM snapshot_probe")
+            assert seen == [{"n": 0}]
+            with pytest.raises(Exception, match="read-only"), reader.transaction("writing"):
+                reader.execute("INSERT INTO snapshot_probe VALUES (2)")
+    finally:
+        for conn in (exporter, reader, writer):
+            conn.close()

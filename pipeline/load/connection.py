@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from pipeline.errors import ConfigError, DatabaseError, TransientDatabaseError
 from pipeline.load.server import redact, redact_url
-from pipeline.sqltext import quoted
+from pipeline.sqltext import literal, quoted
 
 __all__ = ["Connection", "connected", "details", "quoted", "translate"]
 
@@ -42,6 +42,7 @@ class Connection:
         self._connection = self._connect()
         self._in_transaction = threading.RLock()
         self._read_only = False
+        self._snapshot: str | None = None
 
     def _connect(self):
         try:
@@ -50,11 +51,22 @@ class Connection:
         except adbc_driver_manager.Error as exc:
             raise _connect_error(exc, self.url) from None
 
-    def read_only(self) -> None:
+    def read_only(self, snapshot: str | None = None) -> None:
         """From now on every transaction is read-only: the server refuses any write (a dry run's
-        guarantee, not only its intent). Kept across a reconnect."""
-        self._read_only = True
+        guarantee, not only its intent); with ``snapshot`` (``exported_snapshot``) each sees the
+        database as that snapshot does, whenever it runs. Kept across a reconnect."""
+        self._read_only, self._snapshot = True, snapshot
         self.execute("SET default_transaction_read_only = on")
+
+    @contextmanager
+    def exported_snapshot(self) -> Iterator[str]:
+        """A read-only snapshot of the database, held while the block runs, for other
+        connections to read in (``read_only``): what several connections read then agrees."""
+        with self.transaction("holding a snapshot of the database"):
+            self.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            exported = self.execute("SELECT pg_export_snapshot()")
+            assert exported is not None
+            yield str(exported.column(0)[0].as_py())
 
     def reconnect(self) -> None:
         """A new connection after the old one broke (the server restarted, the network dropped)."""
@@ -62,7 +74,7 @@ class Connection:
             self._connection.close()
         self._connection = self._connect()
         if self._read_only:
-            self.read_only()
+            self.read_only(self._snapshot)
 
     def close(self) -> None:
         self._connection.close()
@@ -93,6 +105,9 @@ class Connection:
         with self._in_transaction:
             try:
                 self.execute("BEGIN")
+                if self._snapshot is not None:
+                    self.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    self.execute(f"SET TRANSACTION SNAPSHOT {literal(self._snapshot)}")
                 yield
                 self.execute("COMMIT")
             except adbc_driver_manager.Error as exc:

@@ -142,19 +142,26 @@ def opened_lanes(
     own, but the first, which loads on the run's connection (``Connection`` serializes its
     transactions: the run records its ledger rows on it too). With ``dry_rejects`` (a dry run)
     the lanes write their rejects there and nothing to the database: they open only their
-    lookup connections, read-only. The stored rows' keys are read once, on the first lane's
-    lookup connection, while the first batches are prepared (a million stored rows take two
-    seconds). On the way out, the gate closes and the lanes finish the work begun before
-    their connections close."""
+    lookup connections, read-only, reading one snapshot of the database that a connection of
+    its own exports (``Connection.exported_snapshot``). The stored rows' keys are read once,
+    on the first lane's lookup connection, while the first batches are prepared (a million
+    stored rows take two seconds). On the way out, the gate closes and the lanes finish the
+    work begun before their connections close."""
     known: Future[KnownKeys] = Future()
     lanes: list[Lane] = []
     store = DryRunStore() if dry_rejects is not None else None
     with ExitStack() as stack:
+        # A dry run's lanes read the database as one snapshot, whenever each decides.
+        snapshot = (
+            stack.enter_context(stack.enter_context(connected(run.url)).exported_snapshot())
+            if store
+            else None
+        )
         for number in range(config.shards):
             lookup = stack.enter_context(connected(run.url))
             sink: Sink
             if dry_rejects is not None and store is not None:
-                lookup.read_only()
+                lookup.read_only(snapshot)
                 sink = DryRunSink(dry_rejects, run_id, store)
             else:
                 loader = run if number == 0 else stack.enter_context(connected(run.url))
