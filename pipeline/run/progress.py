@@ -113,7 +113,7 @@ def progress_bar(enabled: bool) -> Iterator[None]:
 def progress_display(enabled: bool, interval: float, as_json: bool) -> Iterator[None]:
     """Progress on stderr: bars on a terminal; elsewhere (a scheduler, a container, a pipe) or
     as JSON lines, the latest progress every ``interval`` seconds, also before the first batch
-    is done, so that a watcher always sees the run alive."""
+    is done, so that a watcher always sees the run alive, and once more at the end."""
     if not enabled:
         yield
         return
@@ -127,11 +127,19 @@ def progress_display(enabled: bool, interval: float, as_json: bool) -> Iterator[
     def keep(message: Any) -> None:
         latest.update(record=message.record)
 
+    def line() -> None:
+        record = latest.get("record")
+        if as_json:
+            starting = {"time": datetime.now().astimezone().isoformat(), "level": "INFO", "event": "progress"}
+            starting |= {"run_id": None, "message": "starting: no batch done yet", "records": 0}
+            sys.stderr.write(json_line(record) if record else json.dumps(starting) + "\n")
+        else:
+            sys.stderr.write(_progress_text(record))
+        sys.stderr.flush()
+
     def tick() -> None:
         while not stop.wait(interval):
-            record = latest.get("record")
-            sys.stderr.write(json_line(record) if as_json and record else _progress_text(record))
-            sys.stderr.flush()
+            line()
 
     sink = logger.add(keep, level="INFO", filter=is_progress)
     ticker = threading.Thread(target=tick, name="progress", daemon=True)
@@ -142,6 +150,8 @@ def progress_display(enabled: bool, interval: float, as_json: bool) -> Iterator[
         stop.set()
         ticker.join()
         logger.remove(sink)
+        if latest:  # where the run got to, however short it was
+            line()
 
 
 def _progress_text(record: Any) -> str:
