@@ -130,7 +130,8 @@ def progress_display(enabled: bool, interval: float, as_json: bool) -> Iterator[
     def line() -> None:
         record = latest.get("record")
         if as_json:
-            starting = {"time": datetime.now().astimezone().isoformat(), "level": "INFO", "event": "progress"}
+            starting: dict[str, Any] = {"time": datetime.now().astimezone().isoformat(), "level": "INFO"}
+            starting |= {"event": "progress"}
             starting |= {"run_id": None, "message": "starting: no batch done yet", "records": 0}
             sys.stderr.write(json_line(record) if record else json.dumps(starting) + "\n")
         else:
