@@ -70,7 +70,7 @@ def stored_rows_now(
         return keys, None
     citing = known.citing(plan.near.sources["source"])
     if citing.is_empty():  # no stored row cites them (a first load)
-        return keys, comparable(pl.DataFrame(schema=comparable_input("candidate")), "candidate")
+        return keys, _no_candidates()
     candidates = conn.execute(near.candidates_sql, sorted_arrays(citing))
     return keys, comparable(arrow_frame(candidates), "candidate")
 
@@ -80,7 +80,12 @@ def nothing_stored(dataset: Dataset, plan: LoadPlan) -> tuple[pl.DataFrame, pl.D
     keys = pl.DataFrame(schema=STORED_KEYS_SCHEMA)
     if dataset.near_duplicates is None or plan.near is None or plan.near.sources.is_empty():
         return keys, None
-    return keys, comparable(pl.DataFrame(schema=comparable_input("candidate")), "candidate")
+    return keys, _no_candidates()
+
+
+def _no_candidates() -> pl.DataFrame:
+    """The near-duplicate candidates of a batch no stored row is known to cite."""
+    return comparable(pl.DataFrame(schema=comparable_input("candidate")), "candidate")
 
 
 def _stored_keys(conn: Connection, root: Table, records: pl.DataFrame) -> pl.DataFrame:

@@ -247,8 +247,7 @@ def _started(loader: Connection, request: _Request, planned: _Planned | None) ->
     found = [_recorded(f, request.input_format) for f in fingerprints.result()]
     started_at, result, inputs = _new_run(loader, request.run_id, config, found, request.recheck)
     result.ignored_paths = planned.ignored
-    read = ["loaded_by" not in i for i in inputs]
-    files, sizes = list(compress(files, read)), list(compress(sizes, read))
+    files, sizes = _unskipped(files, sizes, inputs)
     return _Run(config, dataset, files, sizes, inputs, started_at, result)
 
 
@@ -291,9 +290,14 @@ def _dry_run(
     result.dry_run = True
     rejects = RejectsFile(rejects_file_path(config.rejects_file, result.run_id))
     result.rejects_file = str(rejects.path)
-    read = ["loaded_by" not in i for i in inputs]
-    files, sizes = list(compress(files, read)), list(compress(sizes, read))
+    files, sizes = _unskipped(files, sizes, inputs)
     return _Run(config, dataset, files, sizes, inputs, started_at, result, rejects)
+
+
+def _unskipped(files: list[Source], sizes: list[int], inputs: list[dict]) -> tuple[list[Source], list[int]]:
+    """The inputs (and their sizes) a new run reads: not those it skips as already loaded."""
+    read = ["loaded_by" not in i for i in inputs]
+    return list(compress(files, read)), list(compress(sizes, read))
 
 
 def _new_run(
